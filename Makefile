@@ -1,0 +1,59 @@
+# saga-coordinator — developer commands. `make demo` runs the main job, `make test` the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export SAGA_CACHE_DIR ?= $(HOME)/.cache/saga-coordinator
+
+.PHONY: install test unit integration lint format demo bench bench-full kafka-up kafka-down postgres-up clean
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+## Everything: venv, install, PostgreSQL, Kafka (started and stopped by the test fixtures), all tests.
+test: install postgres-up
+	$(BIN)/python -m infra.kafka jars
+	$(BIN)/pytest tests
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install postgres-up
+	$(BIN)/pytest tests/integration
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: install
+	$(BIN)/python -m examples.order_fulfillment.demo
+
+bench: install postgres-up
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench --quick
+
+bench-full: install postgres-up
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench --full
+
+kafka-up: install
+	$(BIN)/python -m infra.kafka up
+
+kafka-down: install
+	$(BIN)/python -m infra.kafka down
+
+postgres-up:
+	@bash infra/postgres-up.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

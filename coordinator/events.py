@@ -1,0 +1,191 @@
+"""Lifecycle events: the coordinator's public contract (JSON on the lifecycle topic).
+
+Every event carries ``event_id``, ``saga_id``, ``saga_type``, ``saga_version``, ``seq``
+(strictly increasing by one per saga, starting at 1), ``type``, ``occurred_at``, and,
+where it applies, ``business_key``, ``step``, ``service``, ``attempt``, ``data`` and
+``error``. Consumers apply an event only if its ``seq`` is newer than the one they stored
+for that saga; ``event_id`` is ``"{saga_id}:{seq}"`` so a re-sent event is recognisable.
+
+Event types and when they are emitted::
+
+    saga_started              a new saga was accepted (data: the saga input)
+    step_started              a step request (attempt N) was sent to its service
+    step_succeeded            the step's action returned (data: its output)
+    step_failed               an attempt failed; ``retrying`` says whether another follows
+    saga_compensating         unwinding began
+                              (data.reason: step_failed | cancelled | operator_retry)
+    compensation_started      a compensation request (attempt N) was sent
+    compensation_succeeded    a compensation finished
+    compensation_failed       a compensation attempt failed; ``retrying`` as above
+    saga_completed            terminal: every step succeeded
+    saga_compensated          terminal: a step failed and every completed step was compensated
+    saga_cancelled            terminal: cancelled by an operator and compensated
+    saga_compensation_failed  resting: a compensation exhausted its retries; an operator may retry
+
+Dead letters (``DeadLetter``) share this module because every agent, listeners included,
+writes them.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TERMINAL_EVENT_TYPES",
+    "CompensationFailed",
+    "CompensationStarted",
+    "CompensationSucceeded",
+    "DeadLetter",
+    "ErrorInfo",
+    "LifecycleEvent",
+    "SagaCancelled",
+    "SagaCompensated",
+    "SagaCompensating",
+    "SagaCompensationFailed",
+    "SagaCompleted",
+    "SagaStarted",
+    "StepFailed",
+    "StepStarted",
+    "StepSucceeded",
+    "parse_event",
+]
+
+
+class ErrorInfo(BaseModel):
+    """Why an attempt failed. ``retryable=False`` marks a business failure."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    message: str
+    retryable: bool = True
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str
+    saga_id: str
+    saga_type: str
+    saga_version: int
+    seq: int = Field(ge=1)
+    occurred_at: datetime
+    business_key: str | None = None
+    step: str | None = None
+    service: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class SagaStarted(_EventBase):
+    type: Literal["saga_started"] = "saga_started"
+
+
+class StepStarted(_EventBase):
+    type: Literal["step_started"] = "step_started"
+
+
+class StepSucceeded(_EventBase):
+    type: Literal["step_succeeded"] = "step_succeeded"
+
+
+class StepFailed(_EventBase):
+    type: Literal["step_failed"] = "step_failed"
+    retrying: bool = False
+
+
+class SagaCompensating(_EventBase):
+    type: Literal["saga_compensating"] = "saga_compensating"
+
+
+class CompensationStarted(_EventBase):
+    type: Literal["compensation_started"] = "compensation_started"
+
+
+class CompensationSucceeded(_EventBase):
+    type: Literal["compensation_succeeded"] = "compensation_succeeded"
+
+
+class CompensationFailed(_EventBase):
+    type: Literal["compensation_failed"] = "compensation_failed"
+    retrying: bool = False
+
+
+class SagaCompleted(_EventBase):
+    type: Literal["saga_completed"] = "saga_completed"
+
+
+class SagaCompensated(_EventBase):
+    type: Literal["saga_compensated"] = "saga_compensated"
+
+
+class SagaCancelled(_EventBase):
+    type: Literal["saga_cancelled"] = "saga_cancelled"
+
+
+class SagaCompensationFailed(_EventBase):
+    type: Literal["saga_compensation_failed"] = "saga_compensation_failed"
+
+
+LifecycleEvent = Annotated[
+    SagaStarted
+    | StepStarted
+    | StepSucceeded
+    | StepFailed
+    | SagaCompensating
+    | CompensationStarted
+    | CompensationSucceeded
+    | CompensationFailed
+    | SagaCompleted
+    | SagaCompensated
+    | SagaCancelled
+    | SagaCompensationFailed,
+    Field(discriminator="type"),
+]
+
+TERMINAL_EVENT_TYPES = frozenset({"saga_completed", "saga_compensated", "saga_cancelled"})
+
+_ADAPTER: TypeAdapter[LifecycleEvent] = TypeAdapter(LifecycleEvent)
+
+
+def parse_event(raw: bytes | str) -> LifecycleEvent:
+    """Decode one lifecycle event; raises ``pydantic.ValidationError`` on bad input."""
+    return _ADAPTER.validate_json(raw)
+
+
+class DeadLetter(BaseModel):
+    """A message an agent could not use, kept with the reason (never silently dropped)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    value_b64: str
+    reason: str
+    error_type: str
+    agent: str
+    occurred_at: datetime
+
+    @staticmethod
+    def encode_value(value: bytes | None) -> str:
+        return base64.b64encode(value or b"").decode()
+
+    def value(self) -> bytes:
+        return base64.b64decode(self.value_b64)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()

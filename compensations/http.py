@@ -1,0 +1,113 @@
+"""HTTP calls to participants, shared by step actions and compensations.
+
+A call sends JSON with an ``Idempotency-Key`` header (the participant must apply the
+effect at most once per key) and classifies the answer:
+
+* 2xx: success; the JSON body (or None) is returned.
+* connect errors, timeouts, 408, 429 and 5xx: :class:`TransientHttpError`, retried in
+  process with tenacity (honouring ``Retry-After``) within ``transport_retry``.
+* any other 4xx: :class:`BusinessHttpError`, never retried; the saga compensates.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import tenacity
+
+from compensations.errors import BusinessHttpError, TransientHttpError
+from compensations.policy import RetryPolicy
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+#: In-process retries of transport failures inside one durable attempt.
+TRANSPORT_RETRY = RetryPolicy(
+    maximum_attempts=3,
+    initial_interval=timedelta(milliseconds=50),
+    maximum_interval=timedelta(seconds=2),
+)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _classify(response: httpx.Response, what: str) -> Any:
+    status = response.status_code
+    if 200 <= status < 300:
+        if not response.content:
+            return None
+        return response.json()
+    body = response.text[:2000]
+    if status in (408, 429) or status >= 500:
+        raise TransientHttpError(
+            f"{what}: HTTP {status} (transient): {body[:200]}",
+            status=status,
+            body=body,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
+    raise BusinessHttpError(f"{what}: HTTP {status}: {body[:200]}", status=status, body=body)
+
+
+def _wait_honouring_retry_after(policy: RetryPolicy) -> tenacity.wait.wait_base:
+    base = tenacity.wait_exponential_jitter(
+        multiplier=policy.initial_interval.total_seconds(),
+        max=policy.maximum_interval.total_seconds(),
+        exp_base=policy.backoff_coefficient,
+    )
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        delay = base(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientHttpError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        return float(delay)
+
+    return _Wait(wait)
+
+
+class _Wait(tenacity.wait.wait_base):
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        return float(self._fn(retry_state))
+
+
+async def send_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    body: Any,
+    idempotency_key: str,
+    request_timeout: float,
+    transport_retry: RetryPolicy = TRANSPORT_RETRY,
+) -> Any:
+    """Send one participant request; return its JSON reply or raise a classified error."""
+    what = f"{method} {url}"
+    headers = {IDEMPOTENCY_HEADER: idempotency_key}
+    retrier = transport_retry.tenacity(
+        retry_if=lambda exc: isinstance(exc, TransientHttpError),
+        wait=_wait_honouring_retry_after(transport_retry),
+    )
+    async for attempt in retrier:
+        with attempt:
+            try:
+                response = await client.request(
+                    method, url, json=body, headers=headers, timeout=request_timeout
+                )
+            except httpx.TransportError as exc:
+                raise TransientHttpError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            return _classify(response, what)
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

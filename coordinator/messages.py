@@ -1,0 +1,123 @@
+"""Wire messages of the coordinator (JSON, keyed by saga id).
+
+Inbox (``{prefix}.inbox``), consumed by the coordinator agent::
+
+    start               StartSaga          a client starts a saga (idempotent on saga_id)
+    result              StepResult         an executor reports one attempt's outcome
+    timer               TimerFired         a worker's timer saw a deadline pass
+    cancel              CancelSaga         an operator cancels: completed steps are compensated
+    retry_compensation  RetryCompensation  an operator resumes a compensation_failed saga
+
+Step requests (``{prefix}.step.{service}``) go to executors, in-process or remote in any
+language: they run the action (at least once; ``idempotency_key`` is stable per saga,
+step and phase) and reply with a ``StepResult`` on the topic named by ``reply_to``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from coordinator.events import ErrorInfo
+
+Phase = Literal["action", "compensation"]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    saga_id: str = Field(min_length=1, max_length=200)
+    at: datetime
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class StartSaga(_Msg):
+    kind: Literal["start"] = "start"
+    saga_type: str
+    saga_version: int | None = None
+    input: dict[str, Any]
+    business_key: str | None = None
+
+
+class StepResult(_Msg):
+    kind: Literal["result"] = "result"
+    step: str
+    phase: Phase
+    attempt: int = Field(ge=1)
+    ok: bool
+    output: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+class TimerFired(_Msg):
+    kind: Literal["timer"] = "timer"
+
+
+class CancelSaga(_Msg):
+    kind: Literal["cancel"] = "cancel"
+    reason: str = "cancelled by operator"
+
+
+class RetryCompensation(_Msg):
+    kind: Literal["retry_compensation"] = "retry_compensation"
+
+
+InboxMessage = Annotated[
+    StartSaga | StepResult | TimerFired | CancelSaga | RetryCompensation,
+    Field(discriminator="kind"),
+]
+_INBOX: TypeAdapter[InboxMessage] = TypeAdapter(InboxMessage)
+
+
+def parse_inbox(raw: bytes | str) -> InboxMessage:
+    """Decode one inbox message; raises ``pydantic.ValidationError`` on bad input."""
+    return _INBOX.validate_json(raw)
+
+
+class StepRequest(BaseModel):
+    """One attempt of one step action or compensation, sent to the step's service."""
+
+    model_config = ConfigDict(frozen=True)
+
+    saga_id: str
+    saga_type: str
+    saga_version: int
+    step: str
+    service: str
+    phase: Phase
+    attempt: int
+    idempotency_key: str
+    input: dict[str, Any]
+    outputs: dict[str, dict[str, Any] | None]
+    deadline: datetime
+    reply_to: str = ""
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    def result(
+        self,
+        *,
+        at: datetime,
+        output: dict[str, Any] | None = None,
+        error: ErrorInfo | None = None,
+    ) -> StepResult:
+        return StepResult(
+            saga_id=self.saga_id,
+            at=at,
+            step=self.step,
+            phase=self.phase,
+            attempt=self.attempt,
+            ok=error is None,
+            output=output,
+            error=error,
+        )
+
+
+def idempotency_key(saga_id: str, step: str, phase: Phase) -> str:
+    """Stable across attempts, so a participant applies each effect at most once."""
+    return f"{saga_id}:{step}:{'do' if phase == 'action' else 'undo'}"

@@ -1,0 +1,93 @@
+"""The saga record kept in the changelog-backed table (application state)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from coordinator.events import ErrorInfo
+from coordinator.messages import Phase
+
+SagaStatus = Literal[
+    "running", "compensating", "completed", "compensated", "cancelled", "compensation_failed"
+]
+StepStatus = Literal[
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "compensating",
+    "compensated",
+    "compensation_failed",
+]
+
+#: Statuses in which a saga does nothing until an operator acts (or ever).
+TERMINAL: frozenset[str] = frozenset({"completed", "compensated", "cancelled"})
+RESTING: frozenset[str] = TERMINAL | {"compensation_failed"}
+
+
+class StepState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    service: str
+    status: StepStatus = "pending"
+    attempts: int = 0
+    compensation_attempts: int = 0
+    output: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+class Pending(BaseModel):
+    """What the saga waits for: a result (until ``deadline``) or a backoff to end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase: Phase
+    step: int
+    attempt: int
+    waiting: Literal["result", "backoff"]
+    deadline: datetime
+    #: first attempt number of the current retry round (an operator retry starts a new one)
+    round_start: int = 1
+
+
+class SagaState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    saga_id: str
+    saga_type: str
+    saga_version: int
+    business_key: str | None = None
+    status: SagaStatus = "running"
+    input: dict[str, Any]
+    steps: list[StepState]
+    current: int = 0
+    plan: list[int] = []
+    cursor: int = 0
+    pending: Pending | None = None
+    cancel_requested: str | None = None
+    error: ErrorInfo | None = None
+    seq: int = 0
+    started_at: datetime
+    updated_at: datetime
+    #: the inbox message last applied and what it emitted, re-sent if it is redelivered
+    #: after a crash (its effects may have reached the table but not every topic)
+    last_message: str | None = None
+    last_outbox: list[dict[str, Any]] = []
+
+    @property
+    def resting(self) -> bool:
+        return self.status in RESTING
+
+    def current_step(self) -> StepState | None:
+        """The step the saga is with right now (action or compensation)."""
+        if self.pending is not None:
+            return self.steps[self.pending.step]
+        if self.status == "compensating" and self.cursor < len(self.plan):
+            return self.steps[self.plan[self.cursor]]
+        if self.status == "compensation_failed" and self.cursor < len(self.plan):
+            return self.steps[self.plan[self.cursor]]
+        return None

@@ -1,0 +1,111 @@
+"""The test kit drives the real machine and executor: given/when/expect without a broker."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from coordinator import BusinessFailure
+from coordinator.testing import SagaTestKit
+from tests.unit.coordinator.sagas import HTTP_SAGA, Item, linear_saga
+
+
+async def test_all_steps_succeed() -> None:
+    kit = SagaTestKit(linear_saga(3))
+    run = await kit.run("linear3", Item())
+    assert run.status == "completed"
+    assert run.completed == ["s0", "s1", "s2"]
+    assert run.compensated == []
+    assert run.event_types[0] == "saga_started" and run.event_types[-1] == "saga_completed"
+    assert [e.seq for e in run.events] == list(range(1, len(run.events) + 1))
+
+
+async def test_business_failure_compensates_completed_steps_in_reverse_without_retry() -> None:
+    kit = SagaTestKit(linear_saga(4)).fail("s2", BusinessFailure("declined"))
+    run = await kit.run("linear4", Item())
+    assert run.status == "compensated"
+    assert [a.attempt for a in run.attempts if a.step == "s2" and a.phase == "action"] == [1]
+    assert run.compensated == ["s1", "s0"]
+
+
+async def test_transient_failure_is_retried_then_succeeds() -> None:
+    kit = SagaTestKit(linear_saga(2)).fail("s1", ConnectionError("flaky"), times=2)
+    run = await kit.run("linear2", Item())
+    assert run.status == "completed"
+    failed = [e for e in run.events if e.type == "step_failed"]
+    assert [(e.attempt, e.retrying) for e in failed] == [(1, True), (2, True)]
+
+
+async def test_compensation_failure_then_operator_retry() -> None:
+    kit = SagaTestKit(linear_saga(3)).fail("s2").fail("s0", ConnectionError("down"),
+                                                      phase="compensation")
+    run = await kit.run("linear3", Item())
+    assert run.status == "compensation_failed"
+    assert run.compensated == ["s1"]
+    kit.heal("s0")
+    run = await kit.retry_compensation()
+    assert run.status == "compensated"
+    assert run.compensated == ["s1", "s0"]
+
+
+async def test_cancel_compensates_completed_steps() -> None:
+    kit = SagaTestKit(linear_saga(4))
+    run = await kit.run("linear4", Item(), cancel_before="s2")
+    assert run.status == "cancelled"
+    assert run.completed == ["s0", "s1"]
+    assert run.compensated == ["s1", "s0"]
+
+
+async def test_http_steps_against_a_mock_transport() -> None:
+    seen: list[tuple[str, str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.headers.get("Idempotency-Key")))
+        if request.url.path == "/charges":
+            assert json.loads(request.content) == {"n": 7}
+            return httpx.Response(201, json={"charge_id": "ch 1"})
+        return httpx.Response(200, json={})
+
+    kit = SagaTestKit(HTTP_SAGA, transport=httpx.MockTransport(handler))
+    kit.fail("after", BusinessFailure("no"))
+    run = await kit.run("pay", Item(n=7), saga_id="s-9")
+    await kit.aclose()
+    assert run.status == "compensated"
+    assert seen == [
+        ("POST", "/charges", "s-9:charge:do"),
+        ("POST", "/charges/ch 1/refund", "s-9:charge:undo"),
+    ]
+
+
+async def test_http_4xx_is_business_failure_and_5xx_is_retried() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return httpx.Response(402, json={"error": "card_declined"})
+
+    kit = SagaTestKit(HTTP_SAGA, transport=httpx.MockTransport(handler))
+    run = await kit.run("pay", Item())
+    assert run.status == "compensated" and calls["n"] == 1
+    assert run.state is not None and run.state.error is not None
+    assert run.state.error.retryable is False and "402" in run.state.error.message
+
+    statuses = iter([503, 503, 201, 200])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        status = next(statuses)
+        return httpx.Response(status, json={"charge_id": "c"} if status == 201 else {})
+
+    kit2 = SagaTestKit(HTTP_SAGA, transport=httpx.MockTransport(flaky))
+    run2 = await kit2.run("pay", Item())
+    await kit.aclose()
+    await kit2.aclose()
+    assert run2.status == "completed"
+
+
+async def test_unknown_saga_type_is_rejected_not_raised() -> None:
+    kit = SagaTestKit(linear_saga(1))
+    run = await kit.run("nope", Item())
+    assert run.state is None
+    assert run.dead_letters and "not registered" in run.dead_letters[0]

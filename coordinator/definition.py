@@ -255,7 +255,7 @@ def _check_template(saga: Saga[Any], at: str, action: Http, available: Sequence[
         fields = action.placeholders()
     except ValueError as exc:
         raise DefinitionError(f"{at}: bad URL template {action.path!r}: {exc}") from exc
-    if not action.path.startswith("/") and not action.path.startswith("http"):
+    if action.path and not action.path.startswith("/"):
         raise DefinitionError(f"{at}: URL template {action.path!r} must start with '/'")
     outputs = {s.name: s.output_model() for s in available}
     for name in fields:

@@ -34,9 +34,15 @@ def linear_saga(n: int, *, without_compensation: frozenset[int] = frozenset()) -
         f"linear{n}",
         input=Item,
         steps=[
-            Step(f"s{i}", service=SVC, action=ok,
-                 compensation=None if i in without_compensation else undo,
-                 retry=FAST, compensation_retry=FAST, timeout=timedelta(seconds=1))
+            Step(
+                f"s{i}",
+                service=SVC,
+                action=ok,
+                compensation=None if i in without_compensation else undo,
+                retry=FAST,
+                compensation_retry=FAST,
+                timeout=timedelta(seconds=1),
+            )
             for i in range(n)
         ],
     )
@@ -52,9 +58,12 @@ HTTP_SAGA = Saga(
     "pay",
     input=Item,
     steps=[
-        Step("charge", service=PAYMENTS,
-             action=http("POST", "/charges", body=lambda ctx: {"n": ctx.input.n}, output=Charge),
-             compensation=http("POST", "/charges/{charge.charge_id}/refund")),
+        Step(
+            "charge",
+            service=PAYMENTS,
+            action=http("POST", "/charges", body=lambda ctx: {"n": ctx.input.n}, output=Charge),
+            compensation=http("POST", "/charges/{charge.charge_id}/refund"),
+        ),
         Step("after", service=SVC, action=ok, compensation=undo),
     ],
 )

@@ -9,8 +9,11 @@ from tests.unit.coordinator.sagas import SVC, Item, Out, linear_saga, ok, undo
 
 def test_duplicate_step_names_are_rejected_with_saga_and_step() -> None:
     with pytest.raises(DefinitionError, match=r"saga 'dup' v1 step 'a': duplicate step name"):
-        Saga("dup", input=Item, steps=[Step("a", service=SVC, action=ok),
-                                       Step("a", service=SVC, action=ok)])
+        Saga(
+            "dup",
+            input=Item,
+            steps=[Step("a", service=SVC, action=ok), Step("a", service=SVC, action=ok)],
+        )
 
 
 def test_compensation_must_be_callable() -> None:
@@ -37,11 +40,15 @@ def test_sync_action_is_rejected() -> None:
 )
 def test_bad_url_templates_name_the_problem(path: str, message: str) -> None:
     with pytest.raises(DefinitionError, match=message):
-        Saga("u", input=Item, steps=[
-            Step("a", service=SVC, action=ok),
-            Step("b", service=SVC, action=http("POST", path)),
-            Step("later", service=SVC, action=ok),
-        ])
+        Saga(
+            "u",
+            input=Item,
+            steps=[
+                Step("a", service=SVC, action=ok),
+                Step("b", service=SVC, action=http("POST", path)),
+                Step("later", service=SVC, action=ok),
+            ],
+        )
 
 
 def test_output_model_is_inferred_from_return_annotation() -> None:
@@ -66,7 +73,9 @@ def test_registry_versions_and_unknown_types() -> None:
         x: int = 0
 
     v1 = Saga("v", version=1, input=In, steps=[Step("a", service=SVC, action=ok)])
-    v2 = Saga("v", version=2, input=In, steps=[Step("a", service=SVC, action=ok, compensation=undo)])
+    v2 = Saga(
+        "v", version=2, input=In, steps=[Step("a", service=SVC, action=ok, compensation=undo)]
+    )
     registry = SagaRegistry([v1, v2])
     assert registry.get("v") is v2
     assert registry.get("v", 1) is v1

@@ -42,9 +42,7 @@ def run_scenario(sc: dict, rnd: random.Random) -> None:
     saga = linear_saga(sc["n"], without_compensation=sc["without"])
     registry = SagaRegistry([saga])
     now = T0
-    pool: list[InboxMessage] = [
-        StartSaga(saga_id="x", at=now, saga_type=saga.name, input={"n": 1})
-    ]
+    pool: list[InboxMessage] = [StartSaga(saga_id="x", at=now, saga_type=saga.name, input={"n": 1})]
     state = None
     events = []
     effects: dict[str, int] = {}  # idempotency key -> times the participant applied it
@@ -80,13 +78,18 @@ def run_scenario(sc: dict, rnd: random.Random) -> None:
                     error = ErrorInfo(type="Declined", message="no", retryable=False)
                 elif tries[key] <= sc["transient_failures"]:
                     error = ErrorInfo(type="Down", message="503")
-            if (req.phase == "compensation" and index == sc["comp_fail_step"] and not healed
-                    and tries[key] <= sc["comp_failures"]):
+            if (
+                req.phase == "compensation"
+                and index == sc["comp_fail_step"]
+                and not healed
+                and tries[key] <= sc["comp_failures"]
+            ):
                 error = ErrorInfo(type="Down", message="503")
             if error is None:
                 effects[req.idempotency_key] = 1  # idempotent participant: once per key
-            result = req.result(at=now, output={"ref": req.step} if error is None else None,
-                                error=error)
+            result = req.result(
+                at=now, output={"ref": req.step} if error is None else None, error=error
+            )
             if not lost_one and rnd.random() < 0.05:
                 lost_one = True  # a lost reply: only the deadline can recover it
                 continue
@@ -138,17 +141,22 @@ def test_redelivered_last_message_re_emits_its_outbox() -> None:
 
 def test_timer_before_deadline_does_nothing_and_after_retries_same_key() -> None:
     registry = SagaRegistry([linear_saga(1)])
-    start = transition(registry, None, StartSaga(saga_id="x", at=T0, saga_type="linear1",
-                                                 input={}))
+    start = transition(registry, None, StartSaga(saga_id="x", at=T0, saga_type="linear1", input={}))
     early = transition(registry, start.state, TimerFired(saga_id="x", at=T0))
     assert not early.changed and not early.requests
     late_at = T0 + timedelta(seconds=2)
     late = transition(registry, start.state, TimerFired(saga_id="x", at=late_at))
     assert [e.type for e in late.events] == ["step_failed", "step_started"] or (
-        [e.type for e in late.events] == ["step_failed"] and late.state
-        and late.state.pending and late.state.pending.waiting == "backoff")
-    retry = late.requests or transition(
-        registry, late.state, TimerFired(saga_id="x", at=late_at + timedelta(seconds=5))
-    ).requests
+        [e.type for e in late.events] == ["step_failed"]
+        and late.state
+        and late.state.pending
+        and late.state.pending.waiting == "backoff"
+    )
+    retry = (
+        late.requests
+        or transition(
+            registry, late.state, TimerFired(saga_id="x", at=late_at + timedelta(seconds=5))
+        ).requests
+    )
     assert retry[0].attempt == 2
     assert retry[0].idempotency_key == start.requests[0].idempotency_key

@@ -38,8 +38,11 @@ async def test_transient_failure_is_retried_then_succeeds() -> None:
 
 
 async def test_compensation_failure_then_operator_retry() -> None:
-    kit = SagaTestKit(linear_saga(3)).fail("s2").fail("s0", ConnectionError("down"),
-                                                      phase="compensation")
+    kit = (
+        SagaTestKit(linear_saga(3))
+        .fail("s2")
+        .fail("s0", ConnectionError("down"), phase="compensation")
+    )
     run = await kit.run("linear3", Item())
     assert run.status == "compensation_failed"
     assert run.compensated == ["s1"]

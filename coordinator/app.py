@@ -1,0 +1,225 @@
+"""The coordinator's Faust app: a thin imperative shell around the pure state machine.
+
+* ``saga-inbox`` agent: decode → ``machine.transition`` → send step requests and lifecycle
+  events → write the saga record to the changelog-backed table. Invalid messages go to
+  the dead-letter topic; the agent never raises (Faust would ack and drop the message).
+* ``executor-<service>`` agents: run step actions (callables or HTTP) and reply to the
+  inbox. Remote services (any language) consume their step topic themselves instead.
+* a timer: sends ``timer`` messages for deadlines that passed, for the sagas in the
+  partitions this worker holds (an in-memory index, rebuilt from the table periodically).
+* ``GET /sagas/{saga_id}/``: the saga's state as JSON, routed to the worker owning it.
+
+Zero SQL: application state lives in Kafka only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from pydantic import ValidationError
+
+from coordinator.events import DeadLetter
+from coordinator.executor import StepExecutor
+from coordinator.machine import transition
+from coordinator.messages import StepRequest, TimerFired, parse_inbox
+from coordinator.queries import saga_view
+from coordinator.registry import SagaRegistry, load_definitions
+from coordinator.settings import CoordinatorSettings
+from coordinator.state import SagaState
+
+log = logging.getLogger("coordinator")
+
+
+class Coordinator:
+    """Builds and holds one coordinator Faust app (no work at import time)."""
+
+    def __init__(self, settings: CoordinatorSettings, registry: SagaRegistry | None = None):
+        self.settings = settings
+        self.registry = registry or load_definitions(settings.definitions)
+        self.topics = settings.topics
+        self.app = self._make_app()
+        raw: dict[str, Any] = {
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": settings.partitions,
+            "internal": True,
+        }
+        self.inbox = self.app.topic(self.topics.inbox, **raw)
+        self.lifecycle = self.app.topic(self.topics.lifecycle, **raw)
+        self.deadletters = self.app.topic(self.topics.deadletters, **raw)
+        self.services = self.registry.services()
+        self.step_topics = {
+            name: self.app.topic(self.topics.step(name), **raw) for name in self.services
+        }
+        self.table = self.app.Table("saga-state", partitions=settings.partitions, key_type=str)
+        self.executor = StepExecutor(self.registry, service_urls=settings.service_urls)
+        self.deadlines: dict[str, float] = {}
+        self._last_rescan = 0.0
+        self._wire()
+
+    def _make_app(self) -> faust.App:
+        s = self.settings
+        brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap_servers.split(",")]
+        return faust.App(
+            s.app_id,
+            broker=brokers,
+            store=s.store,
+            datadir=str(s.datadir / s.app_id),
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            table_standby_replicas=s.standby_replicas,
+            processing_guarantee=s.processing_guarantee,
+            web_enabled=s.web_enabled,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            web_host=s.web_host,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=s.session_timeout,
+            broker_heartbeat_interval=min(3.0, s.session_timeout / 3),
+            broker_commit_every=1000,
+            broker_commit_interval=1.0,
+            producer_linger_ms=1,
+        )
+
+    def _wire(self) -> None:
+        app = self.app
+        app.agent(self.inbox, name="saga-inbox")(self._inbox_agent)
+        wanted = set(self.settings.executors)
+        if self.settings.run_executors:
+            for name, service in self.services.items():
+                if service.remote or (wanted and name not in wanted):
+                    continue
+                app.agent(
+                    self.step_topics[name],
+                    name=f"executor-{name}",
+                    concurrency=self.settings.executor_concurrency,
+                )(self._executor_agent)
+        app.timer(self.settings.timer_interval, name="saga-deadlines")(self._fire_deadlines)
+        app.task(self._declare_topics)
+        table = self.table
+
+        @app.page("/sagas/{saga_id}/")
+        @app.table_route(table=table, match_info="saga_id")
+        async def get_saga(web: View, request: Request, saga_id: str) -> Response:
+            raw = table.get(saga_id)
+            if raw is None:
+                return web.json({"error": f"no saga {saga_id!r} on this coordinator"}, status=404)
+            return web.json(saga_view(SagaState.model_validate(raw)))
+
+    async def _declare_topics(self) -> None:
+        for topic in (self.lifecycle, self.deadletters, *self.step_topics.values()):
+            await topic.maybe_declare()
+        print(f"coordinator ready: {self.settings.app_id} ({len(self.registry)} sagas)", flush=True)
+
+    # -- agents -------------------------------------------------------------------------
+
+    async def _inbox_agent(self, stream: faust.StreamT[Any]) -> None:
+        async for event in stream.events():
+            try:
+                await self.handle_inbox(event.key, event.value, event.message)
+            except Exception as exc:  # a bug must not lose the message: dead-letter it
+                log.exception("inbox: unexpected error")
+                await self.dead_letter(event.message, f"internal error: {exc!r}", exc, "inbox")
+
+    async def handle_inbox(self, key: bytes | None, value: bytes, message: Any) -> None:
+        try:
+            msg = parse_inbox(value)
+        except ValidationError as exc:
+            await self.dead_letter(message, f"invalid inbox message: {exc}", exc, "inbox")
+            return
+        if key is None or key.decode(errors="replace") != msg.saga_id:
+            reason = f"inbox key {key!r} must equal saga_id {msg.saga_id!r} (partitioning)"
+            await self.dead_letter(message, reason, ValueError(reason), "inbox")
+            return
+        raw = self.table.get(msg.saga_id)
+        state = SagaState.model_validate(raw) if raw is not None else None
+        msg_id = f"{message.partition}:{message.offset}"
+        out = transition(
+            self.registry, state, msg, message_id=msg_id, reply_to=self.inbox.get_topic_name()
+        )
+        if out.rejected:
+            await self.dead_letter(message, out.rejected, None, "inbox")
+        # send before the table write: a crash in between replays the message, which
+        # re-emits this outbox (same seq, same idempotency keys) — duplicates, never loss
+        for request in out.requests:
+            await self.step_topics[request.service].send(key=key, value=request.to_json())
+        for event in out.events:
+            await self.lifecycle.send(key=key, value=event.to_json())
+        if out.changed and out.state is not None:
+            self.table[msg.saga_id] = out.state.model_dump(mode="json")
+            self._index(out.state)
+
+    async def _executor_agent(self, stream: faust.StreamT[Any]) -> None:
+        async for event in stream.events():
+            try:
+                request = StepRequest.model_validate_json(event.value)
+            except ValidationError as exc:
+                await self.dead_letter(
+                    event.message, f"invalid step request: {exc}", exc, "executor"
+                )
+                continue
+            result = await self.executor.execute(request)
+            await self.inbox.send(key=request.saga_id.encode(), value=result.to_json())
+
+    # -- deadlines ----------------------------------------------------------------------
+
+    def _index(self, state: SagaState) -> None:
+        if state.pending is None or state.resting:
+            self.deadlines.pop(state.saga_id, None)
+        else:
+            self.deadlines[state.saga_id] = state.pending.deadline.timestamp()
+
+    async def _fire_deadlines(self) -> None:
+        now = time.time()
+        if now - self._last_rescan >= self.settings.timer_rescan_interval:
+            self._last_rescan = now
+            for saga_id, raw in list(self.table.items()):
+                pending = raw.get("pending") if isinstance(raw, dict) else None
+                if pending and raw.get("status") not in (
+                    "completed",
+                    "compensated",
+                    "cancelled",
+                    "compensation_failed",
+                ):
+                    deadline = datetime.fromisoformat(pending["deadline"]).timestamp()
+                    self.deadlines.setdefault(saga_id, deadline)
+        due = [saga_id for saga_id, at in self.deadlines.items() if at <= now]
+        at = datetime.now(UTC)
+        for saga_id in due:
+            del self.deadlines[saga_id]
+            await self.inbox.send(
+                key=saga_id.encode(), value=TimerFired(saga_id=saga_id, at=at).to_json()
+            )
+
+    # -- dead letters -------------------------------------------------------------------
+
+    async def dead_letter(
+        self, message: Any, reason: str, exc: BaseException | None, agent: str
+    ) -> None:
+        letter = DeadLetter(
+            source_topic=getattr(message, "topic", "?"),
+            partition=getattr(message, "partition", None),
+            offset=getattr(message, "offset", None),
+            key=(message.key.decode(errors="replace") if getattr(message, "key", None) else None),
+            value_b64=DeadLetter.encode_value(getattr(message, "value", b"")),
+            reason=reason[:4000],
+            error_type=type(exc).__name__ if exc else "Rejected",
+            agent=agent,
+            occurred_at=datetime.now(UTC),
+        )
+        log.warning("dead letter from %s: %s", agent, reason[:300])
+        await self.deadletters.send(
+            key=message.key if getattr(message, "key", None) else None, value=letter.to_json()
+        )
+
+
+def create_app(
+    settings: CoordinatorSettings | None = None, registry: SagaRegistry | None = None
+) -> Coordinator:
+    """Build the coordinator app from settings (env ``SAGA_*`` when omitted)."""
+    return Coordinator(settings or CoordinatorSettings(), registry)

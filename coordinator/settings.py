@@ -1,0 +1,69 @@
+"""Coordinator settings: one object, read from ``SAGA_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Topics:
+    """Topic names derived from one prefix; no topic string lives anywhere else."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.inbox = f"{prefix}.inbox"
+        self.lifecycle = f"{prefix}.lifecycle"
+        self.deadletters = f"{prefix}.deadletters"
+
+    def step(self, service: str) -> str:
+        return f"{self.prefix}.step.{service}"
+
+
+class CoordinatorSettings(BaseSettings):
+    """Every coordinator setting, with its default. Env: ``SAGA_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        validation_alias=AliasChoices("SAGA_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    app_id: str = "saga-coordinator"
+    topic_prefix: str = "saga"
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    #: saga definitions to load, as ``package.module:NAME`` (comma-separated in env)
+    definitions: Annotated[list[str], NoDecode] = []
+    #: base URL per service for HTTP steps, e.g. {"payment": "http://127.0.0.1:8700/payments"}
+    service_urls: dict[str, str] = {}
+    #: services run by this worker's executors (empty = every non-remote service)
+    executors: Annotated[list[str], NoDecode] = []
+    executor_concurrency: int = Field(default=64, ge=1)
+    run_executors: bool = True
+    timer_interval: float = Field(default=0.1, gt=0)
+    #: how often the timer rescans the whole table (partitions gained in a rebalance)
+    timer_rescan_interval: float = Field(default=5.0, gt=0)
+    #: a crashed worker's partitions move to the survivors after this long
+    session_timeout: float = Field(default=10.0, gt=0)
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_enabled: bool = True
+    datadir: Path = Path.home() / ".cache" / "saga-coordinator" / "faust"
+    store: str = "memory://"
+    standby_replicas: int = Field(default=0, ge=0)
+    #: "at_least_once" (default; correctness never relies on more) or "exactly_once"
+    processing_guarantee: str = "at_least_once"
+
+    @field_validator("definitions", "executors", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)

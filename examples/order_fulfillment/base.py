@@ -1,0 +1,115 @@
+"""Base of the five services: knobs, idempotency store, counters, sub-application.
+
+A concrete service (see :mod:`examples.order_fulfillment.participants`) declares
+its name, its business counters, how to clear its state, and its routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from examples.order_fulfillment.idempotency import (
+    Call,
+    Handler,
+    IdempotencyStore,
+    Outcome,
+    idempotent_handler,
+)
+from examples.order_fulfillment.knobs import KnobsBox
+from examples.order_fulfillment.models import ErrorReply, ServiceName, ServiceStats
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def new_id(prefix: str) -> str:
+    """A fresh opaque id such as ``ch_1f0c...``."""
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def error_outcome(status: int, error: str, message: str, *, sku: str | None = None) -> Outcome:
+    """An :class:`ErrorReply` outcome; 5xx are marked retryable."""
+    body = ErrorReply(error=error, message=message, retryable=status >= 500, sku=sku)
+    return Outcome(status, body)
+
+
+class Service:
+    """Base of the five services: knobs, idempotency store, counters, sub-app."""
+
+    name: ServiceName
+    counter_names: tuple[str, ...] = ()
+
+    def __init__(self, knobs: KnobsBox) -> None:
+        self.knobs = knobs
+        self.store = IdempotencyStore()
+        self.counters: Counter[str] = Counter()
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop all state, stored replies and counters."""
+        self.store.clear()
+        self.counters = Counter(dict.fromkeys(self.counter_names, 0))
+        self._clear_state()
+
+    def _clear_state(self) -> None:
+        raise NotImplementedError
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        """Routes of the service, relative to its mount prefix."""
+        raise NotImplementedError
+
+    def stats(self) -> ServiceStats:
+        """Counters for ``GET /admin/stats``."""
+        return ServiceStats(
+            effects=dict(self.store.effects),
+            replays=self.store.replays,
+            max_applications_per_key=self.store.max_applications_per_key,
+            transient_failures=self.store.transient_failures,
+            counters=dict(self.counters),
+        )
+
+    async def _pause(self) -> None:
+        delay_ms = self.knobs.current.latency_ms.get(self.name, 0)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
+
+    def idempotent(
+        self, operation: str, model: type[M], apply: Callable[[Call[M]], Awaitable[Outcome]]
+    ) -> Handler:
+        """Handler for a mutating operation: Idempotency-Key semantics plus latency.
+
+        Args:
+            operation: name used in the ``effects`` counter and to scope keys.
+            model: pydantic model of the request body.
+            apply: the operation itself.
+        """
+
+        async def slow_apply(call: Call[M]) -> Outcome:
+            # The delay runs inside the per-key lock, where a real service does
+            # its I/O: concurrent duplicates overlap here, so tests of the lock
+            # with a latency knob are meaningful. Replays stay fast.
+            await self._pause()
+            return await apply(call)
+
+        return idempotent_handler(self.store, operation, model, slow_apply)
+
+    def read_only(self, handler: Handler) -> Handler:
+        """Handler for a read (no Idempotency-Key), with the latency knob."""
+
+        async def slow_handler(request: web.Request) -> web.StreamResponse:
+            await self._pause()
+            return await handler(request)
+
+        return slow_handler
+
+    def app(self) -> web.Application:
+        """Build the sub-application of the service."""
+        app = web.Application()
+        app.add_routes(self.routes())
+        return app

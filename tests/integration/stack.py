@@ -1,0 +1,160 @@
+"""The order-fulfillment stack as real processes: HTTP services, coordinator workers,
+and a lifecycle-topic reader, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_event
+from coordinator.settings import CoordinatorSettings
+from examples.order_fulfillment.saga import service_urls
+from tests.integration.processes import Process
+
+READY = re.compile(r"services ready on (http://127\.0\.0\.1:\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OrderStack:
+    def __init__(self, bootstrap: str, prefix: str, datadir: Path, partitions: int = 4) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.datadir = datadir
+        self.partitions = partitions
+        self.web_port = free_port()
+        self.base_url = ""
+        self.processes: list[Process] = []
+
+    def settings(self) -> CoordinatorSettings:
+        return CoordinatorSettings(
+            kafka_bootstrap_servers=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=f"{self.prefix}-coordinator",
+            partitions=self.partitions,
+            web_port=self.web_port,
+            datadir=self.datadir,
+        )
+
+    def start_services(self, knobs: dict[str, Any] | None = None) -> str:
+        proc = Process(
+            [
+                "-m",
+                "examples.order_fulfillment.services",
+                "--port",
+                "0",
+                *(["--knobs", json.dumps(knobs)] if knobs else []),
+            ],
+            name="services",
+        )
+        self.processes.append(proc.start())
+        proc.wait_for_output("services ready on", timeout=30)
+        match = READY.search(proc.output())
+        assert match, proc.output()
+        self.base_url = match.group(1)
+        return self.base_url
+
+    def coordinator(
+        self,
+        *,
+        executors: list[str] | None = None,
+        name: str = "coordinator",
+        web_port: int | None = None,
+    ) -> Process:
+        env = {
+            "SAGA_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SAGA_TOPIC_PREFIX": self.prefix,
+            "SAGA_APP_ID": f"{self.prefix}-coordinator",
+            "SAGA_PARTITIONS": str(self.partitions),
+            "SAGA_WEB_PORT": str(web_port or self.web_port),
+            "SAGA_DATADIR": str(self.datadir),
+            "SAGA_DEFINITIONS": "examples.order_fulfillment.saga:ORDER_SAGA",
+            "SAGA_SERVICE_URLS": json.dumps(service_urls(self.base_url)),
+            "SAGA_EXECUTORS": ",".join(executors or []),
+        }
+        proc = Process(["-m", "coordinator", "worker", "-l", "info"], env=env, name=name)
+        self.processes.append(proc.start())
+        proc.wait_for_output("coordinator ready", timeout=90)
+        return proc
+
+    async def admin(self, method: str, path: str, body: Any = None) -> Any:
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            response = await client.request(method, path, json=body)
+            response.raise_for_status()
+            return response.json()
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+            proc.close()
+
+
+class Lifecycle:
+    """Reads the lifecycle topic from the beginning into per-saga event lists."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        self.events: dict[str, list[LifecycleEvent]] = defaultdict(list)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Lifecycle:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with __import__("contextlib").suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    event = parse_event(record.value)
+                    self.events[event.saga_id].append(event)
+
+    def terminal(self, saga_id: str) -> LifecycleEvent | None:
+        found = [e for e in self.events.get(saga_id, []) if e.type in TERMINAL_EVENT_TYPES]
+        return found[-1] if found else None
+
+    def status(self, saga_id: str) -> str | None:
+        events = self.events.get(saga_id, [])
+        if not events:
+            return None
+        last = max(events, key=lambda e: e.seq)
+        return last.type
+
+    def unique(self, saga_id: str) -> list[LifecycleEvent]:
+        """Events by seq, duplicates (re-sent after a crash) removed."""
+        by_seq = {e.seq: e for e in self.events.get(saga_id, [])}
+        return [by_seq[s] for s in sorted(by_seq)]
+
+    def compensations(self, saga_id: str) -> list[str]:
+        return [e.step or "" for e in self.unique(saga_id) if e.type == "compensation_succeeded"]
+
+    async def wait(self, saga_ids: list[str], *, statuses: set[str], timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if all(self.status(s) in statuses for s in saga_ids):
+                return
+            await asyncio.sleep(0.2)
+        missing = {s: self.status(s) for s in saga_ids if self.status(s) not in statuses}
+        raise AssertionError(f"not {statuses} after {timeout}s: {dict(list(missing.items())[:10])}")

@@ -1,0 +1,257 @@
+"""The order saga on a real broker, real coordinator workers and real HTTP services."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from coordinator.client import SagaClient, ensure_topics
+from coordinator.messages import StepRequest
+from examples.order_fulfillment.models import CreateOrderRequest, LineItem
+from tests.integration.stack import Lifecycle, OrderStack
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {"saga_completed", "saga_compensated", "saga_cancelled"}
+
+
+def order(
+    order_id: str, *, card: str = "tok_ok", zip_code: str = "10001", sku: str = "SKU-1"
+) -> CreateOrderRequest:
+    return CreateOrderRequest(
+        order_id=order_id,
+        customer_id="c1",
+        items=[LineItem(sku=sku, quantity=1)],
+        amount_cents=1999,
+        card_token=card,
+        shipping_zip=zip_code,
+    )
+
+
+@pytest.fixture
+async def stack(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> AsyncIterator[OrderStack]:
+    s = OrderStack(kafka_bootstrap, topic_prefix, tmp_path)
+    s.start_services()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def types(life: Lifecycle, saga_id: str) -> list[str]:
+    return [e.type for e in life.unique(saga_id)]
+
+
+async def test_order_outcomes_match_injected_failures(stack: OrderStack) -> None:
+    stack.coordinator()
+    settings = stack.settings()
+    cases = {
+        "ok": order("o-ok"),
+        "declined": order("o-declined", card="tok_declined"),
+        "oos": order("o-oos", sku="SKU-OOS"),
+        "outage": order("o-outage", zip_code="99999"),
+        "flaky": order("o-flaky", zip_code="55555"),
+    }
+    async with (
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        ids = {
+            name: await client.start(
+                "order_fulfillment", o, saga_id=f"{stack.prefix}-{name}", business_key=o.order_id
+            )
+            for name, o in cases.items()
+        }
+        await life.wait(list(ids.values()), statuses=TERMINAL, timeout=120)
+
+        assert life.status(ids["ok"]) == "saga_completed", [
+            (e.type, e.step, e.error) for e in life.unique(ids["ok"])
+        ]
+        assert life.status(ids["flaky"]) == "saga_completed"
+        flaky_failures = [e for e in life.unique(ids["flaky"]) if e.type == "step_failed"]
+        assert [(e.step, e.attempt, e.retrying) for e in flaky_failures] == [
+            ("ship", 1, True),
+            ("ship", 2, True),
+        ]
+
+        # declined card: inventory released, then order cancelled; never charged or refunded
+        assert life.status(ids["declined"]) == "saga_compensated"
+        assert life.compensations(ids["declined"]) == ["reserve_inventory", "create_order"]
+        declined = await stack.admin("GET", "/admin/orders/o-declined")
+        assert declined["charges"] == []
+
+        assert life.compensations(ids["oos"]) == ["create_order"]
+
+        # shipping outage beyond retries: refund, release, cancel — in that order
+        assert life.compensations(ids["outage"]) == [
+            "charge_payment",
+            "reserve_inventory",
+            "create_order",
+        ]
+        ship_attempts = [
+            e.attempt
+            for e in life.unique(ids["outage"])
+            if e.type == "step_started" and e.step == "ship"
+        ]
+        assert ship_attempts == [1, 2, 3, 4]
+
+        for saga_id in ids.values():
+            events = life.unique(saga_id)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+        view = await client.get(ids["outage"])
+        assert view["status"] == "compensated"
+        assert [s["status"] for s in view["steps"]] == [
+            "compensated",
+            "compensated",
+            "compensated",
+            "failed",
+            "pending",
+        ]
+
+    stats = await stack.admin("GET", "/admin/stats")
+    assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values()), stats
+
+
+async def test_compensation_keeps_failing_then_operator_retry(stack: OrderStack) -> None:
+    stack.coordinator()
+    settings = stack.settings()
+    await stack.admin("POST", "/admin/knobs", {"refund_outage": True})
+    async with (
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        saga_id = await client.start(
+            "order_fulfillment", order("o-stuck", zip_code="99999"), business_key="o-stuck"
+        )
+        await life.wait([saga_id], statuses={"saga_compensation_failed"}, timeout=120)
+        view = await client.get(saga_id)
+        assert view["status"] == "compensation_failed"
+        assert (view["current_step"], view["current_service"]) == ("charge_payment", "payment")
+        assert (
+            await stack.admin("GET", "/admin/orders/o-stuck") and life.compensations(saga_id) == []
+        )
+
+        await stack.admin("POST", "/admin/knobs", {"refund_outage": False})
+        await client.retry_compensation(saga_id)
+        await life.wait([saga_id], statuses={"saga_compensated"}, timeout=60)
+        assert life.compensations(saga_id) == [
+            "charge_payment",
+            "reserve_inventory",
+            "create_order",
+        ]
+        state = await stack.admin("GET", "/admin/orders/o-stuck")
+        assert [c["status"] for c in state["charges"]] == ["refunded"]
+
+
+async def test_duplicate_start_runs_once(stack: OrderStack) -> None:
+    stack.coordinator()
+    settings = stack.settings()
+    async with (
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        saga_id = f"{stack.prefix}-dup"
+        for _ in range(3):
+            assert (
+                await client.start("order_fulfillment", order("o-dup"), saga_id=saga_id) == saga_id
+            )
+        await life.wait([saga_id], statuses=TERMINAL, timeout=60)
+        await asyncio.sleep(1.0)  # give a (wrong) second run time to show up
+        kinds = types(life, saga_id)
+        assert kinds.count("saga_started") == 1 and kinds.count("saga_completed") == 1
+    stats = await stack.admin("GET", "/admin/stats")
+    assert stats["services"]["orders"]["counters"]["orders_created"] == 1
+
+
+async def test_worker_killed_mid_saga_recovers_without_double_effects(stack: OrderStack) -> None:
+    await stack.admin("POST", "/admin/knobs", {"latency_ms": {"payments": 150, "shipping": 150}})
+    worker = stack.coordinator()
+    settings = stack.settings()
+    async with (
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        ids = [
+            await client.start(
+                "order_fulfillment",
+                order(f"o-kill-{i}", card="tok_declined" if i % 5 == 0 else "tok_ok"),
+                business_key=f"o-kill-{i}",
+                wait=False,
+            )
+            for i in range(40)
+        ]
+        await client.flush()
+        while sum(1 for s in ids if life.terminal(s)) < 5:
+            await asyncio.sleep(0.05)
+        worker.kill()  # SIGKILL: nothing flushed, nothing committed
+        assert sum(1 for s in ids if life.terminal(s)) < len(ids), "killed too late to matter"
+        stack.coordinator(name="coordinator-restarted")
+        await life.wait(ids, statuses=TERMINAL, timeout=180)
+        for i, saga_id in enumerate(ids):
+            expected = "saga_compensated" if i % 5 == 0 else "saga_completed"
+            assert life.status(saga_id) == expected, types(life, saga_id)
+            events = life.unique(saga_id)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    stats = await stack.admin("GET", "/admin/stats")
+    for name, svc in stats["services"].items():
+        assert svc["max_applications_per_key"] <= 1, (name, svc)
+    assert stats["services"]["orders"]["counters"]["orders_created"] == 40
+    assert stats["services"]["notifications"]["counters"]["notifications_sent"] == 32
+
+
+async def test_lost_reply_is_retried_after_deadline_with_same_key(stack: OrderStack) -> None:
+    """The test plays a remote notification service (any language could): it drops the
+    first request as if the executor died, and answers the retry."""
+    settings = stack.settings()
+    await ensure_topics(settings, ["notification"])
+    stack.coordinator(executors=["order", "inventory", "payment", "shipping"])
+    consumer = AIOKafkaConsumer(
+        settings.topics.step("notification"),
+        bootstrap_servers=stack.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"{stack.prefix}-remote-notifier",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        async with (
+            SagaClient(settings) as client,
+            Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+        ):
+            saga_id = await client.start("order_fulfillment", order("o-lost"))
+            seen: list[StepRequest] = []
+
+            async def serve() -> None:
+                async for record in consumer:
+                    request = StepRequest.model_validate_json(record.value)
+                    seen.append(request)
+                    if request.attempt == 1:
+                        continue  # the reply is lost
+                    result = request.result(
+                        at=datetime.now(UTC),
+                        output={"notification_id": str(uuid.uuid4()), "order_id": "o-lost"},
+                    )
+                    await producer.send_and_wait(
+                        request.reply_to, result.to_json(), key=saga_id.encode()
+                    )
+                    return
+
+            await asyncio.wait_for(serve(), timeout=90)
+            await life.wait([saga_id], statuses={"saga_completed"}, timeout=60)
+            assert [r.attempt for r in seen] == [1, 2]
+            assert seen[0].idempotency_key == seen[1].idempotency_key == f"{saga_id}:notify:do"
+            timeout = next(e for e in life.unique(saga_id) if e.type == "step_failed")
+            assert timeout.error is not None and timeout.error.type == "StepTimeout"
+    finally:
+        await consumer.stop()
+        await producer.stop()

@@ -64,6 +64,7 @@ class Coordinator:
 
     def _make_app(self) -> faust.App:
         s = self.settings
+        s.datadir.mkdir(parents=True, exist_ok=True)
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap_servers.split(",")]
         return faust.App(
             s.app_id,

@@ -1,0 +1,115 @@
+"""Engines and sessions for listener databases, and in-place retry of outages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_never,
+    wait_exponential,
+)
+
+__all__ = ["create_db_engine", "is_transient", "retry_in_place", "session_factory"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def create_db_engine(url: str) -> sa.Engine:
+    """An engine for a listener database (SQLite file or memory, or PostgreSQL).
+
+    SQLite files get WAL and a busy timeout so queries can read while the worker
+    writes; in-memory SQLite shares one connection across threads.
+    """
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        memory = parsed.database in (None, "", ":memory:")
+        options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+        if memory:
+            options["poolclass"] = StaticPool
+        engine = sa.create_engine(url, **options)
+        if not memory:
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = 5
+    return sa.create_engine(url, connect_args=connect_args)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def session_factory(engine: sa.Engine) -> sessionmaker[Session]:
+    """Sessions bound to ``engine`` that keep loaded values after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database outage worth retrying (not a bad statement)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def retry_in_place(
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    max_delay: timedelta,
+    on_retry: Callable[[BaseException, int], None] | None = None,
+) -> T:
+    """Await ``call()`` until it stops raising transient database errors.
+
+    Retries forever with exponential backoff capped at ``max_delay``: the caller holds
+    its partitions meanwhile, so an outage stalls the listener and loses nothing. Any
+    other exception propagates at once.
+
+    Args:
+        call: Zero-argument coroutine function doing the database work.
+        what: Shown in the warning logged before each retry.
+        max_delay: Longest wait between two attempts.
+        on_retry: Called with the error and attempt number before each retry.
+    """
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        assert exc is not None
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning(
+            "%s: database unavailable (attempt %d, retrying in %.1fs): %s",
+            what,
+            state.attempt_number,
+            state.upcoming_sleep,
+            first_line,
+        )
+        if on_retry is not None:
+            on_retry(exc, state.attempt_number)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential(multiplier=0.1, max=max_delay.total_seconds()),
+        stop=stop_never,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+    async def attempt() -> T:
+        return await call()
+
+    return await retrying(attempt)

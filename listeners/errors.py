@@ -1,0 +1,50 @@
+"""Exceptions raised by the listeners package.
+
+Every exception derives from one root, so callers can catch the package as a whole::
+
+    ListenerError                  root of everything raised here
+    ├── ListenerConfigError        a listener or its settings are inconsistent
+    ├── SchemaNotAtHeadError       the listener database is not migrated to the newest
+    │                              revision (run ``python -m listeners migrate``)
+    ├── OrderNotFoundError         a business-state query named an unknown order
+    ├── InvalidQueryError          a business-state query has a bad argument
+    └── ReplayError                the lifecycle topic could not be replayed
+
+Database outages are *not* errors of this package: the worker retries them in place,
+holding its partitions, until the database answers again.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidQueryError",
+    "ListenerConfigError",
+    "ListenerError",
+    "OrderNotFoundError",
+    "ReplayError",
+    "SchemaNotAtHeadError",
+]
+
+
+class ListenerError(Exception):
+    """Root of every exception raised by ``listeners``."""
+
+
+class ListenerConfigError(ListenerError):
+    """A listener definition or its settings are inconsistent."""
+
+
+class SchemaNotAtHeadError(ListenerError):
+    """The listener database is not at the newest Alembic revision."""
+
+
+class OrderNotFoundError(ListenerError, LookupError):
+    """No order with the requested id has been written by the order-status listener."""
+
+
+class InvalidQueryError(ListenerError, ValueError):
+    """A business-state query got an argument it cannot use (unknown status, bad limit)."""
+
+
+class ReplayError(ListenerError):
+    """The lifecycle topic could not be replayed into the listener database."""

@@ -1,0 +1,21 @@
+"""The order-status listener: what each order is and which service it is with."""
+
+from __future__ import annotations
+
+from listeners.orders.listener import OrderStatusListener
+from listeners.orders.models import metadata
+from listeners.orders.queries import OrderListing, OrderView, TimelineEntry, get_order, list_orders
+from listeners.orders.status import ORDER_STATUSES, OrderState, StatusRules
+
+__all__ = [
+    "ORDER_STATUSES",
+    "OrderListing",
+    "OrderState",
+    "OrderStatusListener",
+    "OrderView",
+    "StatusRules",
+    "TimelineEntry",
+    "get_order",
+    "list_orders",
+    "metadata",
+]

@@ -1,0 +1,105 @@
+"""Settings of the listeners' Faust app, from ``LISTENER_*`` environment variables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_ORDER_STATUS_BY_STEP", "ListenerSettings"]
+
+#: Status an order reaches when the named step of the order saga succeeds.
+DEFAULT_ORDER_STATUS_BY_STEP: dict[str, str] = {
+    "create_order": "pending",
+    "reserve_inventory": "inventory_reserved",
+    "charge_payment": "paid",
+    "ship": "shipped",
+}
+
+
+class ListenerSettings(BaseSettings):
+    """Everything a listener worker, its CLI and its migrations need.
+
+    Read from the environment with the ``LISTENER_`` prefix (``LISTENER_DATABASE_URL``,
+    ``LISTENER_BATCH_SIZE``, ...); the broker comes from ``KAFKA_BOOTSTRAP_SERVERS``.
+    Durations are seconds (``LISTENER_BATCH_WINDOW=0.2``) or ISO 8601 (``PT0.2S``).
+    Dict and list values are given as JSON, e.g.
+    ``LISTENER_ORDER_STATUS_BY_STEP='{"pack": "packed"}'``.
+
+    Attributes:
+        database_url: SQLAlchemy URL of this listener's own database.
+        app_id: Faust app id, also the Kafka consumer group.
+        topic_prefix: Prefix shared with the coordinator (``{prefix}.lifecycle``).
+        partitions: Partition count of the lifecycle and dead-letter topics.
+        replication_factor: Replication factor of topics the listener creates.
+        kafka_bootstrap_servers: ``host:port[,host:port]`` of the Kafka cluster.
+        web_host: Interface the worker's HTTP endpoint binds to.
+        web_port: Port of the worker's HTTP endpoint (``GET /orders/...``).
+        batch_size: Most events applied in one SQL transaction.
+        batch_window: Longest wait for a batch to fill before it is applied anyway.
+        retry_max_delay: Cap of the backoff between retries of a failing database.
+        data_dir: Faust's data directory for this worker.
+        order_saga_types: Saga types the order-status listener handles.
+        order_status_by_step: Order status reached when a step succeeds.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LISTENER_", extra="ignore")
+
+    database_url: str = "sqlite:///orders.db"
+    app_id: str = "saga-listeners"
+    topic_prefix: str = "saga"
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "LISTENER_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+    )
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6067, ge=0, le=65535)
+    batch_size: int = Field(default=500, ge=1)
+    batch_window: timedelta = timedelta(milliseconds=200)
+    retry_max_delay: timedelta = timedelta(seconds=5)
+    data_dir: Path = Path(".listeners-data")
+    order_saga_types: frozenset[str] = frozenset({"order_fulfillment"})
+    order_status_by_step: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_ORDER_STATUS_BY_STEP)
+    )
+
+    @field_validator("batch_window", "retry_max_delay", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # Environment variables give durations as plain seconds: "0.2".
+        if isinstance(value, str):
+            try:
+                return timedelta(seconds=float(value))
+            except ValueError:
+                return value
+        return value
+
+    @field_validator("batch_window", "retry_max_delay")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. 0.2 (seconds)")
+        return value
+
+    @property
+    def lifecycle_topic(self) -> str:
+        """Name of the lifecycle topic the coordinator writes (``{prefix}.lifecycle``)."""
+        return f"{self.topic_prefix}.lifecycle"
+
+    @property
+    def deadletter_topic(self) -> str:
+        """Name of the dead-letter topic every agent writes (``{prefix}.deadletters``)."""
+        return f"{self.topic_prefix}.deadletters"
+
+    @property
+    def broker_url(self) -> str:
+        """Faust broker URL(s) for :attr:`kafka_bootstrap_servers`."""
+        return ";".join(
+            f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(",")
+        )

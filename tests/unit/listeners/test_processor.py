@@ -1,0 +1,127 @@
+"""Decoding, dead letters and the no-crash guarantees of the batch processor."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.events import DeadLetter
+from listeners.decoding import RawRecord, decode_record
+from listeners.framework import BatchResult
+from listeners.orders import OrderStatusListener, get_order
+from listeners.processor import BatchProcessor
+from tests.listener_events import order_saga
+
+
+def _record(event: Any, offset: int = 0) -> RawRecord:
+    return RawRecord("saga.lifecycle", 0, offset, event.saga_id.encode(), event.to_json())
+
+
+def _processor(
+    sessions: sessionmaker[Session], listener: Any, letters: list[DeadLetter]
+) -> BatchProcessor:
+    async def sink(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    return BatchProcessor(
+        listeners=[listener],
+        sessions=sessions,
+        dead_letters=sink,
+        agent="test.apply",
+        max_delay=timedelta(milliseconds=20),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "error_type"),
+    [
+        (b"not json", "ValidationError"),
+        (b'{"type": "saga_started"}', "ValidationError"),
+        (b'{"type": "no_such_event", "saga_id": "s"}', "ValidationError"),
+        (b"", "EmptyValue"),
+    ],
+)
+def test_undecodable_records_become_dead_letters(value: bytes, error_type: str) -> None:
+    record = RawRecord("saga.lifecycle", 3, 42, b"s", value)
+    letter = decode_record(record, agent="a")
+    assert isinstance(letter, DeadLetter)
+    assert letter.error_type == error_type
+    assert (letter.source_topic, letter.partition, letter.offset, letter.key) == (
+        "saga.lifecycle",
+        3,
+        42,
+        "s",
+    )
+    assert letter.value() == value
+
+
+def test_wrong_key_is_a_dead_letter() -> None:
+    event = order_saga("s1", "completed")[0]
+    record = RawRecord("saga.lifecycle", 0, 0, b"other", event.to_json())
+    letter = decode_record(record, agent="a")
+    assert isinstance(letter, DeadLetter)
+    assert letter.error_type == "KeyMismatch"
+
+
+async def test_bad_records_are_dead_lettered_and_good_ones_applied(
+    sessions: sessionmaker[Session], listener: OrderStatusListener
+) -> None:
+    events = order_saga("s1", "completed", order_id="o1")
+    records = [_record(e, i) for i, e in enumerate(events)]
+    records.insert(3, RawRecord("saga.lifecycle", 0, 99, b"s1", b"{broken"))
+    letters: list[DeadLetter] = []
+    result = await _processor(sessions, listener, letters).process(records)
+    assert result == BatchResult(applied=len(events))
+    assert [letter.offset for letter in letters] == [99]
+    with sessions() as session:
+        assert get_order(session, "o1").status == "completed"
+
+
+async def test_database_outage_is_retried_in_place(
+    sessions: sessionmaker[Session], listener: OrderStatusListener
+) -> None:
+    class Flaky(OrderStatusListener):
+        failures = 3
+
+        def load(self, session: Session, saga_ids: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise OperationalError("SELECT", {}, ConnectionRefusedError("db down"))
+            return super().load(session, saga_ids)
+
+    flaky = Flaky()
+    letters: list[DeadLetter] = []
+    processor = _processor(sessions, flaky, letters)
+    events = order_saga("s1", "completed", order_id="o1")
+    result = await processor.process([_record(e, i) for i, e in enumerate(events)])
+    assert result.applied == len(events)
+    assert processor.stats.db_retries == 3
+    assert letters == []
+
+
+async def test_a_poison_event_is_isolated_not_fatal(
+    sessions: sessionmaker[Session], listener: OrderStatusListener
+) -> None:
+    class Picky(OrderStatusListener):
+        def apply(self, state: Any, event: Any) -> Any:
+            if event.saga_id == "bad":
+                raise sa.exc.DataError("INSERT", {}, ValueError("value too long"))
+            return super().apply(state, event)
+
+    good = order_saga("good", "completed", order_id="o-good")
+    bad = order_saga("bad", "completed", order_id="o-bad")[:1]
+    letters: list[DeadLetter] = []
+    processor = _processor(sessions, Picky(), letters)
+    records = [_record(e, i) for i, e in enumerate([*bad, *good])]
+    result = await processor.process(records)
+    assert result.applied == len(good)
+    assert [letter.key for letter in letters] == ["bad"]
+    assert "DataError" in letters[0].reason
+    assert processor.stats.isolated_batches == 1
+    with sessions() as session:
+        assert get_order(session, "o-good").status == "completed"

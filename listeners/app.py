@@ -26,7 +26,7 @@ from faust.web import Request, Response, View
 
 from coordinator.events import DeadLetter
 from listeners.builtin import default_listeners
-from listeners.db import create_db_engine, session_factory
+from listeners.db import SqlCounter, create_db_engine, session_factory
 from listeners.decoding import RawRecord
 from listeners.errors import InvalidQueryError, OrderNotFoundError
 from listeners.framework import Listener
@@ -116,6 +116,7 @@ def create_app(
         await delivery  # the dead letter is on the broker before the batch is acked
 
     engine = create_db_engine(settings.database_url)
+    sql = SqlCounter(engine)
     processor = BatchProcessor(
         listeners=listeners,
         sessions=session_factory(engine),
@@ -179,4 +180,4 @@ def _add_pages(app: faust.App, processor: BatchProcessor) -> None:
     @app.page("/listeners/stats")
     async def stats(web: View, request: Request) -> Response:
         """Running totals of the batch processor."""
-        return web.json(processor.stats.as_dict())
+        return web.json({**processor.stats.as_dict(), **sql.as_dict()})

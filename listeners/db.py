@@ -113,3 +113,22 @@ async def retry_in_place(
         return await call()
 
     return await retrying(attempt)
+
+
+class SqlCounter:
+    """Statements and commits sent by an engine, counted at the driver (for budgets)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.statements = 0
+        self.commits = 0
+        event.listen(engine, "before_cursor_execute", self._on_statement)
+        event.listen(engine, "commit", self._on_commit)
+
+    def _on_statement(self, *_: Any) -> None:
+        self.statements += 1
+
+    def _on_commit(self, *_: Any) -> None:
+        self.commits += 1
+
+    def as_dict(self) -> dict[str, int]:
+        return {"sql_statements": self.statements, "sql_commits": self.commits}

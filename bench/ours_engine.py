@@ -1,0 +1,243 @@
+"""saga-coordinator as a benchmark engine.
+
+Runs what a user runs: coordinator worker process(es) (`python -m coordinator worker`)
+with the scenario sagas of ``bench.ours_sagas``, and the order-status listener worker
+(`python -m listeners worker`) writing every saga's business state to PostgreSQL. The
+driver starts sagas with ``SagaClient`` and learns outcomes from the lifecycle topic.
+
+Counted: coordinator SQL = 0 by construction (the package imports no SQL library; a
+unit test pins that); listener SQL at its driver (SQLAlchemy events, served on
+``/listeners/stats``); Kafka messages per saga = growth of the end offsets of every
+topic the engine writes (inbox, step requests, lifecycle, table changelog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.harness import EngineContext, SqlCounts
+from bench.scenarios import Outcome, SagaInput
+from coordinator.client import SagaClient, ensure_topics
+from coordinator.events import parse_event
+from coordinator.settings import CoordinatorSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}
+
+
+class OursEngine:
+    """Adapter implementing ``bench.harness.Engine`` for saga-coordinator."""
+
+    name = "ours"
+    default_concurrency = 400
+
+    def __init__(self, workers: int = 1, partitions: int = 8, listener: bool = True) -> None:
+        self.workers = workers
+        self.partitions = partitions
+        self.listener = listener
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-ours-"))
+        self.prefix = f"bench{int(time.time())}"
+        self.listener_port = 0
+        self.db_name = f"bench_listener_{self.prefix}"
+        self.admin_url = ""
+        self._task: asyncio.Task[None] | None = None
+        self._comps: dict[str, list[int]] = {}
+        self._client: SagaClient | None = None
+        self._topics: list[str] = []
+
+    async def setup(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+        self.settings = CoordinatorSettings(
+            kafka_bootstrap_servers=ctx.kafka_bootstrap,
+            topic_prefix=self.prefix,
+            app_id=f"{self.prefix}-coordinator",
+            partitions=self.partitions,
+            web_enabled=False,
+        )
+        services = ["bench-local", *(f"svc{n}" for n in range(1, 6))]
+        await ensure_topics(self.settings, services)
+        t = self.settings.topics
+        self._topics = [
+            t.inbox,
+            t.lifecycle,
+            *(t.step(s) for s in services),
+            f"{self.settings.app_id}-saga-state-changelog",
+        ]
+        base = ctx.http_base_url or "http://127.0.0.1:1"
+        env = {
+            "SAGA_KAFKA_BOOTSTRAP_SERVERS": ctx.kafka_bootstrap,
+            "SAGA_TOPIC_PREFIX": self.prefix,
+            "SAGA_APP_ID": self.settings.app_id,
+            "SAGA_PARTITIONS": str(self.partitions),
+            "SAGA_DEFINITIONS": "bench.ours_sagas:ALL_SAGAS",
+            "SAGA_WEB_ENABLED": "false",
+            "SAGA_DATADIR": str(self.tmp / "faust"),
+            "SAGA_SERVICE_URLS": json.dumps({f"svc{n}": f"{base}/svc{n}" for n in range(1, 6)}),
+        }
+        for i in range(self.workers):
+            self._spawn(
+                f"coordinator{i}",
+                ["-m", "coordinator", "worker", "-l", "warn"],
+                env,
+                "coordinator ready",
+            )
+        if self.listener:
+            await self._start_listener(ctx)
+        self._client = SagaClient(self.settings)
+        await self._client.__aenter__()
+        self._consumer = AIOKafkaConsumer(
+            t.lifecycle,
+            bootstrap_servers=ctx.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._follow())
+
+    async def _start_listener(self, ctx: EngineContext) -> None:
+        self.admin_url = ctx.postgres_admin_url
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        url = self.admin_url.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
+        url = f"{url}/{self.db_name}"
+        subprocess.run(  # noqa: ASYNC221 - one-time setup, before any load
+            [sys.executable, "-m", "listeners", "migrate", "--database-url", url],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+        )
+        from tests.integration.stack import free_port
+
+        self.listener_port = free_port()
+        self._spawn(
+            "listener",
+            ["-m", "listeners", "worker", "-l", "warn"],
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": ctx.kafka_bootstrap,
+                "LISTENER_TOPIC_PREFIX": self.prefix,
+                "LISTENER_APP_ID": f"{self.prefix}-listeners",
+                "LISTENER_PARTITIONS": str(self.partitions),
+                "LISTENER_DATABASE_URL": url,
+                "LISTENER_WEB_PORT": str(self.listener_port),
+                "LISTENER_DATA_DIR": str(self.tmp / "listener"),
+                "LISTENER_ORDER_SAGA_TYPES": json.dumps(
+                    ["bench_simple", "bench_medium", "bench_complex"]
+                ),
+            },
+            "LISTENER-READY",
+        )
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], ready: str) -> None:
+        log_path = self.tmp / f"{name}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            )
+        self.procs.append(proc)
+        deadline = time.monotonic() + 120
+        while ready not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    async def _follow(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    event = parse_event(record.value)
+                    if event.type == "compensation_succeeded" and event.step:
+                        self._comps.setdefault(event.saga_id, []).append(int(event.step[1:]))
+                    elif event.type in STATUS or (
+                        event.type.startswith("saga_c") and (event.type != "saga_compensating")
+                    ):
+                        comps = tuple(self._comps.pop(event.saga_id, []))
+                        self.ctx.on_terminal(
+                            Outcome(event.saga_id, STATUS.get(event.type, "failed"), comps)
+                        )
+
+    async def teardown(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            await self._consumer.stop()
+        if self._client:
+            await self._client.__aexit__(None, None, None)
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.admin_url:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    async def start(self, saga_id: str, saga_input: SagaInput) -> None:
+        assert self._client is not None
+        await self._client.start(
+            f"bench_{saga_input.scenario}",
+            saga_input.to_json(),
+            saga_id=saga_id,
+            business_key=saga_id,
+            wait=False,
+        )
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.poll() is None]
+
+    async def sql_counts(self) -> SqlCounts:
+        if not self.listener_port:
+            return SqlCounts()
+        async with httpx.AsyncClient() as client:
+            stats = (
+                await client.get(f"http://127.0.0.1:{self.listener_port}/listeners/stats")
+            ).json()
+        return SqlCounts(statements=stats["sql_statements"], commits=stats["sql_commits"])
+
+    async def kafka_messages(self) -> int | None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.ctx.kafka_bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, p) for t in self._topics for p in range(self.partitions)]
+            ends = await consumer.end_offsets(tps)
+            return sum(ends.values())
+        finally:
+            await consumer.stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "coordinator_workers": self.workers,
+            "partitions": self.partitions,
+            "listener": "order-status listener on PostgreSQL" if self.listener else "off",
+            "coordinator_sql": "0 (imports no SQL library)",
+        }
+
+
+def create(options: dict[str, str]) -> OursEngine:
+    """Factory for ``python -m bench``; options: workers, partitions, listener (0/1)."""
+    return OursEngine(
+        workers=int(options.get("workers", 1)),
+        partitions=int(options.get("partitions", 8)),
+        listener=options.get("listener", "1") != "0",
+    )

@@ -141,11 +141,11 @@ def create_app(
         log.info("listening to %s with %d listener(s)", settings.lifecycle_topic, len(listeners))
         print(READY_LINE, flush=True)
 
-    _add_pages(app, processor)
+    _add_pages(app, processor, sql)
     return ListenerApp(app, agent, processor, engine, settings)
 
 
-def _add_pages(app: faust.App, processor: BatchProcessor) -> None:
+def _add_pages(app: faust.App, processor: BatchProcessor, sql: SqlCounter) -> None:
     sessions = processor.sessions
 
     @app.page("/orders/{order_id}")

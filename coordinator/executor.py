@@ -129,7 +129,7 @@ class StepExecutor:
     ) -> dict[str, Any] | None:
         if request.phase == "compensation" or reply is None:
             return None
-        model = step.output_model()
+        model = saga.output_models()[step.name]
         try:
             if isinstance(reply, BaseModel):
                 return reply.model_dump(mode="json")

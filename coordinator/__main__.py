@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 
 from coordinator.errors import SagaError
@@ -15,8 +16,16 @@ from coordinator.settings import CoordinatorSettings
 def _worker(rest: list[str]) -> int:
     from coordinator.app import create_app
 
-    coordinator = create_app(CoordinatorSettings())
-    sys.argv = ["coordinator", "worker", *(rest or ["-l", "info"])]
+    settings = CoordinatorSettings()
+    coordinator = create_app(settings)
+    # faust and aiokafka build a DEBUG record per message sent (~7% of a busy worker's
+    # CPU) because mode leaves the root logger at DEBUG and filters in the handler.
+    for name in ("faust.topics", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    args = rest or ["-l", "info"]
+    if not settings.web_enabled:
+        args = [*args, "--without-web"]  # faust's CLI default would re-enable it
+    sys.argv = ["coordinator", "worker", *args]
     coordinator.app.main()
     return 0
 

@@ -74,8 +74,13 @@ def transition(
     *,
     message_id: str | None = None,
     reply_to: str = "",
+    copy: bool = True,
 ) -> Transition:
-    """Apply one inbox message to one saga's state (pure)."""
+    """Apply one inbox message to one saga's state (pure).
+
+    With ``copy=False`` the given state object is updated in place (and returned): for
+    callers that decoded it for this message alone, to skip a deep copy per message.
+    """
     if state is not None and message_id is not None and state.last_message == message_id:
         return _replay(state)
     if isinstance(message, StartSaga):
@@ -90,7 +95,7 @@ def transition(
         saga = registry.get(state.saga_type, state.saga_version)
     except UnknownSagaError as exc:
         return Transition(state, rejected=str(exc))
-    run = _Run(saga, state.model_copy(deep=True), message.at, reply_to)
+    run = _Run(saga, state.model_copy(deep=True) if copy else state, message.at, reply_to)
     if isinstance(message, StepResult):
         run.on_result(message)
     elif isinstance(message, TimerFired):

@@ -46,6 +46,8 @@ class CoordinatorSettings(BaseSettings):
     timer_interval: float = Field(default=0.1, gt=0)
     #: how often the timer rescans the whole table (partitions gained in a rebalance)
     timer_rescan_interval: float = Field(default=5.0, gt=0)
+    #: longest Kafka long-poll; bounds the wait of each hop (faust hard-codes 1500 ms)
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
     #: a crashed worker's partitions move to the survivors after this long
     session_timeout: float = Field(default=10.0, gt=0)
     web_host: str = "127.0.0.1"

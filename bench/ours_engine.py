@@ -104,6 +104,7 @@ class OursEngine:
             bootstrap_servers=ctx.kafka_bootstrap,
             auto_offset_reset="earliest",
             group_id=None,
+            fetch_max_wait_ms=5,  # the default 500 ms long-poll would add to measured latency
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._follow())

@@ -60,6 +60,7 @@ class Coordinator:
         self.table = self.app.Table("saga-state", partitions=settings.partitions, key_type=str)
         self.executor = StepExecutor(self.registry, service_urls=settings.service_urls)
         self.deadlines: dict[str, float] = {}
+        self._live: dict[str, SagaState] = {}
         self._transactional = settings.processing_guarantee == "exactly_once"
         self._last_rescan = 0.0
         self._wire()
@@ -139,8 +140,7 @@ class Coordinator:
             reason = f"inbox key {key!r} must equal saga_id {msg.saga_id!r} (partitioning)"
             await self.dead_letter(message, reason, ValueError(reason), "inbox")
             return
-        raw = self.table.get(msg.saga_id)
-        state = SagaState.model_validate(raw) if raw is not None else None
+        state = self._load(msg.saga_id)
         msg_id = f"{message.partition}:{message.offset}"
         out = transition(
             self.registry,
@@ -154,13 +154,35 @@ class Coordinator:
             await self.dead_letter(message, out.rejected, None, "inbox")
         # send before the table write: a crash in between replays the message, which
         # re-emits this outbox (same seq, same idempotency keys) — duplicates, never loss
-        for request in out.requests:
-            await self._send(self.step_topics[request.service], key, request.to_json())
-        for event in out.events:
-            await self._send(self.lifecycle, key, event.to_json())
+        for item in out.outbox:
+            topic = self.lifecycle if item["kind"] == "event" else self.step_topics[item["service"]]
+            await self._send(topic, key, item["payload"].encode())
         if out.changed and out.state is not None:
             self.table[msg.saga_id] = out.state.model_dump(mode="json")
             self._index(out.state)
+            if out.state.resting:
+                self._live.pop(msg.saga_id, None)
+            else:
+                self._live[msg.saga_id] = out.state
+
+    def _load(self, saga_id: str) -> SagaState | None:
+        """The saga's record; the decoded object is reused while the table agrees with it.
+
+        The table is the truth: after a rebalance another worker may have moved the saga
+        on, which shows as a different ``seq``/``last_message``, and the record is decoded
+        again. Only sagas in flight are cached.
+        """
+        raw = self.table.get(saga_id)
+        if raw is None:
+            self._live.pop(saga_id, None)
+            return None
+        cached = self._live.get(saga_id)
+        if cached is not None and (cached.seq, cached.last_message) == (
+            raw.get("seq"),
+            raw.get("last_message"),
+        ):
+            return cached
+        return SagaState.model_validate(raw)
 
     async def _executor_agent(self, stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():

@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from compensations import send_json
+from compensations.transport import AiohttpTransport
 from coordinator.definition import Http, Saga, Step, StepContext
 from coordinator.errors import SagaError, StepFailure, UnknownSagaError
 from coordinator.events import ErrorInfo
@@ -65,8 +66,7 @@ class StepExecutor:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-            self._client = httpx.AsyncClient(limits=limits)
+            self._client = httpx.AsyncClient(transport=AiohttpTransport())
         return self._client
 
     async def aclose(self) -> None:

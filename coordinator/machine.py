@@ -21,7 +21,6 @@ Rules (see ARCHITECTURE.md section 4):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -65,6 +64,13 @@ class Transition:
     requests: list[StepRequest] = field(default_factory=list)
     rejected: str | None = None
     replayed: bool = False
+
+    @property
+    def outbox(self) -> list[dict[str, str]]:
+        """What to send, serialized: step requests first, then lifecycle events."""
+        if self.state is None or not (self.changed or self.replayed):
+            return []
+        return self.state.last_outbox
 
 
 def transition(
@@ -110,10 +116,10 @@ def transition(
 def _replay(state: SagaState) -> Transition:
     out = Transition(state, replayed=True)
     for item in state.last_outbox:
-        if "event" in item:
-            out.events.append(ev.parse_event(json.dumps(item["event"])))
+        if item["kind"] == "event":
+            out.events.append(ev.parse_event(item["payload"]))
         else:
-            out.requests.append(StepRequest.model_validate(item["request"]))
+            out.requests.append(StepRequest.model_validate_json(item["payload"]))
     return out
 
 
@@ -368,7 +374,10 @@ class _Run:
             return Transition(self.s)
         self.s.updated_at = self.now
         self.s.last_message = message_id
-        self.s.last_outbox = [{"event": e.model_dump(mode="json")} for e in self.events] + [
-            {"request": r.model_dump(mode="json")} for r in self.requests
-        ]
+        # serialized once: these payloads are what the shell sends, and what it re-sends
+        # if this message is redelivered after a crash
+        self.s.last_outbox = [
+            {"kind": "request", "service": r.service, "payload": r.model_dump_json()}
+            for r in self.requests
+        ] + [{"kind": "event", "payload": e.model_dump_json()} for e in self.events]
         return Transition(self.s, changed=True, events=self.events, requests=self.requests)

@@ -76,7 +76,7 @@ class SagaState(BaseModel):
     #: the inbox message last applied and what it emitted, re-sent if it is redelivered
     #: after a crash (its effects may have reached the table but not every topic)
     last_message: str | None = None
-    last_outbox: list[dict[str, Any]] = []
+    last_outbox: list[dict[str, str]] = []
 
     @property
     def resting(self) -> bool:

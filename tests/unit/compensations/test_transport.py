@@ -1,0 +1,89 @@
+"""The aiohttp-backed httpx transport behaves like httpx's own, against a real server."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiohttp import web
+
+from compensations import BusinessHttpError, TransientHttpError, send_json
+from compensations.transport import AiohttpTransport
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    seen: list[str] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Idempotency-Key", ""))
+        body = await request.json()
+        status = int(request.query.get("status", "200"))
+        return web.json_response(
+            {"got": body, "key": seen[-1]}, status=status, headers={"Retry-After": "0"}
+        )
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_json_round_trip_with_idempotency_key(server: str) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        reply = await send_json(
+            client,
+            "POST",
+            f"{server}/echo",
+            body={"a": 1},
+            idempotency_key="k-1",
+            request_timeout=5,
+        )
+    assert reply == {"got": {"a": 1}, "key": "k-1"}
+
+
+async def test_status_codes_are_classified(server: str) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        with pytest.raises(BusinessHttpError) as business:
+            await send_json(
+                client,
+                "POST",
+                f"{server}/echo?status=402",
+                body={},
+                idempotency_key="k",
+                request_timeout=5,
+            )
+        assert business.value.status == 402
+        with pytest.raises(TransientHttpError) as transient:
+            await send_json(
+                client,
+                "POST",
+                f"{server}/echo?status=503",
+                body={},
+                idempotency_key="k",
+                request_timeout=5,
+            )
+        assert transient.value.status == 503 and transient.value.retry_after == 0.0
+
+
+async def test_connection_refused_is_transient() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            with pytest.raises(TransientHttpError, match="ConnectError"):
+                await send_json(
+                    client,
+                    "POST",
+                    f"http://127.0.0.1:{port}/x",
+                    body={},
+                    idempotency_key="k",
+                    request_timeout=2,
+                )

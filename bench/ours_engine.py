@@ -44,7 +44,10 @@ class OursEngine:
     name = "ours"
     default_concurrency = 400
 
-    def __init__(self, workers: int = 1, partitions: int = 8, listener: bool = True) -> None:
+    def __init__(
+        self, workers: int = 1, partitions: int = 8, listener: bool = True, inline: bool = True
+    ) -> None:
+        self.inline = inline
         self.workers = workers
         self.partitions = partitions
         self.listener = listener
@@ -83,7 +86,8 @@ class OursEngine:
             "SAGA_TOPIC_PREFIX": self.prefix,
             "SAGA_APP_ID": self.settings.app_id,
             "SAGA_PARTITIONS": str(self.partitions),
-            "SAGA_DEFINITIONS": "bench.ours_sagas:ALL_SAGAS",
+            "SAGA_DEFINITIONS": "bench.ours_sagas:"
+            + ("ALL_SAGAS" if self.inline else "ALL_SAGAS_QUEUED"),
             "SAGA_WEB_ENABLED": "false",
             "SAGA_DATADIR": str(self.tmp / "faust"),
             "SAGA_SERVICE_URLS": json.dumps({f"svc{n}": f"{base}/svc{n}" for n in range(1, 6)}),
@@ -232,6 +236,9 @@ class OursEngine:
             "partitions": self.partitions,
             "listener": "order-status listener on PostgreSQL" if self.listener else "off",
             "coordinator_sql": "0 (imports no SQL library)",
+            "in_process_steps": "inline (local activities)"
+            if self.inline
+            else "via step topic + executor agent",
         }
 
 
@@ -241,4 +248,5 @@ def create(options: dict[str, str]) -> OursEngine:
         workers=int(options.get("workers", 1)),
         partitions=int(options.get("partitions", 8)),
         listener=options.get("listener", "1") != "0",
+        inline=options.get("inline", "1") != "0",
     )

@@ -21,7 +21,10 @@ class StepOut(BaseModel):
     ref: str | None = None
 
 
-LOCAL = Service("bench-local")
+#: in-process steps as local activities (run inside the inbox agent), or through the
+#: step topic and an executor agent like any other service
+LOCAL_INLINE = Service("bench-local", inline=True)
+LOCAL_QUEUED = Service("bench-local")
 
 
 def _local_action(n: int) -> Any:
@@ -41,9 +44,10 @@ def _local_compensation(n: int) -> Any:
     return compensation
 
 
-def _local_saga(name: str, steps: int) -> Saga[BenchInput]:
+def _local_saga(name: str, steps: int, service: Service) -> Saga[BenchInput]:
     return Saga(name, input=BenchInput, steps=[
-        Step(f"s{n}", service=LOCAL, action=_local_action(n), compensation=_local_compensation(n))
+        Step(f"s{n}", service=service, action=_local_action(n),
+             compensation=_local_compensation(n))
         for n in range(1, steps + 1)
     ])  # fmt: skip
 
@@ -54,12 +58,19 @@ def _body(ctx: StepContext[BenchInput]) -> dict[str, Any]:
 
 MEDIUM_SERVICES = [Service(f"svc{n}") for n in range(1, 6)]
 
-SIMPLE = _local_saga("bench_simple", 3)
-COMPLEX = _local_saga("bench_complex", 10)
 MEDIUM = Saga("bench_medium", input=BenchInput, steps=[
     Step(f"s{n}", service=svc, action=http("POST", "/step", body=_body),
          compensation=http("POST", "/compensate", body=_body))
     for n, svc in enumerate(MEDIUM_SERVICES, start=1)
 ])  # fmt: skip
 
-ALL_SAGAS = [SIMPLE, MEDIUM, COMPLEX]
+ALL_SAGAS = [
+    _local_saga("bench_simple", 3, LOCAL_INLINE),
+    MEDIUM,
+    _local_saga("bench_complex", 10, LOCAL_INLINE),
+]
+ALL_SAGAS_QUEUED = [
+    _local_saga("bench_simple", 3, LOCAL_QUEUED),
+    MEDIUM,
+    _local_saga("bench_complex", 10, LOCAL_QUEUED),
+]

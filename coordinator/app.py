@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from coordinator.events import DeadLetter
 from coordinator.executor import StepExecutor
 from coordinator.faust_app import app_class
-from coordinator.machine import transition
+from coordinator.machine import Transition, transition
 from coordinator.messages import StepRequest, TimerFired, parse_inbox
 from coordinator.queries import saga_view
 from coordinator.registry import SagaRegistry, load_definitions
@@ -54,6 +54,7 @@ class Coordinator:
         self.lifecycle = self.app.topic(self.topics.lifecycle, **raw)
         self.deadletters = self.app.topic(self.topics.deadletters, **raw)
         self.services = self.registry.services()
+        self.inline_services = {n for n, svc in self.services.items() if svc.inline}
         self.step_topics = {
             name: self.app.topic(self.topics.step(name), **raw) for name in self.services
         }
@@ -61,7 +62,6 @@ class Coordinator:
         self.executor = StepExecutor(self.registry, service_urls=settings.service_urls)
         self.deadlines: dict[str, float] = {}
         self._live: dict[str, SagaState] = {}
-        self._transactional = settings.processing_guarantee == "exactly_once"
         self._last_rescan = 0.0
         self._wire()
 
@@ -77,7 +77,6 @@ class Coordinator:
             topic_partitions=s.partitions,
             topic_replication_factor=s.replication_factor,
             table_standby_replicas=s.standby_replicas,
-            processing_guarantee=s.processing_guarantee,
             web_enabled=s.web_enabled,
             web_port=s.web_port,
             web_bind=s.web_host,
@@ -96,7 +95,7 @@ class Coordinator:
         wanted = set(self.settings.executors)
         if self.settings.run_executors:
             for name, service in self.services.items():
-                if service.remote or (wanted and name not in wanted):
+                if service.remote or service.inline or (wanted and name not in wanted):
                     continue
                 app.agent(
                     self.step_topics[name],
@@ -152,18 +151,47 @@ class Coordinator:
         )
         if out.rejected:
             await self.dead_letter(message, out.rejected, None, "inbox")
+        outbox, final = list(out.outbox), out.state
+        if out.changed and final is not None:
+            final, outbox = await self._run_inline(out, final, msg_id, outbox)
         # send before the table write: a crash in between replays the message, which
         # re-emits this outbox (same seq, same idempotency keys) — duplicates, never loss
-        for item in out.outbox:
-            topic = self.lifecycle if item["kind"] == "event" else self.step_topics[item["service"]]
-            await self._send(topic, key, item["payload"].encode())
-        if out.changed and out.state is not None:
-            self.table[msg.saga_id] = out.state.model_dump(mode="json")
-            self._index(out.state)
-            if out.state.resting:
+        for item in outbox:
+            if item["kind"] == "event":
+                await self._send(self.lifecycle, key, item["payload"].encode())
+            elif item["service"] not in self.inline_services:
+                await self._send(self.step_topics[item["service"]], key, item["payload"].encode())
+        if out.changed and final is not None:
+            self.table[msg.saga_id] = final.model_dump(mode="json")
+            self._index(final)
+            if final.resting:
                 self._live.pop(msg.saga_id, None)
             else:
-                self._live[msg.saga_id] = out.state
+                self._live[msg.saga_id] = final
+
+    async def _run_inline(
+        self, out: Transition, state: SagaState, msg_id: str, outbox: list[dict[str, str]]
+    ) -> tuple[SagaState, list[dict[str, str]]]:
+        """Run requests of inline services now and apply their results (local activities).
+
+        The whole chain belongs to this inbox message: its combined outbox is stored as
+        the message's outbox, so a redelivery after a crash re-sends all of it.
+        """
+        requests = [r for r in out.requests if r.service in self.inline_services]
+        chained = False
+        while requests:
+            request = requests.pop(0)
+            result = await self.executor.execute(request)
+            step = transition(self.registry, state, result, reply_to=self.topics.inbox, copy=False)
+            if step.changed:
+                chained = True
+                outbox.extend(step.outbox)
+                requests.extend(r for r in step.requests if r.service in self.inline_services)
+            if step.state is not None:
+                state = step.state
+        if chained:
+            state.last_message, state.last_outbox = msg_id, outbox
+        return state, outbox
 
     def _load(self, saga_id: str) -> SagaState | None:
         """The saga's record; the decoded object is reused while the table agrees with it.
@@ -201,12 +229,8 @@ class Coordinator:
 
         Faust flushes this same producer before it commits offsets, so the at-least-once
         ordering (outputs on the broker before the inbox offset moves) is unchanged.
-        Kafka transactions need Faust's own path.
         """
-        if self._transactional:
-            await topic.send(key=key, value=value)
-        else:
-            await self.app.producer.send(topic.get_topic_name(), key, value, None, None, None)
+        await self.app.producer.send(topic.get_topic_name(), key, value, None, None, None)
 
     # -- deadlines ----------------------------------------------------------------------
 

@@ -49,17 +49,28 @@ class Service:
         url: base URL for HTTP actions (``SAGA_SERVICE_URLS`` overrides it per worker).
         remote: True when the service consumes its step topic itself (any language) and
             replies to the inbox; the coordinator then runs no executor for it.
+        inline: True to run this service's actions inside the coordinator's inbox agent,
+            as *local activities*: no step-topic hop and no result-topic hop. Each
+            transition is still recorded in the table before its effects are sent, and a
+            crash re-runs the step with the same idempotency key. For fast in-process
+            actions only: an inline action holds its partition while it runs.
     """
 
     name: str
     url: str | None = None
     remote: bool = False
+    inline: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise DefinitionError(
                 f"service {self.name!r}: use lowercase letters, digits, '_' or '-' "
                 "(it becomes part of a Kafka topic name)"
+            )
+        if self.remote and self.inline:
+            raise DefinitionError(
+                f"service {self.name!r}: remote=True and inline=True exclude each other; "
+                "a remote service runs elsewhere, an inline one inside the coordinator"
             )
 
 

@@ -56,8 +56,6 @@ class CoordinatorSettings(BaseSettings):
     datadir: Path = Path.home() / ".cache" / "saga-coordinator" / "faust"
     store: str = "memory://"
     standby_replicas: int = Field(default=0, ge=0)
-    #: "at_least_once" (default; correctness never relies on more) or "exactly_once"
-    processing_guarantee: str = "at_least_once"
 
     @field_validator("definitions", "executors", mode="before")
     @classmethod

@@ -72,6 +72,7 @@ class OrderStack:
         executors: list[str] | None = None,
         name: str = "coordinator",
         web_port: int | None = None,
+        definitions: str = "examples.order_fulfillment.saga:ORDER_SAGA",
     ) -> Process:
         env = {
             "SAGA_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
@@ -80,7 +81,7 @@ class OrderStack:
             "SAGA_PARTITIONS": str(self.partitions),
             "SAGA_WEB_PORT": str(web_port or self.web_port),
             "SAGA_DATADIR": str(self.datadir),
-            "SAGA_DEFINITIONS": "examples.order_fulfillment.saga:ORDER_SAGA",
+            "SAGA_DEFINITIONS": definitions,
             "SAGA_SERVICE_URLS": json.dumps(service_urls(self.base_url)),
             "SAGA_EXECUTORS": ",".join(executors or []),
         }

@@ -255,3 +255,47 @@ async def test_lost_reply_is_retried_after_deadline_with_same_key(stack: OrderSt
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def test_inline_steps_run_as_local_activities(stack: OrderStack) -> None:
+    """Inline steps never touch a step topic; results, retries and compensation still
+    follow the saga rules, mixed with a queued step."""
+    stack.coordinator(definitions="tests.integration.inline_sagas:MIXED")
+    settings = stack.settings()
+    async with (
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        ok = await client.start("mixed", {}, saga_id=f"{stack.prefix}-ok")
+        flaky = await client.start("mixed", {"flaky_at": "b"}, saga_id=f"{stack.prefix}-flaky")
+        failed = await client.start("mixed", {"fail_at": "d"}, saga_id=f"{stack.prefix}-failed")
+        await life.wait([ok, flaky, failed], statuses=TERMINAL, timeout=60)
+        assert life.status(ok) == "saga_completed"
+        assert [e.step for e in life.unique(ok) if e.type == "step_succeeded"] == [
+            "a",
+            "b",
+            "c",
+            "d",
+        ]
+        assert life.status(flaky) == "saga_completed"
+        retried = [
+            (e.step, e.attempt, e.retrying) for e in life.unique(flaky) if e.type == "step_failed"
+        ]
+        assert retried == [("b", 1, True)]
+        assert life.status(failed) == "saga_compensated"
+        assert life.compensations(failed) == ["c", "b", "a"]
+        for saga_id in (ok, flaky, failed):
+            events = life.unique(saga_id)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    consumer = AIOKafkaConsumer(
+        settings.topics.step("inline-work"),
+        bootstrap_servers=stack.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        inline_requests = await consumer.getmany(timeout_ms=1000)
+        assert sum(len(v) for v in inline_requests.values()) == 0
+    finally:
+        await consumer.stop()

@@ -83,3 +83,8 @@ def test_registry_versions_and_unknown_types() -> None:
         registry.get("v", 3)
     with pytest.raises(DefinitionError, match="bump its version"):
         registry.register(Saga("v", version=1, input=In, steps=[Step("b", service=SVC, action=ok)]))
+
+
+def test_a_service_cannot_be_both_remote_and_inline() -> None:
+    with pytest.raises(DefinitionError, match="remote=True and inline=True exclude each other"):
+        Service("x", remote=True, inline=True)

@@ -62,6 +62,7 @@ class Coordinator:
         self.executor = StepExecutor(self.registry, service_urls=settings.service_urls)
         self.deadlines: dict[str, float] = {}
         self._live: dict[str, SagaState] = {}
+        self._ready = False
         self._last_rescan = 0.0
         self._wire()
 
@@ -117,6 +118,7 @@ class Coordinator:
     async def _declare_topics(self) -> None:
         for topic in (self.lifecycle, self.deadletters, *self.step_topics.values()):
             await topic.maybe_declare()
+        self._ready = True
         print(f"coordinator ready: {self.settings.app_id} ({len(self.registry)} sagas)", flush=True)
 
     # -- agents -------------------------------------------------------------------------
@@ -241,6 +243,8 @@ class Coordinator:
             self.deadlines[state.saga_id] = state.pending.deadline.timestamp()
 
     async def _fire_deadlines(self) -> None:
+        if not self._ready:  # the producer may not run yet
+            return
         # A timer that raises crashes the whole Faust app: log and try again next tick.
         try:
             await self._fire_due_deadlines()

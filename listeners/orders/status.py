@@ -125,6 +125,8 @@ def next_state(state: OrderState | None, event: LifecycleEvent, rules: StatusRul
         service, step = event.service, event.step
     if event.type == "step_succeeded" and event.step is not None:
         status = rules.status_by_step.get(event.step, status)
+    if event.type in {"step_succeeded", "saga_completed"}:
+        error = None  # a retried failure was overcome; it stays in the timeline
     if event.type in {"step_failed", "compensation_failed", "saga_compensation_failed"}:
         error = describe_error(event) or error
     if event.type in _SAGA_STATUS:

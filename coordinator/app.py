@@ -63,7 +63,7 @@ class Coordinator:
         self.deadlines: dict[str, float] = {}
         self._live: dict[str, SagaState] = {}
         self._ready = False
-        self._last_rescan = 0.0
+        self._rescan = True  # index the table's pending deadlines once partitions settle
         self._wire()
 
     def _make_app(self) -> faust.App:
@@ -104,6 +104,7 @@ class Coordinator:
                     concurrency=self.settings.executor_concurrency,
                 )(self._executor_agent)
         app.timer(self.settings.timer_interval, name="saga-deadlines")(self._fire_deadlines)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
         app.task(self._declare_topics)
         table = self.table
 
@@ -242,6 +243,9 @@ class Coordinator:
         else:
             self.deadlines[state.saga_id] = state.pending.deadline.timestamp()
 
+    def _on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._rescan = True  # partitions (and their sagas' deadlines) may have moved here
+
     async def _fire_deadlines(self) -> None:
         if not self._ready:  # the producer may not run yet
             return
@@ -253,8 +257,10 @@ class Coordinator:
 
     async def _fire_due_deadlines(self) -> None:
         now = time.time()
-        if now - self._last_rescan >= self.settings.timer_rescan_interval:
-            self._last_rescan = now
+        if self._rescan:
+            # only after a rebalance: a full scan grows with every saga ever run, and
+            # the agent keeps the index current for the partitions it processes
+            self._rescan = False
             for saga_id, raw in list(self.table.items()):
                 pending = raw.get("pending") if isinstance(raw, dict) else None
                 if pending and raw.get("status") not in RESTING:

@@ -44,8 +44,6 @@ class CoordinatorSettings(BaseSettings):
     executor_concurrency: int = Field(default=64, ge=1)
     run_executors: bool = True
     timer_interval: float = Field(default=0.1, gt=0)
-    #: how often the timer rescans the whole table (partitions gained in a rebalance)
-    timer_rescan_interval: float = Field(default=5.0, gt=0)
     #: longest Kafka long-poll; bounds the wait of each hop (faust hard-codes 1500 ms)
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     #: a crashed worker's partitions move to the survivors after this long

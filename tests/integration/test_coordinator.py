@@ -299,3 +299,49 @@ async def test_inline_steps_run_as_local_activities(stack: OrderStack) -> None:
         assert sum(len(v) for v in inline_requests.values()) == 0
     finally:
         await consumer.stop()
+
+
+async def test_deadline_survives_a_worker_crash(stack: OrderStack) -> None:
+    """Nothing but the table's durable deadline knows the saga is waiting: the request was
+    consumed (by the test, playing a remote service) and never answered, then the worker
+    is SIGKILLed. The restarted worker must re-send the attempt from its table."""
+    settings = stack.settings()
+    await ensure_topics(settings, ["notification"])
+    worker = stack.coordinator(executors=["order", "inventory", "payment", "shipping"])
+    consumer = AIOKafkaConsumer(
+        settings.topics.step("notification"),
+        bootstrap_servers=stack.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"{stack.prefix}-remote-notifier",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        async with (
+            SagaClient(settings) as client,
+            Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+        ):
+            saga_id = await client.start("order_fulfillment", order("o-crash"))
+            first = StepRequest.model_validate_json(
+                (await asyncio.wait_for(consumer.getone(), 60)).value
+            )
+            assert first.attempt == 1
+            await asyncio.sleep(1.5)  # let the worker commit its offsets and changelog
+            worker.kill()
+            stack.coordinator(
+                name="coordinator-restarted",
+                executors=["order", "inventory", "payment", "shipping"],
+            )
+            retry = StepRequest.model_validate_json(
+                (await asyncio.wait_for(consumer.getone(), 90)).value
+            )
+            assert retry.attempt == 2 and retry.idempotency_key == first.idempotency_key
+            result = retry.result(
+                at=datetime.now(UTC), output={"notification_id": "n-1", "order_id": "o-crash"}
+            )
+            await producer.send_and_wait(retry.reply_to, result.to_json(), key=saga_id.encode())
+            await life.wait([saga_id], statuses={"saga_completed"}, timeout=60)
+    finally:
+        await consumer.stop()
+        await producer.stop()

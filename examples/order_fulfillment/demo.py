@@ -205,7 +205,7 @@ def verify(
 
 
 def run(args: argparse.Namespace) -> int:
-    workdir = ROOT / ".demo"
+    workdir = Path(args.workdir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "logs").mkdir(parents=True)
     started_at = time.monotonic()
@@ -326,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--web-port", type=int, default=6066)
+    parser.add_argument(
+        "--workdir",
+        default=str(ROOT / ".demo"),
+        help="logs, Faust data and the SQLite database (recreated)",
+    )
     return run(parser.parse_args(argv))
 
 

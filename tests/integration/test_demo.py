@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.services import ROOT
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_end_to_end(kafka_bootstrap: str) -> None:
+def test_demo_runs_end_to_end(kafka_bootstrap: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -320,6 +321,31 @@ def wait_ready(
     """Block until a produce/consume round trip succeeds against ``bootstrap``."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
+    # "connection refused" is the expected answer while the broker boots: keep it quiet
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        _poll_until_ready(bootstrap, deadline, proc)
+        return
+    except _NotReady as exc:
+        last = exc.__cause__
+    finally:
+        quiet.setLevel(level)
+    raise KafkaProvisionError(
+        f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s ({last!r}); "
+        "run `make kafka-up`, or set KAFKA_BOOTSTRAP_SERVERS to a reachable cluster"
+    )
+
+
+class _NotReady(Exception):
+    pass
+
+
+def _poll_until_ready(
+    bootstrap: str, deadline: float, proc: subprocess.Popen[bytes] | None
+) -> None:
+    last: BaseException | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise KafkaProvisionError(
@@ -332,10 +358,7 @@ def wait_ready(
         except Exception as exc:
             last = exc
             time.sleep(1.0)
-    raise KafkaProvisionError(
-        f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s ({last!r}); "
-        "run `make kafka-up`, or set KAFKA_BOOTSTRAP_SERVERS to a reachable cluster"
-    )
+    raise _NotReady() from last
 
 
 def main(argv: list[str] | None = None) -> int:

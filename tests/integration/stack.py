@@ -8,13 +8,15 @@ import json
 import re
 import socket
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_event
+from coordinator.messages import StepRequest
 from coordinator.settings import CoordinatorSettings
 from examples.order_fulfillment.saga import service_urls
 from tests.integration.processes import Process
@@ -159,3 +161,37 @@ class Lifecycle:
             await asyncio.sleep(0.2)
         missing = {s: self.status(s) for s in saga_ids if self.status(s) not in statuses}
         raise AssertionError(f"not {statuses} after {timeout}s: {dict(list(missing.items())[:10])}")
+
+
+class RemoteService:
+    """Plays a participant written in another language: it consumes the service's step
+    topic and answers with ``StepResult`` JSON on the topic each request names."""
+
+    def __init__(self, stack: OrderStack, service: str) -> None:
+        topic = stack.settings().topics.step(service)
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=stack.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=f"{stack.prefix}-remote-{service}",
+        )
+        self.producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+
+    async def __aenter__(self) -> RemoteService:
+        await self.consumer.start()
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def next_request(self, timeout: float) -> StepRequest:
+        record = await asyncio.wait_for(self.consumer.getone(), timeout)
+        return StepRequest.model_validate_json(record.value)
+
+    async def succeed(self, request: StepRequest, output: dict[str, Any]) -> None:
+        result = request.result(at=datetime.now(UTC), output=output)
+        await self.producer.send_and_wait(
+            request.reply_to, result.to_json(), key=request.saga_id.encode()
+        )

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from coordinator.client import SagaClient, ensure_topics
-from coordinator.messages import StepRequest
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
-from tests.integration.stack import Lifecycle, OrderStack
+from tests.integration.stack import Lifecycle, OrderStack, RemoteService
 
 pytestmark = pytest.mark.integration
 
@@ -214,47 +211,20 @@ async def test_lost_reply_is_retried_after_deadline_with_same_key(stack: OrderSt
     settings = stack.settings()
     await ensure_topics(settings, ["notification"])
     stack.coordinator(executors=["order", "inventory", "payment", "shipping"])
-    consumer = AIOKafkaConsumer(
-        settings.topics.step("notification"),
-        bootstrap_servers=stack.bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"{stack.prefix}-remote-notifier",
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
-    await consumer.start()
-    await producer.start()
-    try:
-        async with (
-            SagaClient(settings) as client,
-            Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
-        ):
-            saga_id = await client.start("order_fulfillment", order("o-lost"))
-            seen: list[StepRequest] = []
-
-            async def serve() -> None:
-                async for record in consumer:
-                    request = StepRequest.model_validate_json(record.value)
-                    seen.append(request)
-                    if request.attempt == 1:
-                        continue  # the reply is lost
-                    result = request.result(
-                        at=datetime.now(UTC),
-                        output={"notification_id": str(uuid.uuid4()), "order_id": "o-lost"},
-                    )
-                    await producer.send_and_wait(
-                        request.reply_to, result.to_json(), key=saga_id.encode()
-                    )
-                    return
-
-            await asyncio.wait_for(serve(), timeout=90)
-            await life.wait([saga_id], statuses={"saga_completed"}, timeout=60)
-            assert [r.attempt for r in seen] == [1, 2]
-            assert seen[0].idempotency_key == seen[1].idempotency_key == f"{saga_id}:notify:do"
-            timeout = next(e for e in life.unique(saga_id) if e.type == "step_failed")
-            assert timeout.error is not None and timeout.error.type == "StepTimeout"
-    finally:
-        await consumer.stop()
-        await producer.stop()
+    async with (
+        RemoteService(stack, "notification") as notifier,
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        saga_id = await client.start("order_fulfillment", order("o-lost"))
+        first = await notifier.next_request(timeout=60)  # and its reply is lost
+        retry = await notifier.next_request(timeout=60)
+        await notifier.succeed(retry, {"notification_id": "n-1", "order_id": "o-lost"})
+        await life.wait([saga_id], statuses={"saga_completed"}, timeout=60)
+        assert (first.attempt, retry.attempt) == (1, 2)
+        assert first.idempotency_key == retry.idempotency_key == f"{saga_id}:notify:do"
+        timeout = next(e for e in life.unique(saga_id) if e.type == "step_failed")
+        assert timeout.error is not None and timeout.error.type == "StepTimeout"
 
 
 async def test_inline_steps_run_as_local_activities(stack: OrderStack) -> None:
@@ -307,41 +277,20 @@ async def test_deadline_survives_a_worker_crash(stack: OrderStack) -> None:
     is SIGKILLed. The restarted worker must re-send the attempt from its table."""
     settings = stack.settings()
     await ensure_topics(settings, ["notification"])
-    worker = stack.coordinator(executors=["order", "inventory", "payment", "shipping"])
-    consumer = AIOKafkaConsumer(
-        settings.topics.step("notification"),
-        bootstrap_servers=stack.bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"{stack.prefix}-remote-notifier",
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
-    await consumer.start()
-    await producer.start()
-    try:
-        async with (
-            SagaClient(settings) as client,
-            Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
-        ):
-            saga_id = await client.start("order_fulfillment", order("o-crash"))
-            first = StepRequest.model_validate_json(
-                (await asyncio.wait_for(consumer.getone(), 60)).value
-            )
-            assert first.attempt == 1
-            await asyncio.sleep(1.5)  # let the worker commit its offsets and changelog
-            worker.kill()
-            stack.coordinator(
-                name="coordinator-restarted",
-                executors=["order", "inventory", "payment", "shipping"],
-            )
-            retry = StepRequest.model_validate_json(
-                (await asyncio.wait_for(consumer.getone(), 90)).value
-            )
-            assert retry.attempt == 2 and retry.idempotency_key == first.idempotency_key
-            result = retry.result(
-                at=datetime.now(UTC), output={"notification_id": "n-1", "order_id": "o-crash"}
-            )
-            await producer.send_and_wait(retry.reply_to, result.to_json(), key=saga_id.encode())
-            await life.wait([saga_id], statuses={"saga_completed"}, timeout=60)
-    finally:
-        await consumer.stop()
-        await producer.stop()
+    executors = ["order", "inventory", "payment", "shipping"]
+    worker = stack.coordinator(executors=executors)
+    async with (
+        RemoteService(stack, "notification") as notifier,
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        saga_id = await client.start("order_fulfillment", order("o-crash"))
+        first = await notifier.next_request(timeout=60)
+        assert first.attempt == 1
+        await asyncio.sleep(1.5)  # let the worker commit its offsets and changelog
+        worker.kill()
+        stack.coordinator(name="coordinator-restarted", executors=executors)
+        retry = await notifier.next_request(timeout=90)
+        assert retry.attempt == 2 and retry.idempotency_key == first.idempotency_key
+        await notifier.succeed(retry, {"notification_id": "n-1", "order_id": "o-crash"})
+        await life.wait([saga_id], statuses={"saga_completed"}, timeout=60)

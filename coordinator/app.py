@@ -130,6 +130,8 @@ class Coordinator:
                 await self.handle_inbox(event.key, event.value, event.message)
             except Exception as exc:  # a bug must not lose the message: dead-letter it
                 log.exception("inbox: unexpected error")
+                # a transition that raised may have half-updated a cached state in place
+                self._live.clear()
                 await self.dead_letter(event.message, f"internal error: {exc!r}", exc, "inbox")
 
     async def handle_inbox(self, key: bytes | None, value: bytes, message: Any) -> None:

@@ -14,12 +14,16 @@ Zero SQL: application state lives in Kafka only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
@@ -34,6 +38,9 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.state import RESTING, SagaState
 
 log = logging.getLogger("coordinator")
+
+#: failures of the broker connection: retried in place, never dead-lettered
+TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ProducerSendError)
 
 
 class Coordinator:
@@ -126,13 +133,33 @@ class Coordinator:
 
     async def _inbox_agent(self, stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
+            await self._handle_holding_partition(event)
+
+    async def _handle_holding_partition(self, event: Any) -> None:
+        """Apply one inbox message; never let an exception escape (Faust would drop it).
+
+        Kafka unavailable: retry in place with backoff, holding the partition, so nothing
+        is lost. Anything else is a bug: the message goes to the dead-letter topic.
+        """
+        delay = 0.1
+        while True:
             try:
-                await self.handle_inbox(event.key, event.value, event.message)
-            except Exception as exc:  # a bug must not lose the message: dead-letter it
-                log.exception("inbox: unexpected error")
-                # a transition that raised may have half-updated a cached state in place
+                try:
+                    await self.handle_inbox(event.key, event.value, event.message)
+                except TRANSIENT:
+                    raise
+                except Exception as exc:
+                    log.exception("inbox: unexpected error")
+                    self._live.clear()  # a transition that raised may have half-updated one
+                    await self.dead_letter(event.message, f"internal error: {exc!r}", exc, "inbox")
+                return
+            except TRANSIENT as exc:
+                # the failed attempt advanced the cached state in place; ``_load`` would
+                # notice it no longer matches the table, but do not rely on that alone
                 self._live.clear()
-                await self.dead_letter(event.message, f"internal error: {exc!r}", exc, "inbox")
+                log.warning("inbox: Kafka unavailable (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def handle_inbox(self, key: bytes | None, value: bytes, message: Any) -> None:
         try:
@@ -222,12 +249,17 @@ class Coordinator:
             try:
                 request = StepRequest.model_validate_json(event.value)
             except ValidationError as exc:
-                await self.dead_letter(
-                    event.message, f"invalid step request: {exc}", exc, "executor"
-                )
+                with contextlib.suppress(*TRANSIENT):
+                    await self.dead_letter(
+                        event.message, f"invalid step request: {exc}", exc, "executor"
+                    )
                 continue
             result = await self.executor.execute(request)
-            await self._send(self.inbox, request.saga_id.encode(), result.to_json())
+            try:
+                await self._send(self.inbox, request.saga_id.encode(), result.to_json())
+            except Exception:
+                # the saga's durable deadline re-sends this attempt, same idempotency key
+                log.exception("executor: could not deliver the result of %s", request.step)
 
     async def _send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         """Produce without Faust's per-message bookkeeping (~40% of a send's cost).

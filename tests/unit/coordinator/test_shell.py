@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from coordinator.app import Coordinator
-from coordinator.messages import StartSaga
+from coordinator.messages import StartSaga, StepRequest
 from coordinator.registry import SagaRegistry
 from coordinator.settings import CoordinatorSettings
 from tests.integration.inline_sagas import MIXED
@@ -157,3 +157,34 @@ async def test_an_internal_error_is_dead_lettered_and_the_agent_goes_on(shell) -
     assert len(rec.dead) == 1 and "internal error: RuntimeError('bug')" in rec.dead[0]
     assert "stale" not in coordinator._live
     assert rec.table["s2"]["status"] == "running"
+
+
+async def test_kafka_unavailable_is_retried_in_place_not_dead_lettered(shell) -> None:  # type: ignore[no-untyped-def]
+    """Sends fail while a result for a running (cached) saga is applied: the message is
+    retried in place, never dead-lettered, and the table ends as if nothing had failed
+    (the failed attempt's in-place update of the cached state is not taken for a replay,
+    which would skip the table write)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    coordinator, rec = shell
+    await coordinator._handle_holding_partition(
+        FakeEvent(b"s1", start("linear2"), FakeMessage(b"s1", b"", offset=1))
+    )
+    request = StepRequest.model_validate(rec.sent[0][2])
+    result = request.result(at=AT, output={"ref": "x"}).to_json()
+    real_send, failures = coordinator._send, {"left": 2}
+
+    async def flaky_send(topic: Any, key: bytes | None, value: bytes) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise KafkaConnectionError("broker down")
+        await real_send(topic, key, value)
+
+    coordinator._send = flaky_send  # type: ignore[method-assign]
+    await coordinator._handle_holding_partition(
+        FakeEvent(b"s1", result, FakeMessage(b"s1", result, offset=2))
+    )
+    assert rec.dead == [] and failures["left"] == 0
+    stored = rec.table["s1"]
+    assert [s["status"] for s in stored["steps"]] == ["succeeded", "running"]
+    assert stored["last_message"] == "0:2"

@@ -173,6 +173,15 @@ log4j.logger.kafka.server.BrokerServer=INFO
 """
 
 
+def _cluster_id() -> str:
+    """A KRaft cluster id (22 chars of URL-safe base64) that cannot look like an option:
+    one in 64 random ids starts with '-', which kafka-storage's parser rejects."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _read_pid(cfg: BrokerConfig) -> int | None:
     try:
         pid = int(cfg.pid_file.read_text().strip())
@@ -203,7 +212,7 @@ def up(cfg: BrokerConfig | None = None, *, timeout: float = 120.0) -> tuple[str,
     props.write_text(_server_properties(cfg, cfg.run_dir / "data"))
     log4j = cfg.run_dir / "log4j.properties"
     log4j.write_text(_LOG4J.format(path=cfg.run_dir / "server.log"))
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _cluster_id()
     classpath = f"{lib}/*"
     fmt = subprocess.run(
         [

@@ -177,20 +177,27 @@ async def test_worker_killed_mid_saga_recovers_without_double_effects(stack: Ord
         SagaClient(settings) as client,
         Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
     ):
-        ids = [
-            await client.start(
-                "order_fulfillment",
-                order(f"o-kill-{i}", card="tok_declined" if i % 5 == 0 else "tok_ok"),
-                business_key=f"o-kill-{i}",
-                wait=False,
-            )
-            for i in range(40)
-        ]
-        await client.flush()
+        ids: list[str] = []
+
+        async def submit() -> None:
+            # staggered over ~2 s, so the kill always lands with sagas at every stage
+            for i in range(40):
+                card = "tok_declined" if i % 5 == 0 else "tok_ok"
+                ids.append(
+                    await client.start(
+                        "order_fulfillment",
+                        order(f"o-kill-{i}", card=card),
+                        business_key=f"o-kill-{i}",
+                    )
+                )
+                await asyncio.sleep(0.05)
+
+        submitting = asyncio.create_task(submit())
         while sum(1 for s in ids if life.terminal(s)) < 5:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         worker.kill()  # SIGKILL: nothing flushed, nothing committed
-        assert sum(1 for s in ids if life.terminal(s)) < len(ids), "killed too late to matter"
+        assert sum(1 for s in ids if life.terminal(s)) < 40, "killed too late to matter"
+        await submitting
         stack.coordinator(name="coordinator-restarted")
         await life.wait(ids, statuses=TERMINAL, timeout=180)
         for i, saga_id in enumerate(ids):

@@ -42,7 +42,7 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode("quick", warmup=3, closed=12, open_warmup=2, open=10, kafka_seconds=8),
+    "quick": Mode("quick", warmup=2, closed=8, open_warmup=1, open=7, kafka_seconds=5),
     "full": Mode("full", warmup=10, closed=40, open_warmup=5, open=40, kafka_seconds=30),
 }
 

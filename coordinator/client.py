@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -24,7 +25,7 @@ from coordinator.messages import CancelSaga, RetryCompensation, StartSaga
 from coordinator.settings import CoordinatorSettings
 
 
-async def ensure_topics(settings: CoordinatorSettings, services: list[str] = []) -> None:  # noqa: B006
+async def ensure_topics(settings: CoordinatorSettings, services: Sequence[str] = ()) -> None:
     """Create the saga topics (same partition count, keyed by saga id) if missing."""
     t = settings.topics
     names = [t.inbox, t.lifecycle, t.deadletters, *(t.step(s) for s in services)]

@@ -215,8 +215,8 @@ class Saga(Generic[InputT]):
     def index(self, step: str) -> int:
         return self._index[step]
 
-    def output_models(self) -> dict[str, type[BaseModel] | None]:
-        return dict(self._outputs)
+    def output_models(self) -> Mapping[str, type[BaseModel] | None]:
+        return self._outputs
 
 
 def _validate(saga: Saga[Any]) -> None:

@@ -86,8 +86,7 @@ class SagaState(BaseModel):
         """The step the saga is with right now (action or compensation)."""
         if self.pending is not None:
             return self.steps[self.pending.step]
-        if self.status == "compensating" and self.cursor < len(self.plan):
-            return self.steps[self.plan[self.cursor]]
-        if self.status == "compensation_failed" and self.cursor < len(self.plan):
+        unwinding = self.status in ("compensating", "compensation_failed")
+        if unwinding and self.cursor < len(self.plan):
             return self.steps[self.plan[self.cursor]]
         return None

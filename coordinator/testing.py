@@ -3,9 +3,10 @@
 Given a saga, when a step fails, expect these compensations::
 
     async def test_declined_card_releases_inventory():
-        kit = SagaTestKit(ORDER_SAGA)
+        kit = SagaTestKit(ORDER_SAGA, transport=httpx.MockTransport(handler),
+                          service_urls=service_urls("http://test"))
         kit.fail("charge_payment", BusinessFailure("card declined"))
-        run = await kit.run(Order(...))
+        run = await kit.run(ORDER_SAGA, order)
         assert run.status == "compensated"
         assert run.compensated == ["release_inventory", "cancel_order"]
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -159,11 +160,6 @@ class SagaTestKit:
         await self._drive(run, start, cancel_before=cancel_before)
         return run
 
-    async def cancel(self, saga_id: str = "saga-1") -> SagaRun:
-        run = self._runs[saga_id]
-        await self._drive(run, CancelSaga(saga_id=saga_id, at=self.now))
-        return run
-
     async def retry_compensation(self, saga_id: str = "saga-1") -> SagaRun:
         """The operator command for a ``compensation_failed`` saga."""
         run = self._runs[saga_id]
@@ -220,8 +216,3 @@ class SagaTestKit:
             return request.result(at=self.now, error=error_info(exc, step))
         output = reply.model_dump(mode="json") if isinstance(reply, BaseModel) else None
         return request.result(at=self.now, output=output if request.phase == "action" else None)
-
-
-def advance(kit: SagaTestKit, delta: timedelta) -> None:
-    """Move the kit's virtual clock forward."""
-    kit.now += delta

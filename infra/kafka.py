@@ -329,7 +329,6 @@ def wait_ready(
 ) -> None:
     """Block until a produce/consume round trip succeeds against ``bootstrap``."""
     deadline = time.monotonic() + timeout
-    last: BaseException | None = None
     # "connection refused" is the expected answer while the broker boots: keep it quiet
     quiet = logging.getLogger("aiokafka")
     level = quiet.level

@@ -4,6 +4,7 @@ and a lifecycle-topic reader, for integration tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -122,7 +123,7 @@ class Lifecycle:
     async def __aexit__(self, *exc: object) -> None:
         if self._task:
             self._task.cancel()
-            with __import__("contextlib").suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.consumer.stop()
 

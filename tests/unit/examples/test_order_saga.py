@@ -1,0 +1,74 @@
+"""The README's test-kit example, run for real against the order saga (no broker)."""
+
+from __future__ import annotations
+
+import httpx
+
+from coordinator import BusinessFailure
+from coordinator.testing import SagaTestKit
+from examples.order_fulfillment.models import CreateOrderRequest, LineItem
+from examples.order_fulfillment.saga import ORDER_SAGA, service_urls
+
+ITEM = {"sku": "S", "quantity": 1}
+REPLIES = {  # valid bodies of each participant's create endpoint
+    "/orders": {"order_id": "42", "status": "created"},
+    "/inventory/reservations": {
+        "reservation_id": "r-1",
+        "order_id": "42",
+        "status": "reserved",
+        "items": [ITEM],
+    },
+    "/payments/charges": {
+        "charge_id": "c-1",
+        "order_id": "42",
+        "amount_cents": 100,
+        "status": "charged",
+    },
+    "/shipping/shipments": {"shipment_id": "s-1", "order_id": "42", "status": "created"},
+    "/notifications": {"notification_id": "n-1", "order_id": "42"},
+}
+
+
+def handler(request: httpx.Request) -> httpx.Response:
+    """A happy participant: every create answers 201, every compensation 200."""
+    path = request.url.path
+    if path in REPLIES:
+        return httpx.Response(201, json=REPLIES[path])
+    return httpx.Response(200, json={})
+
+
+ORDER = CreateOrderRequest(
+    order_id="42",
+    customer_id="c",
+    items=[LineItem(sku="S", quantity=1)],
+    amount_cents=100,
+    card_token="tok",
+    shipping_zip="10001",
+)
+
+
+async def test_declined_card_releases_inventory_then_cancels_the_order() -> None:
+    kit = SagaTestKit(
+        ORDER_SAGA, transport=httpx.MockTransport(handler), service_urls=service_urls("http://test")
+    )
+    kit.fail("charge_payment", BusinessFailure("card declined"))
+    run = await kit.run(ORDER_SAGA, ORDER)
+    await kit.aclose()
+    assert run.status == "compensated"
+    assert run.compensated == ["reserve_inventory", "create_order"]
+
+
+async def test_all_five_steps_complete_over_http() -> None:
+    kit = SagaTestKit(
+        ORDER_SAGA, transport=httpx.MockTransport(handler), service_urls=service_urls("http://test")
+    )
+    run = await kit.run(ORDER_SAGA, ORDER)
+    await kit.aclose()
+    assert run.status == "completed", run.events
+    assert run.completed == [
+        "create_order",
+        "reserve_inventory",
+        "charge_payment",
+        "ship",
+        "notify",
+    ]

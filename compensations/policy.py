@@ -90,7 +90,7 @@ class RetryPolicy:
         names = self.non_retryable_names
 
         def should_retry(exc: BaseException) -> bool:
-            if type(exc).__name__ in names or getattr(exc, "non_retryable", False):
+            if type(exc).__name__ in names or not getattr(exc, "retryable", True):
                 return False
             return retry_if(exc) if retry_if is not None else True
 

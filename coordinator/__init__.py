@@ -5,15 +5,18 @@ Define a saga with :class:`Saga` and :class:`Step`, run workers with
 author needs is importable from here.
 """
 
-from compensations import NO_RETRY, BusinessHttpError, RetryPolicy, TransientHttpError
+from compensations import NO_RETRY, RetryPolicy
 from coordinator.definition import Http, Saga, Service, Step, StepContext, http
 from coordinator.errors import (
     BusinessFailure,
+    BusinessHttpError,
     CoordinatorUnavailable,
     DefinitionError,
+    OutputValidationError,
     SagaError,
     SagaNotFoundError,
     StepFailure,
+    TransientHttpError,
     UnknownSagaError,
 )
 from coordinator.registry import SagaRegistry
@@ -25,6 +28,7 @@ __all__ = [
     "CoordinatorUnavailable",
     "DefinitionError",
     "Http",
+    "OutputValidationError",
     "RetryPolicy",
     "Saga",
     "SagaError",

@@ -177,6 +177,7 @@ class Coordinator:
             self.registry,
             state,
             msg,
+            now=broker_time(message),
             message_id=msg_id,
             reply_to=self.topics.inbox,
             copy=False,  # ``state`` was decoded for this message alone; no one else holds it
@@ -214,7 +215,14 @@ class Coordinator:
         while requests:
             request = requests.pop(0)
             result = await self.executor.execute(request)
-            step = transition(self.registry, state, result, reply_to=self.topics.inbox, copy=False)
+            step = transition(
+                self.registry,
+                state,
+                result,
+                now=datetime.now(UTC),  # the chain's record is stored before it is sent
+                reply_to=self.topics.inbox,
+                copy=False,
+            )
             if step.changed:
                 chained = True
                 outbox.extend(step.outbox)
@@ -301,12 +309,11 @@ class Coordinator:
                     deadline = datetime.fromisoformat(pending["deadline"]).timestamp()
                     self.deadlines.setdefault(saga_id, deadline)
         due = [saga_id for saga_id, at in self.deadlines.items() if at <= now]
-        at = datetime.now(UTC)
         for saga_id in due:
             # the inbox agent may have moved this saga on while we awaited a send
             if self.deadlines.pop(saga_id, None) is None:
                 continue
-            fired = TimerFired(saga_id=saga_id, at=at).to_json()
+            fired = TimerFired(saga_id=saga_id).to_json()
             await self._send(self.inbox, saga_id.encode(), fired)
 
     # -- dead letters -------------------------------------------------------------------
@@ -329,6 +336,14 @@ class Coordinator:
         await self.deadletters.send(
             key=message.key if getattr(message, "key", None) else None, value=letter.to_json()
         )
+
+
+def broker_time(message: Any) -> datetime:
+    """The inbox record's broker timestamp (log-append time): the one clock of a transition."""
+    timestamp = getattr(message, "timestamp", None)
+    if not timestamp:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(float(timestamp), UTC)
 
 
 def create_app(

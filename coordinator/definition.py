@@ -22,17 +22,13 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from compensations import (
-    DEFAULT_COMPENSATION_RETRY,
-    DEFAULT_RETRY,
-    TRANSPORT_RETRY,
-    RetryPolicy,
-)
+from compensations import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
 from coordinator.errors import DefinitionError
+from coordinator.http import TRANSPORT_RETRY
 
 InputT = TypeVar("InputT", bound=BaseModel)
 M = TypeVar("M", bound=BaseModel)
@@ -159,7 +155,13 @@ class Step:
         retry: durable retry policy of the action.
         compensation_retry: durable retry policy of the compensation.
         timeout: how long one attempt may take before it counts as failed and is retried
-            (with the same idempotency key).
+            (with the same idempotency key). A timed-out attempt is an *uncertain*
+            outcome: the participant may still apply it.
+        on_uncertain: what happens when the action's retries end and some attempt's
+            outcome was uncertain (the effect may have happened): ``"compensate"`` (the
+            default) runs this step's compensation first in the unwind, with its undo
+            key; ``"park"`` rests the saga in status ``parked`` until an operator says
+            whether the effect happened (``python -m coordinator resolve``).
     """
 
     name: str
@@ -170,6 +172,7 @@ class Step:
     retry: RetryPolicy = field(default=DEFAULT_RETRY, kw_only=True)
     compensation_retry: RetryPolicy = field(default=DEFAULT_COMPENSATION_RETRY, kw_only=True)
     timeout: timedelta = field(default=timedelta(seconds=10), kw_only=True)
+    on_uncertain: Literal["compensate", "park"] = field(default="compensate", kw_only=True)
 
     def output_model(self) -> type[BaseModel] | None:
         if self.output is not None:
@@ -241,6 +244,10 @@ def _validate(saga: Saga[Any]) -> None:
         seen.add(step.name)
         if step.timeout <= timedelta(0):
             raise DefinitionError(f"{at}: timeout must be positive")
+        if step.on_uncertain not in ("compensate", "park"):
+            raise DefinitionError(
+                f"{at}: on_uncertain={step.on_uncertain!r}; use 'compensate' or 'park'"
+            )
         _check_callable(at, "action", step.action)
         if step.compensation is not None:
             _check_callable(at, "compensation", step.compensation)

@@ -6,9 +6,21 @@ Tree::
     ├── DefinitionError            a saga definition is invalid (names saga, step and fix)
     ├── UnknownSagaError           no definition registered for a saga type/version
     ├── StepFailure                raised by a step action to fail the attempt
-    │   └── BusinessFailure        non-retryable: compensation starts at once
+    │   ├── BusinessFailure        definite and non-retryable: compensation starts at once
+    │   ├── OutputValidationError  a reply did not match the step's output model
+    │   └── HttpCallError          an HTTP participant call failed
+    │       ├── TransientHttpError connect error, timeout, 408, 429, 5xx: retrying may help
+    │       └── BusinessHttpError  other 4xx: the participant said no; never retried
     ├── SagaNotFoundError          a query named a saga id the coordinator does not hold
     └── CoordinatorUnavailable     the worker that owns the saga did not answer
+
+Every step failure says two things (see ARCHITECTURE.md section 4, "outcome classes"):
+
+* ``retryable``: whether another attempt may help;
+* ``uncertain``: whether the participant's effect *may* have happened (a timeout, a 5xx, a
+  connection lost after the request was sent). A step whose retries end on an uncertain
+  outcome is *maybe applied* and is compensated (or parks the saga, by the step's choice).
+  A definite failure (``uncertain=False``) means the participant says nothing happened.
 """
 
 from __future__ import annotations
@@ -31,22 +43,89 @@ class StepFailure(SagaError):
 
     Args:
         message: what went wrong, for the saga's error and the lifecycle event.
-        non_retryable: True for a business failure (card declined): no further attempt,
+        retryable: False for a business failure (card declined): no further attempt,
             compensation starts at once.
+        uncertain: True when the effect may have happened anyway (the action gave up
+            waiting for a participant, say); the step is then compensated even if no
+            attempt succeeds. False (the default) states that nothing happened.
         type: the error type recorded in events; defaults to the class name.
     """
 
-    def __init__(self, message: str, *, non_retryable: bool = False, type: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        uncertain: bool = False,
+        type: str | None = None,
+    ) -> None:
         super().__init__(message)
-        self.non_retryable = non_retryable
+        self.retryable = retryable
+        self.uncertain = uncertain
         self.type = type or self.__class__.__name__
 
 
 class BusinessFailure(StepFailure):
-    """A business refusal (declined, out of stock): never retried."""
+    """A business refusal (declined, out of stock): definite, never retried."""
 
-    def __init__(self, message: str, *, type: str | None = None):
-        super().__init__(message, non_retryable=True, type=type)
+    def __init__(self, message: str, *, type: str | None = None) -> None:
+        super().__init__(message, retryable=False, type=type)
+
+
+class OutputValidationError(StepFailure):
+    """A participant reported success with an output that does not match the step's model.
+
+    Non-retryable. Uncertain: the participant said it applied the effect, so the step is
+    compensated with its undo key; the malformed output is never stored, so it cannot
+    poison later steps or compensations.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False, uncertain=True)
+
+
+class HttpCallError(StepFailure):
+    """An HTTP call to a participant failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        uncertain: bool,
+        status: int | None = None,
+        body: str = "",
+    ) -> None:
+        super().__init__(message, retryable=retryable, uncertain=uncertain)
+        self.status = status
+        self.body = body
+
+
+class TransientHttpError(HttpCallError):
+    """Connect error, timeout, 408, 429 or 5xx: the same request may succeed later.
+
+    ``uncertain`` is False only when the request provably did not reach the participant's
+    logic (connection refused, 408, 429); a timeout or a 5xx may hide an applied effect.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        uncertain: bool,
+        status: int | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retryable=True, uncertain=uncertain, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class BusinessHttpError(HttpCallError):
+    """A 4xx answer (other than 408/429): a definite business refusal, never retried."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        super().__init__(message, retryable=False, uncertain=False, status=status, body=body)
 
 
 class SagaNotFoundError(SagaError, LookupError):

@@ -11,9 +11,17 @@ Event types and when they are emitted::
     saga_started              a new saga was accepted (data: the saga input)
     step_started              a step request (attempt N) was sent to its service
     step_succeeded            the step's action returned (data: its output)
-    step_failed               an attempt failed; ``retrying`` says whether another follows
+    step_failed               an attempt failed; ``retrying`` says whether another follows;
+                              ``error.uncertain`` says whether its effect may have happened
+    step_late_success         a success arrived for an attempt no longer awaited (data:
+                              output, and ``compensation``: covered | scheduled | none)
+    saga_parked               resting: a step's outcome is uncertain and the step chose
+                              ``on_uncertain="park"``; an operator resolves it
+    step_resolved             an operator resolved a parked step
+                              (data.resolution: applied | not_applied | retry)
     saga_compensating         unwinding began
-                              (data.reason: step_failed | cancelled | operator_retry)
+                              (data.reason: step_failed | cancelled | operator_retry |
+                              late_success; data.plan: the compensations, in order)
     compensation_started      a compensation request (attempt N) was sent
     compensation_succeeded    a compensation finished
     compensation_failed       a compensation attempt failed; ``retrying`` as above
@@ -50,8 +58,11 @@ __all__ = [
     "SagaCompensating",
     "SagaCompensationFailed",
     "SagaCompleted",
+    "SagaParked",
     "SagaStarted",
     "StepFailed",
+    "StepLateSuccess",
+    "StepResolved",
     "StepStarted",
     "StepSucceeded",
     "parse_event",
@@ -59,13 +70,19 @@ __all__ = [
 
 
 class ErrorInfo(BaseModel):
-    """Why an attempt failed. ``retryable=False`` marks a business failure."""
+    """Why an attempt failed.
+
+    ``retryable=False`` marks a failure no further attempt can fix (a business failure).
+    ``uncertain=True`` says the participant's effect may have happened (timeout, 5xx, lost
+    reply); ``False`` says the participant states that nothing happened.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     type: str
     message: str
     retryable: bool = True
+    uncertain: bool = False
 
 
 class _EventBase(BaseModel):
@@ -106,6 +123,18 @@ class StepFailed(_EventBase):
     retrying: bool = False
 
 
+class StepLateSuccess(_EventBase):
+    type: Literal["step_late_success"] = "step_late_success"
+
+
+class SagaParked(_EventBase):
+    type: Literal["saga_parked"] = "saga_parked"
+
+
+class StepResolved(_EventBase):
+    type: Literal["step_resolved"] = "step_resolved"
+
+
 class SagaCompensating(_EventBase):
     type: Literal["saga_compensating"] = "saga_compensating"
 
@@ -144,6 +173,9 @@ LifecycleEvent = Annotated[
     | StepStarted
     | StepSucceeded
     | StepFailed
+    | StepLateSuccess
+    | SagaParked
+    | StepResolved
     | SagaCompensating
     | CompensationStarted
     | CompensationSucceeded

@@ -1,7 +1,14 @@
 """Running one step request: a Python callable or an HTTP call, turned into a StepResult.
 
 The executor never raises: every outcome, including a bug in the action, becomes a
-``StepResult`` (an error marked retryable or not) so the coordinator decides what follows.
+``StepResult`` so the coordinator decides what follows. Each error says whether another
+attempt may help (``retryable``) and whether the effect may have happened (``uncertain``):
+a timeout, a 5xx, a lost connection or an unexpected exception is uncertain; a business
+failure, a 4xx, a refused connection or an expired request is definite.
+
+Deadlines are honoured: a request whose deadline has passed is not run (a definite
+``Expired`` failure), and an attempt's time budget is ``deadline - now``, capped by the
+step's timeout.
 """
 
 from __future__ import annotations
@@ -16,13 +23,13 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from compensations import send_json
-from compensations.transport import AiohttpTransport
 from coordinator.definition import Http, Saga, Step, StepContext
-from coordinator.errors import SagaError, StepFailure, UnknownSagaError
+from coordinator.errors import OutputValidationError, SagaError, StepFailure, UnknownSagaError
 from coordinator.events import ErrorInfo
+from coordinator.http import send_json
 from coordinator.messages import StepRequest, StepResult
 from coordinator.registry import SagaRegistry
+from coordinator.transport import AiohttpTransport
 
 
 def utcnow() -> datetime:
@@ -30,13 +37,19 @@ def utcnow() -> datetime:
 
 
 def error_info(exc: BaseException, step: Step | None = None) -> ErrorInfo:
-    """Classify an exception: business failures (non-retryable) versus transient ones."""
-    kind = exc.type if isinstance(exc, StepFailure) else type(exc).__name__
-    retryable = not getattr(exc, "non_retryable", False)
+    """Classify an exception: retryable or not, definite or uncertain.
+
+    A ``StepFailure`` states both; any other exception is a retryable, *uncertain* failure
+    (an action that raised half-way may have acted before it did).
+    """
+    if isinstance(exc, StepFailure):
+        kind, retryable, uncertain = exc.type, exc.retryable, exc.uncertain
+    else:
+        kind, retryable, uncertain = type(exc).__name__, True, True
     if step is not None and kind in step.retry.non_retryable_names:
         retryable = False
     message = str(exc) or kind
-    return ErrorInfo(type=kind, message=message[:1000], retryable=retryable)
+    return ErrorInfo(type=kind, message=message[:1000], retryable=retryable, uncertain=uncertain)
 
 
 class StepExecutor:
@@ -77,25 +90,43 @@ class StepExecutor:
     async def execute(self, request: StepRequest) -> StepResult:
         """Run one attempt; always returns a result, never raises."""
         step: Step | None = None
+        budget = (request.deadline - self.clock()).total_seconds()
+        if budget <= 0:
+            expired = ErrorInfo(
+                type="Expired",
+                message=f"not run: its deadline {request.deadline.isoformat()} had passed",
+                retryable=True,
+                uncertain=False,
+            )
+            return request.result(at=self.clock(), error=expired)
         try:
             saga = self.registry.get(request.saga_type, request.saga_version)
             step = saga.steps[saga.index(request.step)]
-            output = await self._run(saga, step, request)
-            return request.result(at=self.clock(), output=output)
         except (UnknownSagaError, KeyError) as exc:
-            error = ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
-            return request.result(at=self.clock(), error=error)
+            # this worker lacks the definition: nothing ran; another attempt (on a worker
+            # that has it, or after a deploy) may succeed
+            missing = ErrorInfo(
+                type="UnknownSagaError",
+                message=f"this executor has no {request.saga_type!r} v{request.saga_version} "
+                f"step {request.step!r}: {exc}; deploy the definition (SAGA_DEFINITIONS)",
+                retryable=True,
+                uncertain=False,
+            )
+            return request.result(at=self.clock(), error=missing)
+        try:
+            output = await self._run(saga, step, request, budget)
+            return request.result(at=self.clock(), output=output)
         except Exception as exc:
             return request.result(at=self.clock(), error=error_info(exc, step))
 
     async def _run(
-        self, saga: Saga[Any], step: Step, request: StepRequest
+        self, saga: Saga[Any], step: Step, request: StepRequest, budget: float
     ) -> dict[str, Any] | None:
         fn = step.action if request.phase == "action" else step.compensation
         if fn is None:
             return None
         ctx = self.context(saga, step, request)
-        timeout = step.timeout.total_seconds()
+        timeout = min(step.timeout.total_seconds(), budget)
         try:
             async with asyncio.timeout(timeout):
                 if isinstance(fn, Http):
@@ -104,7 +135,9 @@ class StepExecutor:
                     reply = await fn(ctx)
         except TimeoutError as exc:
             raise StepFailure(
-                f"attempt exceeded the step timeout of {timeout:g}s", type="StepTimeout"
+                f"attempt exceeded its time budget of {timeout:g}s",
+                type="StepTimeout",
+                uncertain=True,
             ) from exc
         return self._output(saga, step, request, reply)
 
@@ -136,10 +169,8 @@ class StepExecutor:
             if model is not None:
                 return model.model_validate(reply).model_dump(mode="json")
         except ValidationError as exc:
-            raise StepFailure(
-                f"{saga.label} step {step.name!r}: reply does not match {model}: {exc}",
-                non_retryable=True,
-                type="OutputValidationError",
+            raise OutputValidationError(
+                f"{saga.label} step {step.name!r}: reply does not match {model}: {exc}"
             ) from exc
         if isinstance(reply, dict):
             return reply
@@ -154,7 +185,7 @@ class StepExecutor:
             raise StepFailure(
                 f"service {step.service.name!r} has no URL: set Service(url=...) or "
                 "SAGA_SERVICE_URLS",
-                non_retryable=True,
+                retryable=False,
                 type="ServiceUrlMissing",
             )
         url = base.rstrip("/") + render_path(action.path, ctx)
@@ -185,7 +216,7 @@ def render_path(template: str, ctx: StepContext[Any]) -> str:
             if value is None:
                 raise StepFailure(
                     f"URL {template!r}: {source!r} produced no {attr!r}",
-                    non_retryable=True,
+                    retryable=False,
                     type="UrlTemplateError",
                 )
         else:

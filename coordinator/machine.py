@@ -1,22 +1,37 @@
-"""The saga state machine: a functional core with no I/O and no clock.
+"""The saga state machine: a functional core with no I/O and no clock reads.
 
-``transition(registry, state, message) -> Transition``: one inbox message gives one new
-state and the step requests and lifecycle events to send. Time comes from the message
-(``message.at``); jitter is a hash; so the same input always yields the same output, and a
-message replayed after a crash re-emits byte-identical events (same ``seq``/``event_id``).
+``transition(registry, state, message, now=...) -> Transition``: one inbox message gives one
+new state and the step requests and lifecycle events to send. Time comes in as ``now``:
+the broker's log-append timestamp of the inbox record (or the owning worker's clock for an
+inline chain, whose record is durable before anything derived from it is sent), never the
+``at`` a sender wrote. Jitter is a hash. So the same input always yields the same output.
 
 Rules (see ARCHITECTURE.md section 4):
 
 * A duplicate or stale message (a seen attempt, another step, a finished saga) changes
   nothing and emits nothing. A success from an earlier attempt of the pending step is
   accepted: every attempt shares one idempotency key, so it is the same effect.
+* Outcomes are of three kinds. *Success*. *Definite failure*: the participant says nothing
+  happened (4xx, business failure, expired before it ran). *Uncertain*: the effect may
+  have happened (timeout, 5xx, lost reply) — the machine's own deadline counts as one.
 * A failed attempt is retried after the policy's backoff while attempts remain and the
-  error is retryable; otherwise the step fails and the completed steps are compensated
-  in reverse, one at a time, from a persisted cursor.
-* A compensation that exhausts its retries leaves the saga ``compensation_failed``; an
-  operator's ``retry_compensation`` resumes it at the cursor with a fresh retry budget.
-* Cancel compensates a running saga; an attempt in flight is awaited first, so its effect
-  is compensated if it happened.
+  error is retryable. When the retries end, the step is *failed* if every attempt was a
+  definite failure and *maybe applied* if any was uncertain. A maybe-applied step is
+  compensated first in the unwind (its undo key is safe under the participant contract)
+  or, if the step chose ``on_uncertain="park"``, the saga parks for an operator.
+* A success whose output does not match the step's output model is a non-retryable
+  ``OutputValidationError``; the step counts as maybe applied (the participant said it
+  acted) and the malformed output is never stored.
+* Unwinding (``compensations.Unwind``) runs the compensations of the applied and maybe
+  applied steps in reverse, one at a time, from a persisted cursor. A compensation that
+  exhausts its retries leaves the saga ``compensation_failed``; an operator's
+  ``retry_compensation`` resumes it at the cursor with a fresh retry budget.
+* **Late results are never dropped.** A success for an attempt no longer awaited is
+  recorded (``step_late_success``). A parked step's late success resolves it as applied.
+  A step the unwind does not cover yet is inserted into its remaining plan; if the unwind
+  already ended, it re-opens for that step.
+* Cancel compensates a running saga; an attempt in flight is awaited first (its result or
+  its deadline decides whether it counts as applied, maybe applied, or failed).
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from compensations import Escalate, compensation_plan, next_in_plan, on_compensation_failure
+from compensations import Escalate, Unwind, on_compensation_failure
 from coordinator import events as ev
 from coordinator.definition import Saga
 from coordinator.errors import UnknownSagaError
@@ -35,6 +50,7 @@ from coordinator.messages import (
     CancelSaga,
     InboxMessage,
     Phase,
+    ResolveStep,
     RetryCompensation,
     StartSaga,
     StepRequest,
@@ -47,6 +63,10 @@ from coordinator.state import Pending, SagaState, StepState
 
 class Definitions(Protocol):
     def get(self, name: str, version: int | None = None) -> Saga[Any]: ...
+
+
+class _Rejected(Exception):
+    """A message that is well-formed but cannot apply (goes to the dead-letter topic)."""
 
 
 @dataclass
@@ -78,21 +98,28 @@ def transition(
     state: SagaState | None,
     message: InboxMessage,
     *,
+    now: datetime,
     message_id: str | None = None,
     reply_to: str = "",
     copy: bool = True,
 ) -> Transition:
     """Apply one inbox message to one saga's state (pure).
 
-    With ``copy=False`` the given state object is updated in place (and returned): for
-    callers that decoded it for this message alone, to skip a deep copy per message.
+    Args:
+        now: the transition's time (tz-aware): the broker's timestamp of the record.
+        message_id: the record's identity (``partition:offset``): a redelivered record
+            whose effects are already stored re-sends the stored outbox.
+        copy: with False the given state object is updated in place (and returned), for
+            callers that decoded it for this message alone.
     """
+    if now.tzinfo is None:
+        raise ValueError("transition(now=...) needs a timezone-aware datetime")
     if state is not None and message_id is not None and state.last_message == message_id:
         return _replay(state)
     if isinstance(message, StartSaga):
         if state is not None:
             return Transition(state)  # starting an existing saga returns it; never runs twice
-        return _start(registry, message, message_id, reply_to)
+        return _start(registry, message, now, message_id, reply_to)
     if state is None:
         if isinstance(message, TimerFired):
             return Transition(None)
@@ -101,15 +128,20 @@ def transition(
         saga = registry.get(state.saga_type, state.saga_version)
     except UnknownSagaError as exc:
         return Transition(state, rejected=str(exc))
-    run = _Run(saga, state.model_copy(deep=True) if copy else state, message.at, reply_to)
-    if isinstance(message, StepResult):
-        run.on_result(message)
-    elif isinstance(message, TimerFired):
-        run.on_timer()
-    elif isinstance(message, CancelSaga):
-        run.on_cancel(message.reason)
-    elif isinstance(message, RetryCompensation):
-        run.on_retry_compensation()
+    run = _Run(saga, state.model_copy(deep=True) if copy else state, now, reply_to)
+    try:
+        if isinstance(message, StepResult):
+            run.on_result(message)
+        elif isinstance(message, TimerFired):
+            run.on_timer()
+        elif isinstance(message, CancelSaga):
+            run.on_cancel(message.reason)
+        elif isinstance(message, RetryCompensation):
+            run.on_retry_compensation()
+        elif isinstance(message, ResolveStep):
+            run.on_resolve(message)
+    except _Rejected as exc:
+        return Transition(state, rejected=str(exc))
     return run.finish(message_id)
 
 
@@ -123,8 +155,16 @@ def _replay(state: SagaState) -> Transition:
     return out
 
 
+def _field_errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '.'}: {e['msg']}" for e in exc.errors())
+
+
 def _start(
-    registry: Definitions, msg: StartSaga, message_id: str | None, reply_to: str
+    registry: Definitions,
+    msg: StartSaga,
+    now: datetime,
+    message_id: str | None,
+    reply_to: str,
 ) -> Transition:
     try:
         saga = registry.get(msg.saga_type, msg.saga_version)
@@ -133,9 +173,10 @@ def _start(
     try:
         value = saga.input.model_validate(msg.input)
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return Transition(
-            None, rejected=f"{saga.label}: input does not match {saga.input.__name__}: {errors}"
+            None,
+            rejected=f"{saga.label}: input does not match {saga.input.__name__}: "
+            f"{_field_errors(exc)}",
         )
     state = SagaState(
         saga_id=msg.saga_id,
@@ -144,10 +185,10 @@ def _start(
         business_key=msg.business_key,
         input=value.model_dump(mode="json"),
         steps=[StepState(name=s.name, service=s.service.name) for s in saga.steps],
-        started_at=msg.at,
-        updated_at=msg.at,
+        started_at=now,
+        updated_at=now,
     )
-    run = _Run(saga, state, msg.at, reply_to)
+    run = _Run(saga, state, now, reply_to)
     run.emit(ev.SagaStarted, data=state.input)
     run.dispatch("action", 0, attempt=1)
     return run.finish(message_id)
@@ -227,16 +268,28 @@ class _Run:
     # -- messages -------------------------------------------------------------------
 
     def on_result(self, msg: StepResult) -> None:
+        try:
+            i = self.saga.index(msg.step)
+        except KeyError:
+            return  # a step this version does not have: nothing it could mean
         p = self.s.pending
-        if self.s.resting or p is None or msg.phase != p.phase:
-            return
-        if msg.step != self.saga.steps[p.step].name:
-            return
-        if msg.ok:
-            if msg.attempt <= p.attempt:
-                self._succeeded(p, msg.output)
-        elif msg.attempt == p.attempt and p.waiting == "result":
-            error = msg.error or ev.ErrorInfo(type="UnknownError", message="no error given")
+        awaited = p is not None and p.phase == msg.phase and p.step == i
+        if msg.ok and msg.phase == "action":
+            if awaited and p is not None and msg.attempt <= p.attempt:
+                self._action_succeeded(p, msg.attempt, msg.output)
+            else:
+                self._late_success(i, msg)
+        elif msg.ok:
+            if awaited and p is not None and msg.attempt <= p.attempt:
+                self._compensation_succeeded(p)
+        elif awaited and p is not None and msg.attempt == p.attempt and p.waiting == "result":
+            error = msg.error or ev.ErrorInfo(
+                type="UnknownError", message="the participant gave no error", uncertain=True
+            )
+            if self.now >= p.deadline and not error.uncertain:
+                # past the deadline the request is out of our hands: a duplicate delivery
+                # of it may have run, whatever this one says
+                error = error.model_copy(update={"uncertain": True})
             self._failed(p, error)
 
     def on_timer(self) -> None:
@@ -245,8 +298,7 @@ class _Run:
             return
         if p.waiting == "backoff":
             if p.phase == "action" and self.s.cancel_requested:
-                self.s.pending = None
-                self.s.steps[p.step].status = "failed"
+                self._stop_step(p.step)
                 self._unwind("cancelled")
             else:
                 self.dispatch(p.phase, p.step, attempt=p.attempt + 1, round_start=p.round_start)
@@ -257,25 +309,29 @@ class _Run:
             ev.ErrorInfo(
                 type="StepTimeout",
                 retryable=True,
+                uncertain=True,  # the participant may still apply it
                 message=f"no result for attempt {p.attempt} within {timeout:g}s",
             ),
         )
 
     def on_cancel(self, reason: str) -> None:
-        if self.s.resting or self.s.status == "compensating" or self.s.cancel_requested:
+        parked = self.s.status == "parked"
+        if (self.s.resting and not parked) or self.s.status == "compensating":
+            return
+        if self.s.cancel_requested:
             return
         self.s.cancel_requested = reason
         self.dirty = True
         p = self.s.pending
-        if p is not None and p.waiting == "backoff":
-            # the failed step never completed: nothing of it to compensate
-            self.s.pending = None
-            self.s.steps[p.step].status = "failed"
+        if parked:
+            self._unwind("cancelled")  # the maybe-applied step is compensated first
+        elif p is not None and p.waiting == "backoff":
+            self._stop_step(p.step)
             self._unwind("cancelled")
-        # an attempt in flight: its result (or timeout) decides, then the unwind starts
+        # an attempt in flight: its result (or deadline) decides, then the unwind starts
 
     def on_retry_compensation(self) -> None:
-        i = next_in_plan(self.s.plan, self.s.cursor)
+        i = self._unwinding().current
         if self.s.status != "compensation_failed" or i is None:
             return
         self.s.status = "compensating"
@@ -283,46 +339,156 @@ class _Run:
         attempt = self.s.steps[i].compensation_attempts + 1
         self.dispatch("compensation", i, attempt=attempt, round_start=attempt)
 
+    def on_resolve(self, msg: ResolveStep) -> None:
+        i = self.s.current
+        st = self.s.steps[i]
+        if self.s.status != "parked" or msg.step != st.name:
+            where = f"step {st.name!r}" if self.s.status == "parked" else "no step"
+            raise _Rejected(
+                f"resolve {msg.step!r} for saga {self.s.saga_id!r}: it is {self.s.status} and "
+                f"{where} awaits a resolution; see `python -m coordinator status`"
+            )
+        if msg.resolution == "applied":
+            output, error = self._checked_output(i, msg.output)
+            if error is not None:
+                raise _Rejected(f"resolve {msg.step!r} as applied: {error.message}")
+            self.emit(ev.StepResolved, step=i, data={"resolution": "applied"})
+            self.s.status = "running"
+            self._step_done(i, st.attempts, output)
+        elif msg.resolution == "not_applied":
+            self.emit(ev.StepResolved, step=i, data={"resolution": "not_applied"})
+            st.uncertain, st.status, self.s.status = False, "failed", "running"
+            self._unwind("step_failed")
+        else:
+            self.emit(ev.StepResolved, step=i, data={"resolution": "retry"})
+            self.s.status = "running"
+            self.dispatch("action", i, attempt=st.attempts + 1, round_start=st.attempts + 1)
+
     # -- rules ----------------------------------------------------------------------
 
-    def _succeeded(self, p: Pending, output: dict[str, Any] | None) -> None:
-        st = self.s.steps[p.step]
-        self.s.pending = None
-        if p.phase == "compensation":
-            st.status = "compensated"
-            self.emit(ev.CompensationSucceeded, step=p.step, attempt=p.attempt)
-            self.s.cursor += 1
-            self._continue_unwind()
+    def _checked_output(
+        self, i: int, output: dict[str, Any] | None
+    ) -> tuple[dict[str, Any] | None, ev.ErrorInfo | None]:
+        """Validate an output where it arrives, so it can never poison later steps."""
+        step = self.saga.steps[i]
+        model = self.saga.output_models()[step.name]
+        if model is None or output is None:
+            return output, None
+        try:
+            model.model_validate(output)
+        except ValidationError as exc:
+            return (
+                None,
+                ev.ErrorInfo(
+                    type="OutputValidationError",
+                    retryable=False,
+                    uncertain=True,  # the participant said it acted
+                    message=f"{self.saga.label} step {step.name!r}: output does not match "
+                    f"{model.__name__}: {_field_errors(exc)}"[:1000],
+                ),
+            )
+        return output, None
+
+    def _action_succeeded(self, p: Pending, attempt: int, output: dict[str, Any] | None) -> None:
+        output, error = self._checked_output(p.step, output)
+        if error is not None:
+            self._failed(p.model_copy(update={"attempt": attempt}), error)
             return
+        self.s.pending = None
+        self._step_done(p.step, attempt, output)
+
+    def _step_done(self, i: int, attempt: int, output: dict[str, Any] | None) -> None:
+        st = self.s.steps[i]
         st.status, st.output, st.error = "succeeded", output, None
-        self.emit(ev.StepSucceeded, step=p.step, attempt=p.attempt, data=output)
+        self.emit(ev.StepSucceeded, step=i, attempt=attempt, data=output)
         if self.s.cancel_requested:
             self._unwind("cancelled")
-        elif p.step + 1 < len(self.saga.steps):
-            self.s.current = p.step + 1
-            self.dispatch("action", p.step + 1, attempt=1)
+        elif i + 1 < len(self.saga.steps):
+            self.s.current = i + 1
+            self.dispatch("action", i + 1, attempt=1)
         else:
             self.s.status = "completed"
             self.emit(ev.SagaCompleted)
+
+    def _compensation_succeeded(self, p: Pending) -> None:
+        self.s.pending = None
+        self.s.steps[p.step].status = "compensated"
+        self.emit(ev.CompensationSucceeded, step=p.step, attempt=p.attempt)
+        self._save(self._unwinding().advance())
+        self._continue_unwind()
+
+    def _late_success(self, i: int, msg: StepResult) -> None:
+        """A success for an attempt no longer awaited: proof that the effect happened."""
+        st, status = self.s.steps[i], self.s.status
+        if st.status == "succeeded" or status in ("completed", "running"):
+            # a duplicate of a success already applied; while running, only the pending
+            # step can succeed, and its successes are awaited, not late
+            return
+        if status == "parked" and i == self.s.current:
+            output, error = self._checked_output(i, msg.output)
+            self.emit(
+                ev.StepLateSuccess, step=i, attempt=msg.attempt, data={"compensation": "none"}
+            )
+            if error is None:  # the participant resolved the park itself
+                self.s.status = "running"
+                self._step_done(i, msg.attempt, output)
+            return
+        if st.late_success:
+            return  # recorded once; the unwind already accounts for it
+        st.late_success = True
+        if st.output is None:
+            st.output, _ = self._checked_output(i, msg.output)  # the undo may need it
+        unwind = self._unwinding()
+        has_compensation = self.saga.steps[i].compensation is not None
+        if not has_compensation or unwind.covers(i):
+            what = "covered" if has_compensation else "none"
+            self.emit(ev.StepLateSuccess, step=i, attempt=msg.attempt, data={"compensation": what})
+            return
+        st.uncertain = True  # a definite failure was contradicted: treat it as applied
+        self.emit(
+            ev.StepLateSuccess, step=i, attempt=msg.attempt, data={"compensation": "scheduled"}
+        )
+        p = self.s.pending
+        if status in ("compensating", "compensation_failed"):
+            in_flight = p is not None and p.phase == "compensation"
+            self._save(unwind.cover(i, in_flight=in_flight))
+        elif status in ("compensated", "cancelled"):
+            self._save(unwind.extend(i))
+            self.s.status = "compensating"
+            self.emit(ev.SagaCompensating, data={"reason": "late_success", "plan": [st.name]})
+            self._continue_unwind()
+        # running: a step that is not the pending one cannot be late (it never ran again)
 
     def _failed(self, p: Pending, error: ev.ErrorInfo) -> None:
         step, st = self.saga.steps[p.step], self.s.steps[p.step]
         st.error = error
         salt = f"{self.s.saga_id}:{step.name}:{p.phase}"
+        in_round = p.attempt - p.round_start + 1
         if p.phase == "action":
+            st.uncertain = st.uncertain or error.uncertain
             retry = not self.s.cancel_requested and step.retry.can_retry(
-                attempt=p.attempt, error_type=error.type, retryable=error.retryable
+                attempt=in_round, error_type=error.type, retryable=error.retryable
             )
             self.emit(ev.StepFailed, step=p.step, attempt=p.attempt, error=error, retrying=retry)
             if retry:
-                self._backoff(p, step.retry.delay(p.attempt, salt=salt))
+                self._backoff(p, step.retry.delay(in_round, salt=salt))
                 return
-            st.status, self.s.error, self.s.pending = "failed", error, None
+            self.s.error = error
+            self._stop_step(p.step)
+            if st.uncertain and step.on_uncertain == "park" and not self.s.cancel_requested:
+                self.s.status = "parked"
+                self.emit(
+                    ev.SagaParked,
+                    step=p.step,
+                    error=error,
+                    data={"reason": "uncertain outcome; resolve as applied, not_applied or retry"},
+                )
+                return
             self._unwind("cancelled" if self.s.cancel_requested else "step_failed")
             return
         decision = on_compensation_failure(
             step.compensation_retry,
-            attempt_in_round=p.attempt - p.round_start + 1,
+            attempt_in_round=in_round,
             error_type=error.type,
             retryable=error.retryable,
             salt=salt,
@@ -340,6 +506,12 @@ class _Run:
             ev.SagaCompensationFailed, step=p.step, error=error, data={"reason": decision.reason}
         )
 
+    def _stop_step(self, i: int) -> None:
+        """The step's action stops being retried: failed, or maybe applied."""
+        st = self.s.steps[i]
+        st.status = "maybe_applied" if st.uncertain else "failed"
+        self.s.pending = None
+
     def _backoff(self, p: Pending, delay: timedelta) -> None:
         if delay <= timedelta(0):
             self.dispatch(p.phase, p.step, attempt=p.attempt + 1, round_start=p.round_start)
@@ -347,16 +519,28 @@ class _Run:
         self.s.pending = p.model_copy(update={"waiting": "backoff", "deadline": self.now + delay})
         self.dirty = True
 
+    def _unwinding(self) -> Unwind:
+        return Unwind(tuple(self.s.plan), self.s.cursor)
+
+    def _save(self, unwind: Unwind) -> None:
+        self.s.plan, self.s.cursor = list(unwind.plan), unwind.cursor
+        self.dirty = True
+
     def _unwind(self, reason: str) -> None:
-        completed = [i for i, st in enumerate(self.s.steps) if st.status == "succeeded"]
-        plan = compensation_plan(completed, lambda i: self.saga.steps[i].compensation is not None)
-        self.s.plan, self.s.cursor, self.s.status = list(plan), 0, "compensating"
-        names = [self.saga.steps[i].name for i in plan]
+        steps = self.s.steps
+        unwind = Unwind.begin(
+            applied=[i for i, st in enumerate(steps) if st.status == "succeeded"],
+            maybe_applied=[i for i, st in enumerate(steps) if st.uncertain],
+            has_compensation=lambda i: self.saga.steps[i].compensation is not None,
+        )
+        self._save(unwind)
+        self.s.status = "compensating"
+        names = [self.saga.steps[i].name for i in unwind.plan]
         self.emit(ev.SagaCompensating, data={"reason": reason, "plan": names})
         self._continue_unwind()
 
     def _continue_unwind(self) -> None:
-        i = next_in_plan(self.s.plan, self.s.cursor)
+        i = self._unwinding().current
         if i is not None:
             attempt = self.s.steps[i].compensation_attempts + 1
             self.dispatch("compensation", i, attempt=attempt, round_start=attempt)

@@ -7,6 +7,11 @@ Inbox (``{prefix}.inbox``), consumed by the coordinator agent::
     timer               TimerFired         a worker's timer saw a deadline pass
     cancel              CancelSaga         an operator cancels: completed steps are compensated
     retry_compensation  RetryCompensation  an operator resumes a compensation_failed saga
+    resolve             ResolveStep        an operator resolves a parked step
+
+Time: a transition takes its time from the broker (the log-append timestamp of the inbox
+record), never from the sender. ``at`` is informational and optional; when present it
+must carry a UTC offset (a naive timestamp is rejected to the dead-letter topic).
 
 Step requests (``{prefix}.step.{service}``) go to executors, in-process or remote in any
 language: they run the action (at least once; ``idempotency_key`` is stable per saga,
@@ -18,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from coordinator.events import ErrorInfo
 
@@ -29,7 +34,8 @@ class _Msg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     saga_id: str = Field(min_length=1, max_length=200)
-    at: datetime
+    #: when the sender wrote it, by the sender's clock: informational only
+    at: AwareDatetime | None = None
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
@@ -66,8 +72,22 @@ class RetryCompensation(_Msg):
     kind: Literal["retry_compensation"] = "retry_compensation"
 
 
+class ResolveStep(_Msg):
+    """An operator's verdict on a parked step whose outcome was uncertain.
+
+    ``applied``: the effect happened (``output`` optional, validated against the step's
+    output model); the saga goes on. ``not_applied``: nothing happened; the earlier steps
+    are compensated. ``retry``: run the step again with a fresh retry budget.
+    """
+
+    kind: Literal["resolve"] = "resolve"
+    step: str
+    resolution: Literal["applied", "not_applied", "retry"]
+    output: dict[str, Any] | None = None
+
+
 InboxMessage = Annotated[
-    StartSaga | StepResult | TimerFired | CancelSaga | RetryCompensation,
+    StartSaga | StepResult | TimerFired | CancelSaga | RetryCompensation | ResolveStep,
     Field(discriminator="kind"),
 ]
 _INBOX: TypeAdapter[InboxMessage] = TypeAdapter(InboxMessage)
@@ -93,7 +113,8 @@ class StepRequest(BaseModel):
     idempotency_key: str
     input: dict[str, Any]
     outputs: dict[str, dict[str, Any] | None]
-    deadline: datetime
+    #: do not start the action after this instant; reply with an ``Expired`` failure
+    deadline: AwareDatetime
     reply_to: str = ""
 
     def to_json(self) -> bytes:
@@ -102,7 +123,7 @@ class StepRequest(BaseModel):
     def result(
         self,
         *,
-        at: datetime,
+        at: datetime | None = None,
         output: dict[str, Any] | None = None,
         error: ErrorInfo | None = None,
     ) -> StepResult:

@@ -11,13 +11,20 @@ from coordinator.events import ErrorInfo
 from coordinator.messages import Phase
 
 SagaStatus = Literal[
-    "running", "compensating", "completed", "compensated", "cancelled", "compensation_failed"
+    "running",
+    "compensating",
+    "completed",
+    "compensated",
+    "cancelled",
+    "compensation_failed",
+    "parked",
 ]
 StepStatus = Literal[
     "pending",
     "running",
     "succeeded",
     "failed",
+    "maybe_applied",
     "compensating",
     "compensated",
     "compensation_failed",
@@ -25,7 +32,7 @@ StepStatus = Literal[
 
 #: Statuses in which a saga does nothing until an operator acts (or ever).
 TERMINAL: frozenset[str] = frozenset({"completed", "compensated", "cancelled"})
-RESTING: frozenset[str] = TERMINAL | {"compensation_failed"}
+RESTING: frozenset[str] = TERMINAL | {"compensation_failed", "parked"}
 
 
 class StepState(BaseModel):
@@ -38,6 +45,10 @@ class StepState(BaseModel):
     compensation_attempts: int = 0
     output: dict[str, Any] | None = None
     error: ErrorInfo | None = None
+    #: some attempt's outcome was uncertain: the effect may have happened
+    uncertain: bool = False
+    #: a success arrived after the step stopped waiting for it (recorded once)
+    late_success: bool = False
 
 
 class Pending(BaseModel):
@@ -50,7 +61,8 @@ class Pending(BaseModel):
     attempt: int
     waiting: Literal["result", "backoff"]
     deadline: datetime
-    #: first attempt number of the current retry round (an operator retry starts a new one)
+    #: first attempt number of the current retry round (an operator's retry or resolve
+    #: starts a new one with a fresh budget)
     round_start: int = 1
 
 

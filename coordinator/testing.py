@@ -180,7 +180,7 @@ class SagaTestKit:
                     return
                 self.now = max(self.now, pending.deadline)
                 inbox.append(TimerFired(saga_id=run.saga_id, at=self.now))
-            out = transition(self.registry, run.state, inbox.popleft())
+            out = transition(self.registry, run.state, inbox.popleft(), now=self.now)
             if out.rejected:
                 run.dead_letters.append(out.rejected)
             run.state = out.state

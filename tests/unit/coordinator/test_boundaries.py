@@ -55,6 +55,7 @@ def test_exported_names_are_pinned() -> None:
             "CoordinatorUnavailable",
             "DefinitionError",
             "Http",
+            "OutputValidationError",
             "RetryPolicy",
             "Saga",
             "SagaError",

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from coordinator import BusinessFailure
+from coordinator import BusinessFailure, StepFailure
 from coordinator.testing import SagaTestKit
 from tests.unit.coordinator.sagas import HTTP_SAGA, Item, linear_saga
 
@@ -40,7 +40,7 @@ async def test_transient_failure_is_retried_then_succeeds() -> None:
 async def test_compensation_failure_then_operator_retry() -> None:
     kit = (
         SagaTestKit(linear_saga(3))
-        .fail("s2")
+        .fail("s2", StepFailure("503 before acting"))  # definite: s2 did nothing
         .fail("s0", ConnectionError("down"), phase="compensation")
     )
     run = await kit.run("linear3", Item())
@@ -57,7 +57,22 @@ async def test_cancel_compensates_completed_steps() -> None:
     run = await kit.run("linear4", Item(), cancel_before="s2")
     assert run.status == "cancelled"
     assert run.completed == ["s0", "s1"]
+    # s2's request was sent and never answered: it may have applied, so it is undone too
+    assert run.compensated == ["s2", "s1", "s0"]
+
+
+async def test_an_unexpected_exception_is_uncertain_and_compensated() -> None:
+    kit = SagaTestKit(linear_saga(3)).fail("s1", RuntimeError("crashed half-way"))
+    run = await kit.run("linear3", Item())
+    assert run.status == "compensated"
     assert run.compensated == ["s1", "s0"]
+
+
+async def test_a_definite_failure_is_not_compensated() -> None:
+    kit = SagaTestKit(linear_saga(3)).fail("s1", StepFailure("503 before acting"))
+    run = await kit.run("linear3", Item())
+    assert run.status == "compensated"
+    assert run.compensated == ["s0"]
 
 
 async def test_http_steps_against_a_mock_transport() -> None:

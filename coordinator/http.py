@@ -5,7 +5,9 @@ effect at most once per key) and classifies the answer:
 
 * 2xx: success; the JSON body (or None) is returned.
 * connect errors, timeouts, 408, 429 and 5xx: :class:`TransientHttpError`, retried in
-  process with tenacity (honouring ``Retry-After``) within ``transport_retry``.
+  process with tenacity (honouring ``Retry-After``) within ``transport_retry``. A timeout,
+  a 5xx or a connection lost after sending is *uncertain* (the effect may have happened);
+  a refused connection, 408 and 429 are definite (the participant did not act).
 * any other 4xx: :class:`BusinessHttpError`, never retried; the saga compensates.
 """
 
@@ -20,8 +22,8 @@ from typing import Any
 import httpx
 import tenacity
 
-from compensations.errors import BusinessHttpError, TransientHttpError
-from compensations.policy import RetryPolicy
+from compensations import RetryPolicy
+from coordinator.errors import BusinessHttpError, HttpCallError, TransientHttpError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -53,6 +55,7 @@ def _classify(response: httpx.Response, what: str) -> Any:
     if status in (408, 429) or status >= 500:
         raise TransientHttpError(
             f"{what}: HTTP {status} (transient): {body[:200]}",
+            uncertain=status >= 500,
             status=status,
             body=body,
             retry_after=_retry_after(response.headers.get("Retry-After")),
@@ -105,7 +108,11 @@ async def send_json(
                 method, url, json=body, headers=headers, timeout=request_timeout
             )
         except httpx.TransportError as exc:
-            raise TransientHttpError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            # only a failed connect proves the request never reached the participant
+            sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            raise TransientHttpError(
+                f"{what}: {type(exc).__name__}: {exc}", uncertain=sent
+            ) from exc
         return _classify(response, what)
 
     # The first try runs bare: building a tenacity retrier per call cost ~4% of a busy
@@ -124,7 +131,12 @@ async def send_json(
     await asyncio.sleep(
         max(transport_retry.initial_interval.total_seconds(), initial.retry_after or 0.0)
     )
-    async for attempt in retrier:
-        with attempt:
-            return await once()
+    try:
+        async for attempt in retrier:
+            with attempt:
+                return await once()
+    except HttpCallError as last:
+        # an earlier try may have reached the participant: the outcome stays uncertain
+        last.uncertain = last.uncertain or initial.uncertain
+        raise
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from compensations import BusinessHttpError, TransientHttpError, send_json
-from compensations.transport import AiohttpTransport
+from coordinator.errors import BusinessHttpError, TransientHttpError
+from coordinator.http import send_json
+from coordinator.transport import AiohttpTransport
 
 
 @pytest.fixture

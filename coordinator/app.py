@@ -57,7 +57,10 @@ class Coordinator:
             "partitions": settings.partitions,
             "internal": True,
         }
-        self.inbox = self.app.topic(self.topics.inbox, **raw)
+        # the broker stamps inbox records: transitions never read a sender's clock
+        self.inbox = self.app.topic(
+            self.topics.inbox, config={"message.timestamp.type": "LogAppendTime"}, **raw
+        )
         self.lifecycle = self.app.topic(self.topics.lifecycle, **raw)
         self.deadletters = self.app.topic(self.topics.deadletters, **raw)
         self.services = self.registry.services()
@@ -338,10 +341,18 @@ class Coordinator:
         )
 
 
+LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker
+
+
 def broker_time(message: Any) -> datetime:
-    """The inbox record's broker timestamp (log-append time): the one clock of a transition."""
+    """The one clock of a transition: the broker's log-append timestamp of the record.
+
+    An inbox created by someone else with ``CreateTime`` carries the *sender's* clock;
+    then the owning worker's clock is used instead (the record is stored before anything
+    derived from it is sent, and a redelivery re-sends the stored outbox).
+    """
     timestamp = getattr(message, "timestamp", None)
-    if not timestamp:
+    if not timestamp or getattr(message, "timestamp_type", None) != LOG_APPEND_TIME:
         return datetime.now(UTC)
     return datetime.fromtimestamp(float(timestamp), UTC)
 

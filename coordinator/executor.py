@@ -130,7 +130,7 @@ class StepExecutor:
         try:
             async with asyncio.timeout(timeout):
                 if isinstance(fn, Http):
-                    reply = await self._http(step, fn, ctx, timeout)
+                    reply = await self._http(step, fn, ctx, timeout, request.compensates)
                 else:
                     reply = await fn(ctx)
         except TimeoutError as exc:
@@ -179,7 +179,14 @@ class StepExecutor:
             "return a pydantic model (or None)"
         )
 
-    async def _http(self, step: Step, action: Http, ctx: StepContext[Any], budget: float) -> Any:
+    async def _http(
+        self,
+        step: Step,
+        action: Http,
+        ctx: StepContext[Any],
+        budget: float,
+        compensates: str | None,
+    ) -> Any:
         base = self.service_urls.get(step.service.name) or step.service.url
         if not base:
             raise StepFailure(
@@ -200,6 +207,7 @@ class StepExecutor:
             idempotency_key=ctx.idempotency_key,
             request_timeout=budget,
             transport_retry=action.transport_retry,
+            compensates=compensates,
         )
 
 

@@ -26,6 +26,8 @@ from compensations import RetryPolicy
 from coordinator.errors import BusinessHttpError, HttpCallError, TransientHttpError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: sent with a compensation: the Idempotency-Key of the action it undoes
+COMPENSATES_HEADER = "Saga-Compensates"
 
 #: In-process retries of transport failures inside one durable attempt.
 TRANSPORT_RETRY = RetryPolicy(
@@ -97,10 +99,13 @@ async def send_json(
     idempotency_key: str,
     request_timeout: float,
     transport_retry: RetryPolicy = TRANSPORT_RETRY,
+    compensates: str | None = None,
 ) -> Any:
     """Send one participant request; return its JSON reply or raise a classified error."""
     what = f"{method} {url}"
     headers = {IDEMPOTENCY_HEADER: idempotency_key}
+    if compensates is not None:
+        headers[COMPENSATES_HEADER] = compensates
 
     async def once() -> Any:
         try:

@@ -258,6 +258,11 @@ class _Run:
                 phase=phase,
                 attempt=attempt,
                 idempotency_key=idempotency_key(self.s.saga_id, step.name, phase),
+                compensates=(
+                    idempotency_key(self.s.saga_id, step.name, "action")
+                    if phase == "compensation"
+                    else None
+                ),
                 input=self.s.input,
                 outputs={x.name: x.output for x in self.s.steps if x.output is not None},
                 deadline=deadline,

@@ -111,6 +111,9 @@ class StepRequest(BaseModel):
     phase: Phase
     attempt: int
     idempotency_key: str
+    #: on a compensation: the idempotency key of the action it undoes (HTTP header
+    #: ``Saga-Compensates``); a participant that never applied it leaves a tombstone
+    compensates: str | None = None
     input: dict[str, Any]
     outputs: dict[str, dict[str, Any] | None]
     #: do not start the action after this instant; reply with an ``Expired`` failure

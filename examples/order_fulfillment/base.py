@@ -21,6 +21,7 @@ from examples.order_fulfillment.idempotency import (
     IdempotencyStore,
     Outcome,
     idempotent_handler,
+    undo_handler,
 )
 from examples.order_fulfillment.knobs import KnobsBox
 from examples.order_fulfillment.models import ErrorReply, ServiceName, ServiceStats
@@ -72,6 +73,7 @@ class Service:
             max_applications_per_key=self.store.max_applications_per_key,
             transient_failures=self.store.transient_failures,
             counters=dict(self.counters),
+            ledger=self.store.ledger(),
         )
 
     async def _pause(self) -> None:
@@ -98,6 +100,20 @@ class Service:
             return await apply(call)
 
         return idempotent_handler(self.store, operation, model, slow_apply)
+
+    def undo(self, operation: str, apply: Callable[[str], Awaitable[Outcome]]) -> Handler:
+        """Handler undoing ``operation`` by the action's key (the participant contract).
+
+        Args:
+            operation: the action to undo, e.g. ``"charge"``.
+            apply: receives the action's stored reply text and undoes its effect.
+        """
+
+        async def slow_apply(stored: str) -> Outcome:
+            await self._pause()
+            return await apply(stored)
+
+        return undo_handler(self.store, operation, slow_apply)
 
     def read_only(self, handler: Handler) -> Handler:
         """Handler for a read (no Idempotency-Key), with the latency knob."""

@@ -14,6 +14,14 @@ by contract, so a retry with the same key runs the operation again.
 A key reused with a different body or path gets 422 ``idempotency_key_reused``
 instead of a replay: silently answering a different question would hide a bug
 in the caller's key scheme.
+
+The participant contract (README, "Participant contract") is implemented here for every
+service by :func:`undo_handler`: an undo names the action it undoes by that action's
+key (header ``Saga-Compensates``), under the same per-key lock as the action (do and
+undo of one key are serialized). An undo whose do never arrived is accepted and leaves a
+*tombstone*: a later do with that key is refused with 409 ``compensated_before_applied``
+(a definite failure: nothing happened). So no order of late messages leaves an effect
+standing.
 """
 
 from __future__ import annotations
@@ -29,7 +37,13 @@ from typing import Generic, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from examples.order_fulfillment.models import IDEMPOTENCY_HEADER, REPLAYED_HEADER, ErrorReply
+from examples.order_fulfillment.models import (
+    COMPENSATES_HEADER,
+    IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
+    ErrorReply,
+    UndoReply,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -98,6 +112,8 @@ class IdempotencyStore:
         self._stored: dict[tuple[str, str], _Stored] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._applications: Counter[tuple[str, str]] = Counter()
+        self._tombstones: set[tuple[str, str]] = set()
+        self._undone: set[tuple[str, str]] = set()
         self.effects: Counter[str] = Counter()
         self.replays = 0
         self.transient_failures = 0
@@ -107,9 +123,22 @@ class IdempotencyStore:
         self._stored.clear()
         self._locks.clear()
         self._applications.clear()
+        self._tombstones.clear()
+        self._undone.clear()
         self.effects.clear()
         self.replays = 0
         self.transient_failures = 0
+
+    def ledger(self) -> dict[str, str]:
+        """Each action key's effect: ``applied``, ``undone`` or ``tombstone`` (the oracle
+        of the tests: an ``applied`` key must belong to a completed saga)."""
+        out: dict[str, str] = {}
+        for scope, stored in self._stored.items():
+            if 200 <= stored.status < 300 and self._applications[scope]:
+                out[f"{scope[0]}:{scope[1]}"] = "undone" if scope in self._undone else "applied"
+        for scope in self._tombstones:
+            out[f"{scope[0]}:{scope[1]}"] = "tombstone"
+        return out
 
     @property
     def max_applications_per_key(self) -> int:
@@ -137,6 +166,8 @@ class IdempotencyStore:
         scope = (operation, key)
         lock = self._locks.setdefault(scope, asyncio.Lock())
         async with lock:
+            if scope in self._tombstones:
+                return _compensated_before_applied(operation, key)
             stored = self._stored.get(scope)
             if stored is not None:
                 if stored.fingerprint != fingerprint:
@@ -157,6 +188,63 @@ class IdempotencyStore:
             # taking a fresh one all find the stored reply first.
             self._locks.pop(scope, None)
             return Reply(outcome.status, text)
+
+    async def undo(
+        self,
+        operation: str,
+        key: str,
+        apply: Callable[[str], Awaitable[Outcome]],
+    ) -> Reply:
+        """Undo the effect of ``(operation, key)``, or leave a tombstone if it never ran.
+
+        ``apply`` receives the action's stored reply (to find the resource it created)
+        and must itself be idempotent by state (a second undo changes nothing).
+        """
+        scope = (operation, key)
+        lock = self._locks.setdefault(scope, asyncio.Lock())
+        async with lock:
+            stored = self._stored.get(scope)
+            if stored is None or scope in self._tombstones:
+                self._tombstones.add(scope)
+                return Reply(200, dump(UndoReply(action_key=key, outcome="tombstone")))
+            if not 200 <= stored.status < 300:
+                # the action answered a definite failure: nothing to undo
+                return Reply(200, dump(UndoReply(action_key=key, outcome="nothing_applied")))
+            outcome = await apply(stored.text)
+            if outcome.transient:
+                self.transient_failures += 1
+            elif 200 <= outcome.status < 300:
+                self._undone.add(scope)
+            return Reply(outcome.status, dump(outcome.body))
+
+
+def _compensated_before_applied(operation: str, key: str) -> Reply:
+    error = ErrorReply(
+        error="compensated_before_applied",
+        message=f"'{operation}' with {IDEMPOTENCY_HEADER} {key!r} was compensated before it "
+        "arrived; it is refused and will never apply (nothing happened)",
+    )
+    return Reply(409, dump(error))
+
+
+def undo_handler(
+    store: IdempotencyStore, operation: str, apply: Callable[[str], Awaitable[Outcome]]
+) -> Handler:
+    """An aiohttp handler that undoes ``operation`` by the key in ``Saga-Compensates``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        key = request.headers.get(COMPENSATES_HEADER, "").strip()
+        if not key or len(key) > _MAX_KEY_LENGTH:
+            error = ErrorReply(
+                error="missing_compensates_header",
+                header=COMPENSATES_HEADER,
+                message=f"{request.method} {request.path} requires a {COMPENSATES_HEADER} "
+                f"header naming the {IDEMPOTENCY_HEADER} of the '{operation}' to undo",
+            )
+            return json_response(400, error)
+        return _text_response(await store.undo(operation, key, apply))
+
+    return handler
 
 
 def _key_reused(operation: str, key: str) -> Reply:

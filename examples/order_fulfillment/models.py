@@ -25,6 +25,8 @@ SERVICE_NAMES: tuple[ServiceName, ...] = (
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: on a compensation: the Idempotency-Key of the action it undoes
+COMPENSATES_HEADER = "Saga-Compensates"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -86,6 +88,14 @@ class CompensationRequest(BaseModel):
 
 
 # --- replies ----------------------------------------------------------------
+
+
+class UndoReply(BaseModel):
+    """An undo that found nothing to undo: a tombstone, or a definitely failed action."""
+
+    action_key: str
+    outcome: Literal["tombstone", "nothing_applied"]
+
 
 OrderStatus = Literal["created", "cancelled"]
 ReservationStatus = Literal["reserved", "released"]
@@ -271,6 +281,8 @@ class ServiceStats(BaseModel):
             idempotency holds (0 before any call).
         transient_failures: 5xx replies (not stored; the caller retries).
         counters: business counters, e.g. ``amount_charged_cents``.
+        ledger: per ``operation:action key``, its effect now: ``applied``, ``undone``
+            or ``tombstone`` (undone before it arrived; the action is refused).
     """
 
     effects: dict[str, int]
@@ -278,6 +290,7 @@ class ServiceStats(BaseModel):
     max_applications_per_key: int
     transient_failures: int
     counters: dict[str, int]
+    ledger: dict[str, str] = {}
 
 
 class StatsReply(BaseModel):

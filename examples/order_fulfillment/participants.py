@@ -8,6 +8,11 @@ Compensations are idempotent twice over: by Idempotency-Key (a retry replays
 the stored reply) and by state (a second cancel/release/refund under a new key
 answers 200 with the current record and changes nothing), so a refund returns
 exactly the charged amount once and a release returns stock once.
+
+Each compensation also exists keyed by the action it undoes (``POST .../undo`` with
+header ``Saga-Compensates: <action key>``): the saga uses these, so it can undo an
+action whose reply it never saw (a timeout, a 5xx after the effect). That is the
+participant contract; see ``idempotency.undo_handler``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class OrderService(Service):
     def routes(self) -> Iterable[web.RouteDef]:
         return [
             web.post("", self.idempotent("create", CreateOrderRequest, self.create)),
+            web.post("/undo", self.undo("create", self.undo_create)),
             web.post(
                 "/{order_id}/cancel",
                 self.idempotent("cancel", CompensationRequest, self.cancel),
@@ -81,7 +87,13 @@ class OrderService(Service):
 
     async def cancel(self, call: Call[CompensationRequest]) -> Outcome:
         """Cancel an order (once); 404 ``order_not_found`` for an unknown id."""
-        order_id = call.path["order_id"]
+        return self._cancel(call.path["order_id"])
+
+    async def undo_create(self, stored: str) -> Outcome:
+        """Cancel the order a ``create`` made (the saga's compensation)."""
+        return self._cancel(OrderReply.model_validate_json(stored).order_id)
+
+    def _cancel(self, order_id: str) -> Outcome:
         order = self.orders.get(order_id)
         if order is None:
             return _order_not_found(order_id)
@@ -127,6 +139,7 @@ class InventoryService(Service):
                 "/reservations",
                 self.idempotent("reserve", ReserveInventoryRequest, self.reserve),
             ),
+            web.post("/reservations/undo", self.undo("reserve", self.undo_reserve)),
             web.post(
                 "/reservations/{reservation_id}/release",
                 self.idempotent("release", CompensationRequest, self.release),
@@ -172,7 +185,13 @@ class InventoryService(Service):
 
     async def release(self, call: Call[CompensationRequest]) -> Outcome:
         """Return a reservation's units to stock (once); 404 for an unknown id."""
-        reservation_id = call.path["reservation_id"]
+        return self._release(call.path["reservation_id"])
+
+    async def undo_reserve(self, stored: str) -> Outcome:
+        """Release the reservation a ``reserve`` made (the saga's compensation)."""
+        return self._release(ReservationReply.model_validate_json(stored).reservation_id)
+
+    def _release(self, reservation_id: str) -> Outcome:
         record = self.reservations.get(reservation_id)
         if record is None:
             return error_outcome(
@@ -214,6 +233,7 @@ class PaymentService(Service):
     def routes(self) -> Iterable[web.RouteDef]:
         return [
             web.post("/charges", self.idempotent("charge", ChargeRequest, self.charge)),
+            web.post("/charges/undo", self.undo("charge", self.undo_charge)),
             web.post(
                 "/charges/{charge_id}/refund",
                 self.idempotent("refund", CompensationRequest, self.refund),
@@ -245,7 +265,13 @@ class PaymentService(Service):
 
     async def refund(self, call: Call[CompensationRequest]) -> Outcome:
         """Refund the full charged amount (once); 503 during a refund outage."""
-        charge_id = call.path["charge_id"]
+        return self._refund(call.path["charge_id"])
+
+    async def undo_charge(self, stored: str) -> Outcome:
+        """Refund the charge a ``charge`` made (the saga's compensation)."""
+        return self._refund(ChargeReply.model_validate_json(stored).charge_id)
+
+    def _refund(self, charge_id: str) -> Outcome:
         record = self.charges.get(charge_id)
         if record is None:
             return error_outcome(
@@ -294,6 +320,7 @@ class ShippingService(Service):
                 "/shipments",
                 self.idempotent("ship", CreateShipmentRequest, self.ship),
             ),
+            web.post("/shipments/undo", self.undo("ship", self.undo_ship)),
             web.post(
                 "/shipments/{shipment_id}/cancel",
                 self.idempotent("cancel", CompensationRequest, self.cancel),
@@ -323,7 +350,13 @@ class ShippingService(Service):
 
     async def cancel(self, call: Call[CompensationRequest]) -> Outcome:
         """Cancel a shipment (once); 404 ``shipment_not_found`` for an unknown id."""
-        shipment_id = call.path["shipment_id"]
+        return self._cancel_shipment(call.path["shipment_id"])
+
+    async def undo_ship(self, stored: str) -> Outcome:
+        """Cancel the shipment a ``ship`` made (the saga's compensation)."""
+        return self._cancel_shipment(ShipmentReply.model_validate_json(stored).shipment_id)
+
+    def _cancel_shipment(self, shipment_id: str) -> Outcome:
         record = self.shipments.get(shipment_id)
         if record is None:
             return error_outcome(

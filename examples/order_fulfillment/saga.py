@@ -1,4 +1,8 @@
-"""The order-fulfillment saga: five services, each step with its compensation beside it."""
+"""The order-fulfillment saga: five services, each step with its compensation beside it.
+
+Every compensation undoes its step by the step's idempotency key (``POST .../undo``, the
+participant contract), so it works even when the step's reply never arrived.
+"""
 
 from __future__ import annotations
 
@@ -32,17 +36,17 @@ SHIPPING_RETRY = RetryPolicy(maximum_attempts=4, initial_interval=timedelta(mill
 ORDER_SAGA = Saga("order_fulfillment", version=1, input=Order, steps=[
     Step("create_order", service=ORDERS,
          action=http("POST", "", body=lambda c: c.input, output=OrderReply),
-         compensation=http("POST", "/{order_id}/cancel")),
+         compensation=http("POST", "/undo")),
     Step("reserve_inventory", service=INVENTORY,
          action=http("POST", "/reservations", body=lambda c: reserve(c), output=ReservationReply),
-         compensation=http("POST", "/reservations/{reserve_inventory.reservation_id}/release")),
+         compensation=http("POST", "/reservations/undo")),
     Step("charge_payment", service=PAYMENTS,
          action=http("POST", "/charges", body=lambda c: charge(c), output=ChargeReply),
-         compensation=http("POST", "/charges/{charge_payment.charge_id}/refund")),
+         compensation=http("POST", "/charges/undo")),
     Step("ship", service=SHIPPING, retry=SHIPPING_RETRY,
          action=http("POST", "/shipments", body=lambda c: ship(c), output=ShipmentReply,
                      transport_retry=NO_RETRY),
-         compensation=http("POST", "/shipments/{ship.shipment_id}/cancel")),
+         compensation=http("POST", "/shipments/undo")),
     Step("notify", service=NOTIFICATIONS,
          action=http("POST", "", body=lambda c: notify(c), output=NotificationReply)),
 ])  # fmt: skip

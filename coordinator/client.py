@@ -43,9 +43,7 @@ async def ensure_topics(settings: CoordinatorSettings, services: Sequence[str] =
                             num_partitions=settings.partitions,
                             replication_factor=settings.replication_factor,
                             topic_configs=(
-                                {"message.timestamp.type": "LogAppendTime"}
-                                if n == t.inbox
-                                else {}
+                                {"message.timestamp.type": "LogAppendTime"} if n == t.inbox else {}
                             ),
                         )
                         for n in missing

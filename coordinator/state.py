@@ -94,6 +94,15 @@ class SagaState(BaseModel):
     def resting(self) -> bool:
         return self.status in RESTING
 
+    def wake_at(self) -> datetime | None:
+        """When this saga needs a ``timer`` message (None: never, until something arrives).
+
+        The deadline index of the owning worker holds exactly this value per saga.
+        """
+        if self.pending is not None and not self.resting:
+            return self.pending.deadline
+        return None
+
     def current_step(self) -> StepState | None:
         """The step the saga is with right now (action or compensation)."""
         if self.pending is not None:

@@ -33,6 +33,7 @@ from coordinator.messages import (
     CancelSaga,
     InboxMessage,
     Phase,
+    ResolveStep,
     RetryCompensation,
     StartSaga,
     StepRequest,
@@ -147,7 +148,7 @@ class SagaTestKit:
         business_key: str | None = None,
         cancel_before: str | None = None,
     ) -> SagaRun:
-        """Start a saga and drive it until it rests (terminal or compensation_failed).
+        """Start a saga and drive it until it rests (terminal, compensation_failed, parked).
 
         ``cancel_before`` sends an operator cancel just before that step's first attempt.
         """
@@ -164,6 +165,23 @@ class SagaTestKit:
         """The operator command for a ``compensation_failed`` saga."""
         run = self._runs[saga_id]
         await self._drive(run, RetryCompensation(saga_id=saga_id, at=self.now))
+        return run
+
+    async def resolve(
+        self,
+        step: str,
+        resolution: str,
+        *,
+        saga_id: str = "saga-1",
+        output: BaseModel | None = None,
+    ) -> SagaRun:
+        """The operator's verdict on a parked step: applied, not_applied or retry."""
+        run = self._runs[saga_id]
+        data = output.model_dump(mode="json") if output is not None else None
+        message = ResolveStep.model_validate(
+            {"saga_id": saga_id, "step": step, "resolution": resolution, "output": data}
+        )
+        await self._drive(run, message)
         return run
 
     async def aclose(self) -> None:

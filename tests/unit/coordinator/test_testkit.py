@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from coordinator import BusinessFailure, StepFailure
+from coordinator import BusinessFailure, Saga, StepFailure
 from coordinator.testing import SagaTestKit
 from tests.unit.coordinator.sagas import HTTP_SAGA, Item, linear_saga
 
@@ -127,3 +127,20 @@ async def test_unknown_saga_type_is_rejected_not_raised() -> None:
     run = await kit.run("nope", Item())
     assert run.state is None
     assert run.dead_letters and "not registered" in run.dead_letters[0]
+
+
+async def test_the_kit_parks_and_resolves_an_uncertain_step() -> None:
+    from dataclasses import replace
+
+    base = linear_saga(2)
+    parked = Saga(
+        "parking",
+        input=Item,
+        steps=[base.steps[0], replace(base.steps[1], on_uncertain="park")],
+    )
+    kit = SagaTestKit(parked).fail("s1", TimeoutError("no reply"))
+    run = await kit.run("parking", Item())
+    assert run.status == "parked" and run.event_types[-1] == "saga_parked"
+    kit.heal()
+    run = await kit.resolve("s1", "not_applied")
+    assert run.status == "compensated" and run.compensated == ["s0"]

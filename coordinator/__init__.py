@@ -1,44 +1,78 @@
 """saga-coordinator: sagas over Kafka with Faust.
 
 Define a saga with :class:`Saga` and :class:`Step`, run workers with
-``python -m coordinator worker``, start sagas with :class:`SagaClient`. Everything a saga
-author needs is importable from here.
+``python -m coordinator worker`` (or :func:`create_app`), start and operate sagas with
+:class:`SagaClient`. Everything a saga author or operator needs is importable from here;
+the lifecycle-event contract is :mod:`coordinator.events`, the test kit
+:mod:`coordinator.testing`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from compensations import NO_RETRY, RetryPolicy
+from coordinator.client import SagaClient, derive_saga_id
 from coordinator.definition import Http, Saga, Service, Step, StepContext, http
 from coordinator.errors import (
     BusinessFailure,
     BusinessHttpError,
+    CommandError,
     CoordinatorUnavailable,
     DefinitionError,
     OutputValidationError,
     SagaError,
     SagaNotFoundError,
+    SagaRejected,
+    SagaStatusError,
     StepFailure,
     TransientHttpError,
     UnknownSagaError,
 )
+from coordinator.queries import SagaView, StepView
 from coordinator.registry import SagaRegistry
+from coordinator.settings import CoordinatorSettings
+from coordinator.state import SagaStatus
+
+if TYPE_CHECKING:
+    from coordinator.app import Coordinator, create_app
 
 __all__ = [
     "NO_RETRY",
     "BusinessFailure",
     "BusinessHttpError",
+    "CommandError",
+    "Coordinator",
+    "CoordinatorSettings",
     "CoordinatorUnavailable",
     "DefinitionError",
     "Http",
     "OutputValidationError",
     "RetryPolicy",
     "Saga",
+    "SagaClient",
     "SagaError",
     "SagaNotFoundError",
     "SagaRegistry",
+    "SagaRejected",
+    "SagaStatus",
+    "SagaStatusError",
+    "SagaView",
     "Service",
     "Step",
     "StepContext",
     "StepFailure",
+    "StepView",
     "TransientHttpError",
     "UnknownSagaError",
+    "create_app",
+    "derive_saga_id",
     "http",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the Faust app pulls in faust; import it on first use, not with every client or CLI
+    if name in ("Coordinator", "create_app"):
+        from coordinator import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'coordinator' has no attribute {name!r}")

@@ -12,7 +12,12 @@ Tree::
     │       ├── TransientHttpError connect error, timeout, 408, 429, 5xx: retrying may help
     │       └── BusinessHttpError  other 4xx: the participant said no; never retried
     ├── SagaNotFoundError          a query named a saga id the coordinator does not hold
-    └── CoordinatorUnavailable     the worker that owns the saga did not answer
+    ├── CoordinatorUnavailable     the worker that owns the saga did not answer
+    ├── CommandError               a client command is malformed; nothing was sent
+    ├── SagaRejected               the coordinator refused a command (reason from its
+    │                              dead letter): unknown saga type, invalid input, ...
+    └── SagaStatusError            the saga's status does not allow the command (cancel of
+                                   a completed saga, retry of a saga that is not failed)
 
 Every step failure says two things (see ARCHITECTURE.md section 4, "outcome classes"):
 
@@ -134,3 +139,25 @@ class SagaNotFoundError(SagaError, LookupError):
 
 class CoordinatorUnavailable(SagaError):
     """The coordinator worker could not be reached; the message says where it looked."""
+
+
+class CommandError(SagaError, ValueError):
+    """A client command is malformed (no saga id, input not an object); nothing was sent."""
+
+
+class SagaRejected(SagaError):
+    """The coordinator refused a command; ``reason`` is what it wrote to the dead letter."""
+
+    def __init__(self, saga_id: str, reason: str) -> None:
+        super().__init__(f"saga {saga_id!r} was rejected: {reason}")
+        self.saga_id = saga_id
+        self.reason = reason
+
+
+class SagaStatusError(SagaError):
+    """The saga's status does not allow the command; ``status`` is the status it has."""
+
+    def __init__(self, message: str, *, saga_id: str, status: str) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
+        self.status = status

@@ -108,8 +108,8 @@ async def test_order_outcomes_match_injected_failures(stack: OrderStack) -> None
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
         view = await client.get(ids["outage"])
-        assert view["status"] == "compensated"
-        assert [s["status"] for s in view["steps"]] == [
+        assert view.status == "compensated"
+        assert [s.status for s in view.steps] == [
             "compensated",
             "compensated",
             "compensated",
@@ -134,8 +134,8 @@ async def test_compensation_keeps_failing_then_operator_retry(stack: OrderStack)
         )
         await life.wait([saga_id], statuses={"saga_compensation_failed"}, timeout=120)
         view = await client.get(saga_id)
-        assert view["status"] == "compensation_failed"
-        assert (view["current_step"], view["current_service"]) == ("charge_payment", "payment")
+        assert view.status == "compensation_failed"
+        assert (view.current_step, view.current_service) == ("charge_payment", "payment")
         assert (
             await stack.admin("GET", "/admin/orders/o-stuck")
             and life.compensations(saga_id) == ["ship"]  # the uncertain shipment, by key
@@ -228,7 +228,7 @@ async def test_lost_reply_is_retried_after_deadline_with_same_key(stack: OrderSt
         SagaClient(settings) as client,
         Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
     ):
-        saga_id = await client.start("order_fulfillment", order("o-lost"))
+        saga_id = await client.start("order_fulfillment", order("o-lost"), business_key="o-lost")
         first = await notifier.next_request(timeout=60)  # and its reply is lost
         retry = await notifier.next_request(timeout=60)
         await notifier.succeed(retry, {"notification_id": "n-1", "order_id": "o-lost"})
@@ -296,7 +296,7 @@ async def test_deadline_survives_a_worker_crash(stack: OrderStack) -> None:
         SagaClient(settings) as client,
         Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
     ):
-        saga_id = await client.start("order_fulfillment", order("o-crash"))
+        saga_id = await client.start("order_fulfillment", order("o-crash"), business_key="o-crash")
         first = await notifier.next_request(timeout=60)
         assert first.attempt == 1
         await asyncio.sleep(1.5)  # let the worker commit its offsets and changelog

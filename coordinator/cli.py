@@ -1,0 +1,395 @@
+"""``python -m coordinator COMMAND``: run a worker, start and operate sagas, read dead letters.
+
+Every command reports what happened. The exit code says which outcome it was
+(:class:`Exit`); a user's mistake is one ``error: …`` line on stderr that names the fix,
+never a traceback. ``--help`` never has side effects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from enum import IntEnum
+from typing import Any, NoReturn
+
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from coordinator.errors import (
+    CommandError,
+    CoordinatorUnavailable,
+    DefinitionError,
+    SagaError,
+    SagaNotFoundError,
+    SagaRejected,
+    SagaStatusError,
+)
+from coordinator.settings import CoordinatorSettings
+
+__all__ = ["Exit", "main"]
+
+
+class Exit(IntEnum):
+    """Exit codes of ``python -m coordinator``."""
+
+    OK = 0
+    #: an unexpected failure (a bug: please report it with the output)
+    FAILED = 1
+    #: the command line, its input or a setting is wrong; nothing was sent
+    USAGE = 2
+    #: the coordinator refused the command; the reason is printed
+    REJECTED = 3
+    #: no such saga (or dead letter)
+    NOT_FOUND = 4
+    #: the saga's status does not allow the command (e.g. it already finished)
+    NOT_APPLICABLE = 5
+    #: no answer in time: the broker or the coordinator is unreachable, or busy
+    UNAVAILABLE = 6
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the environment; the message names the fix."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message}; see `{self.prog} --help`", Exit.USAGE)
+
+
+def _fail(message: str, code: Exit) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(int(code))
+
+
+def _env_name(field: str) -> str:
+    if field == "kafka_bootstrap_servers":
+        return "KAFKA_BOOTSTRAP_SERVERS"
+    return f"SAGA_{field.upper()}"
+
+
+_FIELD = re.compile(r'field "(\w+)"')
+_EXAMPLES = {
+    "service_urls": '{"payment": "http://payments:8000"}',
+    "definitions": "examples.order_fulfillment.saga:ORDER_SAGA",
+}
+
+
+def load_settings() -> CoordinatorSettings:
+    """The settings from the environment; a bad variable is a :class:`UsageError`."""
+    try:
+        return CoordinatorSettings()
+    except SettingsError as exc:
+        match = _FIELD.search(str(exc))
+        field = match.group(1) if match else "?"
+        example = _EXAMPLES.get(field, "")
+        raise UsageError(
+            f"{_env_name(field)} is not valid JSON"
+            + (f": write it as '{example}'" if example else "")
+        ) from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        raise UsageError(
+            f"{_env_name(field)}={error.get('input')!r}: {error['msg']}"
+            + (f"; e.g. '{_EXAMPLES[field]}'" if field in _EXAMPLES else "")
+        ) from exc
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+def _settings_help() -> str:
+    lines = ["settings (environment variables, default in brackets):"]
+    for name, field in CoordinatorSettings.model_fields.items():
+        default = field.default
+        shown = ",".join(default) if isinstance(default, list) else default
+        lines.append(f"  {_env_name(name):<34} [{shown if shown not in ('', None) else '-'}]")
+    return "\n".join(lines)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run a coordinator worker in this process (until SIGTERM/SIGINT)."""
+    from coordinator.app import create_app
+
+    settings = load_settings()
+    if not settings.definitions:
+        raise UsageError(
+            "no saga definitions: set SAGA_DEFINITIONS=package.module:NAME[,...] "
+            f"(e.g. {_EXAMPLES['definitions']}); a worker without them rejects every saga"
+        )
+    try:
+        coordinator = create_app(settings)
+    except DefinitionError as exc:
+        raise UsageError(f"SAGA_DEFINITIONS: {exc}") from exc
+    # faust and aiokafka build a DEBUG record per message sent (~7% of a busy worker's
+    # CPU) because mode leaves the root logger at DEBUG and filters in the handler.
+    for name in ("faust.topics", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    faust_args = ["worker", "-l", args.loglevel]
+    if not settings.web_enabled:
+        faust_args.append("--without-web")  # faust's CLI default would re-enable it
+    sys.argv = ["coordinator", *faust_args]
+    coordinator.app.main()
+    return Exit.OK
+
+
+# -- commands that talk to a running coordinator -----------------------------------------
+
+
+def _read_input(raw: str) -> dict[str, Any]:
+    if raw == "-":
+        raw = sys.stdin.read()
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(
+            f"INPUT is not valid JSON ({exc}): pass the saga input as a JSON object, "
+            """e.g. '{"order_id": "42"}', or - to read it from stdin"""
+        ) from exc
+    if not isinstance(value, dict):
+        raise UsageError(
+            f"INPUT must be a JSON object ({{...}}) matching the saga's input model, "
+            f"not a JSON {type(value).__name__}"
+        )
+    return value
+
+
+def _seconds(value: str) -> timedelta:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the timeout must be positive")
+    return timedelta(seconds=seconds)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from coordinator.client import SagaClient
+
+    settings = load_settings()
+    if args.command == "start":  # everything that can be checked here is, before any I/O
+        from coordinator.client import start_message
+
+        args.data = _read_input(args.input)
+        args.saga_id = start_message(
+            args.saga_type,
+            args.data,
+            saga_id=args.id,
+            business_key=args.business_key,
+            version=args.version,
+        ).saga_id
+    if args.command == "topics":
+        from coordinator.client import ensure_topics
+
+        await ensure_topics(settings, args.services)
+        print("topics ready")
+        return Exit.OK
+    if args.command == "dead-letters":
+        from coordinator.cli_deadletters import dead_letters
+
+        return await dead_letters(settings, args)
+    async with SagaClient(settings, web_url=args.url) as client:
+        command: Callable[[SagaClient, argparse.Namespace], Awaitable[int]] = _COMMANDS[
+            args.command
+        ]
+        return await command(client, args)
+
+
+async def _status(client: Any, args: argparse.Namespace) -> int:
+    from coordinator.queries import format_view
+
+    view = await client.get(args.saga_id)
+    print(view.model_dump_json(indent=2) if args.json else format_view(view))
+    return Exit.OK
+
+
+async def _start(client: Any, args: argparse.Namespace) -> int:
+    if not args.no_wait:
+        existing = None
+        with contextlib.suppress(CoordinatorUnavailable):  # the start below still answers
+            existing = await client.find(args.saga_id)
+        if existing is not None:
+            print(args.saga_id)
+            print(
+                f"saga {args.saga_id} already exists ({existing.saga_type}, {existing.status}); "
+                "starting it again does nothing",
+                file=sys.stderr,
+            )
+            return Exit.OK
+    saga_id = await client.start(
+        args.saga_type,
+        args.data,
+        saga_id=args.id,
+        business_key=args.business_key,
+        version=args.version,
+        confirm=not args.no_wait,
+        timeout=args.timeout,
+    )
+    print(saga_id)
+    if args.no_wait:
+        print(
+            f"start sent for saga {saga_id} (not confirmed: --no-wait); "
+            f"see `python -m coordinator status {saga_id}`",
+            file=sys.stderr,
+        )
+    else:
+        print(f"saga {saga_id} started ({args.saga_type})", file=sys.stderr)
+    return Exit.OK
+
+
+async def _cancel(client: Any, args: argparse.Namespace) -> int:
+    view = await client.cancel(
+        args.saga_id, args.reason, confirm=not args.no_wait, timeout=args.timeout
+    )
+    if view is None:
+        print(f"cancel sent for saga {args.saga_id} (not confirmed: --no-wait)")
+    elif view.status == "running":
+        print(
+            f"cancel accepted: saga {args.saga_id} compensates once its step in flight "
+            f"({view.current_step}) answers"
+        )
+    else:
+        print(f"cancel accepted: saga {args.saga_id} is {view.status}")
+    return Exit.OK
+
+
+async def _retry(client: Any, args: argparse.Namespace) -> int:
+    view = await client.retry_compensation(
+        args.saga_id, confirm=not args.no_wait, timeout=args.timeout
+    )
+    if view is None:
+        print(f"compensation retry sent for saga {args.saga_id} (not confirmed: --no-wait)")
+    else:
+        print(f"compensation resumed: saga {args.saga_id} is {view.status}")
+    return Exit.OK
+
+
+_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[int]]] = {
+    "status": _status,
+    "start": _start,
+    "cancel": _cancel,
+    "retry-compensation": _retry,
+}
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m coordinator``."""
+    parser = _Parser(
+        prog="python -m coordinator",
+        description="Run a coordinator worker, start and operate sagas, read dead letters.",
+        epilog="exit codes: "
+        + ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in Exit),
+    )
+    parser.add_argument("--url", help="a coordinator's web URL (default: SAGA_WEB_HOST/PORT)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, **kwargs)
+        return p
+
+    w = command(
+        "worker",
+        "run a coordinator worker (settings from the environment)",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    w.add_argument(
+        "-l",
+        "--loglevel",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: info)",
+    )
+
+    def confirmable(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument(
+            "--no-wait",
+            action="store_true",
+            help=f"send the command and return; do not wait for the coordinator to {what}",
+        )
+        p.add_argument(
+            "--timeout",
+            type=_seconds,
+            default=timedelta(seconds=30),
+            metavar="SECONDS",
+            help="how long to wait for the coordinator (default: 30)",
+        )
+
+    s = command("start", "start a saga and wait until the coordinator started or rejected it")
+    s.add_argument("saga_type", metavar="SAGA_TYPE")
+    s.add_argument("input", metavar="INPUT", help="the saga input as a JSON object, - for stdin")
+    s.add_argument("--id", help="the saga id (default: SAGA_TYPE:BUSINESS_KEY)")
+    s.add_argument("--business-key", help="e.g. the order id; the saga id derives from it")
+    s.add_argument("--version", type=int, help="definition version (default: the latest)")
+    confirmable(s, "start it")
+
+    st = command("status", "print a saga's state")
+    st.add_argument("saga_id", metavar="SAGA_ID")
+    st.add_argument("--json", action="store_true", help="print JSON")
+
+    c = command("cancel", "cancel a running saga: its completed steps are compensated")
+    c.add_argument("saga_id", metavar="SAGA_ID")
+    c.add_argument("--reason", default="cancelled by operator", help="recorded in the events")
+    confirmable(c, "accept it")
+
+    r = command("retry-compensation", "resume a compensation_failed saga at its cursor")
+    r.add_argument("saga_id", metavar="SAGA_ID")
+    confirmable(r, "resume it")
+
+    d = command("dead-letters", "list recent dead letters with their reasons, or re-submit one")
+    d.add_argument("--saga-id", help="only this saga's dead letters")
+    d.add_argument("--limit", type=int, default=20, help="how many to show (default: 20)")
+    d.add_argument("--json", action="store_true", help="print one JSON object per line")
+    d.add_argument(
+        "--resubmit",
+        metavar="PARTITION:OFFSET",
+        help="send this dead letter's original message back to its topic (after a fix)",
+    )
+
+    t = command("topics", "create the saga topics (and step topics of SERVICE...)")
+    t.add_argument("services", nargs="*", metavar="SERVICE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (see :class:`Exit`)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "worker":
+            return worker(args)
+        # we report Kafka failures ourselves, as one line; aiokafka would log each retry
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        return asyncio.run(_run(args))
+    except (UsageError, CommandError) as exc:
+        _fail(str(exc), Exit.USAGE)
+    except SagaRejected as exc:
+        _fail(str(exc), Exit.REJECTED)
+    except SagaNotFoundError as exc:
+        _fail(str(exc), Exit.NOT_FOUND)
+    except SagaStatusError as exc:
+        _fail(str(exc), Exit.NOT_APPLICABLE)
+    except CoordinatorUnavailable as exc:
+        _fail(str(exc), Exit.UNAVAILABLE)
+    except KafkaError as exc:
+        servers = load_settings().kafka_bootstrap_servers
+        _fail(
+            f"Kafka at {servers}: {exc}: is the broker running, and is "
+            "KAFKA_BOOTSTRAP_SERVERS right?",
+            Exit.UNAVAILABLE,
+        )
+    except SagaError as exc:
+        _fail(str(exc), Exit.FAILED)
+    except KeyboardInterrupt:
+        return 130

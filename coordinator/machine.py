@@ -15,10 +15,13 @@ Rules (see ARCHITECTURE.md section 4):
   happened (4xx, business failure, expired before it ran). *Uncertain*: the effect may
   have happened (timeout, 5xx, lost reply) — the machine's own deadline counts as one.
 * A failed attempt is retried after the policy's backoff while attempts remain and the
-  error is retryable. When the retries end, the step is *failed* if every attempt was a
-  definite failure and *maybe applied* if any was uncertain. A maybe-applied step is
-  compensated first in the unwind (its undo key is safe under the participant contract)
-  or, if the step chose ``on_uncertain="park"``, the saga parks for an operator.
+  error is retryable. When the retries end, the step is *failed* only if its last answer
+  was a final definite failure (non-retryable: the participant's stored "no" for the
+  key); it is *maybe applied* if any attempt was uncertain or the last failure was
+  retryable (the key stays open: a late duplicate of an earlier request may still apply
+  it). A maybe-applied step is compensated first in the unwind (its undo tombstones the
+  key under the participant contract) or, if the step chose ``on_uncertain="park"``,
+  the saga parks for an operator.
 * A success whose output does not match the step's output model is a non-retryable
   ``OutputValidationError``; the step counts as maybe applied (the participant said it
   acted) and the malformed output is never stored.
@@ -512,8 +515,16 @@ class _Run:
         )
 
     def _stop_step(self, i: int) -> None:
-        """The step's action stops being retried: failed, or maybe applied."""
+        """The step's action stops being retried: failed, or maybe applied.
+
+        Only a *final* definite failure (non-retryable: the participant stored its "no"
+        for this key) closes the key. A retryable failure leaves it open: a straggling
+        duplicate of an earlier request may still apply it, so the step counts as maybe
+        applied and its undo (which tombstones the key) runs.
+        """
         st = self.s.steps[i]
+        if st.error is not None and st.error.retryable:
+            st.uncertain = True
         st.status = "maybe_applied" if st.uncertain else "failed"
         self.s.pending = None
 

@@ -265,7 +265,7 @@ def check_invariants(world: World) -> None:
             assert effect != "applied", f"{s.status} saga left {step.name}'s effect standing"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios(), seed=st.integers(0, 2**32))
 def test_no_effect_is_left_standing(sc: dict[str, Any], seed: int) -> None:
     check_invariants(run_world(sc, seed))

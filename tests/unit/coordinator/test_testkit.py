@@ -40,7 +40,7 @@ async def test_transient_failure_is_retried_then_succeeds() -> None:
 async def test_compensation_failure_then_operator_retry() -> None:
     kit = (
         SagaTestKit(linear_saga(3))
-        .fail("s2", StepFailure("503 before acting"))  # definite: s2 did nothing
+        .fail("s2", BusinessFailure("declined"))  # final and definite: s2 did nothing
         .fail("s0", ConnectionError("down"), phase="compensation")
     )
     run = await kit.run("linear3", Item())
@@ -68,11 +68,18 @@ async def test_an_unexpected_exception_is_uncertain_and_compensated() -> None:
     assert run.compensated == ["s1", "s0"]
 
 
-async def test_a_definite_failure_is_not_compensated() -> None:
-    kit = SagaTestKit(linear_saga(3)).fail("s1", StepFailure("503 before acting"))
+async def test_a_final_definite_failure_is_not_compensated() -> None:
+    kit = SagaTestKit(linear_saga(3)).fail("s1", BusinessFailure("declined"))
     run = await kit.run("linear3", Item())
     assert run.status == "compensated"
     assert run.compensated == ["s0"]
+
+
+async def test_retries_ending_on_a_retryable_failure_leave_the_key_open_so_it_is_undone() -> None:
+    kit = SagaTestKit(linear_saga(3)).fail("s1", StepFailure("503 before acting"))
+    run = await kit.run("linear3", Item())
+    assert run.status == "compensated"
+    assert run.compensated == ["s1", "s0"]  # the undo tombstones the key
 
 
 async def test_http_steps_against_a_mock_transport() -> None:

@@ -10,7 +10,8 @@ the lifecycle-event contract is :mod:`coordinator.events`, the test kit
 from typing import TYPE_CHECKING, Any
 
 from compensations import NO_RETRY, RetryPolicy
-from coordinator.client import SagaClient, derive_saga_id
+from coordinator.client import SagaClient
+from coordinator.commands import derive_saga_id
 from coordinator.definition import Http, Saga, Service, Step, StepContext, http
 from coordinator.errors import (
     BusinessFailure,

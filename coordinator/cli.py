@@ -144,19 +144,19 @@ def worker(args: argparse.Namespace) -> int:
 # -- commands that talk to a running coordinator -----------------------------------------
 
 
-def _read_input(raw: str) -> dict[str, Any]:
+def _read_json(raw: str, name: str = "INPUT", what: str = "saga input") -> dict[str, Any]:
     if raw == "-":
         raw = sys.stdin.read()
     try:
         value = json.loads(raw)
     except ValueError as exc:
         raise UsageError(
-            f"INPUT is not valid JSON ({exc}): pass the saga input as a JSON object, "
+            f"{name} is not valid JSON ({exc}): pass the {what} as a JSON object, "
             """e.g. '{"order_id": "42"}', or - to read it from stdin"""
         ) from exc
     if not isinstance(value, dict):
         raise UsageError(
-            f"INPUT must be a JSON object ({{...}}) matching the saga's input model, "
+            f"{name} must be a JSON object ({{...}}) matching the {what} model, "
             f"not a JSON {type(value).__name__}"
         )
     return value
@@ -177,9 +177,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if args.command == "start":  # everything that can be checked here is, before any I/O
-        from coordinator.client import start_message
+        from coordinator.commands import start_message
 
-        args.data = _read_input(args.input)
+        args.data = _read_json(args.input)
         args.saga_id = start_message(
             args.saga_type,
             args.data,
@@ -187,6 +187,8 @@ async def _run(args: argparse.Namespace) -> int:
             business_key=args.business_key,
             version=args.version,
         ).saga_id
+    if args.command == "resolve" and args.output is not None:
+        args.output = _read_json(args.output, "--output", "step output")
     if args.command == "topics":
         from coordinator.client import ensure_topics
 
@@ -273,11 +275,29 @@ async def _retry(client: Any, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+async def _resolve(client: Any, args: argparse.Namespace) -> int:
+    view = await client.resolve(
+        args.saga_id,
+        args.resolution,
+        step=args.step,
+        output=args.output,
+        confirm=not args.no_wait,
+        timeout=args.timeout,
+    )
+    resolution = args.resolution.replace("_", "-")
+    if view is None:
+        print(f"resolve --{resolution} sent for saga {args.saga_id} (not confirmed: --no-wait)")
+    else:
+        print(f"resolved as {resolution}: saga {args.saga_id} is {view.status}")
+    return Exit.OK
+
+
 _COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[int]]] = {
     "status": _status,
     "start": _start,
     "cancel": _cancel,
     "retry-compensation": _retry,
+    "resolve": _resolve,
 }
 
 
@@ -347,6 +367,37 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("retry-compensation", "resume a compensation_failed saga at its cursor")
     r.add_argument("saga_id", metavar="SAGA_ID")
     confirmable(r, "resume it")
+
+    v = command(
+        "resolve",
+        "resolve a parked saga: say whether its uncertain step's effect happened",
+    )
+    v.add_argument("saga_id", metavar="SAGA_ID")
+    verdict = v.add_mutually_exclusive_group(required=True)
+    verdict.add_argument(
+        "--applied",
+        dest="resolution",
+        action="store_const",
+        const="applied",
+        help="the effect happened: the saga goes on (with --output as the step's output)",
+    )
+    verdict.add_argument(
+        "--not-applied",
+        dest="resolution",
+        action="store_const",
+        const="not_applied",
+        help="nothing happened: the earlier steps are compensated",
+    )
+    verdict.add_argument(
+        "--retry",
+        dest="resolution",
+        action="store_const",
+        const="retry",
+        help="run the step again (same idempotency key, fresh retry budget)",
+    )
+    v.add_argument("--output", metavar="JSON", help="with --applied: the step's output")
+    v.add_argument("--step", help="the parked step (default: the one the saga is parked on)")
+    confirmable(v, "apply it")
 
     d = command("dead-letters", "list recent dead letters with their reasons, or re-submit one")
     d.add_argument("--saga-id", help="only this saga's dead letters")

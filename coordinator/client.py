@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
+from coordinator.commands import Resolution, resolve_message, start_message
 from coordinator.definition import Saga
 from coordinator.errors import (
     CommandError,
@@ -39,12 +40,12 @@ from coordinator.errors import (
     SagaStatusError,
 )
 from coordinator.events import DeadLetter
-from coordinator.messages import CancelSaga, RetryCompensation, StartSaga
+from coordinator.messages import CancelSaga, RetryCompensation
 from coordinator.queries import SagaView
 from coordinator.settings import CoordinatorSettings
 from coordinator.watch import KeyWatch, partition_counts
 
-__all__ = ["SagaClient", "derive_saga_id", "ensure_topics", "start_message"]
+__all__ = ["SagaClient", "ensure_topics"]
 
 #: how long ``confirm=True`` waits for the coordinator's answer by default
 DEFAULT_CONFIRM_TIMEOUT = timedelta(seconds=30)
@@ -76,52 +77,6 @@ async def ensure_topics(settings: CoordinatorSettings, services: Sequence[str] =
                 )
     finally:
         await admin.close()
-
-
-def derive_saga_id(saga_type: str, business_key: str) -> str:
-    """The saga id used when only a business key is given: ``"{saga_type}:{business_key}"``.
-
-    Deterministic, so starting the same saga type for the same business key twice finds
-    the first saga instead of running a second one.
-    """
-    return f"{saga_type}:{business_key}"
-
-
-def start_message(
-    saga: Saga[Any] | str,
-    input: BaseModel | dict[str, Any],
-    *,
-    saga_id: str | None = None,
-    business_key: str | None = None,
-    version: int | None = None,
-) -> StartSaga:
-    """The start command :meth:`SagaClient.start` sends; raises :class:`CommandError`."""
-    saga_type = saga if isinstance(saga, str) else saga.name
-    if saga_id is None:
-        if business_key is None:
-            raise CommandError(
-                f"start {saga_type!r}: pass saga_id= or business_key= (the id is then "
-                f"{derive_saga_id(saga_type, '<business_key>')!r}); ids are never random, "
-                "so a retried start cannot run the saga twice"
-            )
-        saga_id = derive_saga_id(saga_type, business_key)
-    data = input.model_dump(mode="json") if isinstance(input, BaseModel) else input
-    if not isinstance(data, dict):
-        raise CommandError(
-            f"start {saga_type!r}: the input must be a JSON object (a dict or a pydantic "
-            f"model), not {type(data).__name__}"
-        )
-    try:
-        return StartSaga(
-            saga_id=saga_id,
-            at=datetime.now(UTC),
-            saga_type=saga_type,
-            saga_version=version,
-            input=data,
-            business_key=business_key,
-        )
-    except ValidationError as exc:
-        raise CommandError(f"start {saga_type!r}: {_first_error(exc)}") from exc
 
 
 class SagaClient:
@@ -201,49 +156,16 @@ class SagaClient:
             await self._send(saga_id, payload, wait=wait)
             return saga_id
         topics = self.settings.topics
-        watched = [topics.lifecycle, topics.deadletters]
-        if not all(t in self._partitions for t in watched):
-            self._partitions.update(
-                await partition_counts(self.settings.kafka_bootstrap_servers, watched)
-            )
-        async with KeyWatch(
-            self.settings.kafka_bootstrap_servers,
-            {t: self._partitions[t] for t in watched},
+        await self._confirm(
             saga_id,
-        ) as watch:
-            await self._send(saga_id, payload, wait=True)
-            await self._await_start(watch, saga_id, payload, timeout)
-        return saga_id
-
-    async def _await_start(
-        self, watch: KeyWatch, saga_id: str, payload: bytes, timeout: timedelta
-    ) -> None:
-        """Until ``saga_started`` for the id, a dead letter of ``payload``, or the saga exists."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout.total_seconds()
-        next_lookup = loop.time() + 1.0
-        lifecycle, deadletters = self.settings.topics.lifecycle, self.settings.topics.deadletters
-        while loop.time() < deadline:
-            for record in await watch.poll(0.2):
-                if record.topic == lifecycle and _event_type(record.value) == "saga_started":
-                    return
-                if record.topic == deadletters:
-                    with contextlib.suppress(ValidationError):
-                        letter = DeadLetter.model_validate_json(record.value)
-                        if letter.value() == payload:
-                            raise SagaRejected(saga_id, letter.reason)
-            if loop.time() >= next_lookup:
-                # a saga that existed already emits nothing when started again
-                next_lookup = loop.time() + 1.0
-                with contextlib.suppress(CoordinatorUnavailable):
-                    if await self.find(saga_id) is not None:
-                        return
-        raise CoordinatorUnavailable(
-            f"saga {saga_id!r}: no coordinator answered the start within "
-            f"{timeout.total_seconds():g}s (the command is on {self.settings.topics.inbox!r} "
-            "and runs when a worker consumes it): is a worker running with this saga type in "
-            "SAGA_DEFINITIONS, and the same SAGA_TOPIC_PREFIX?"
+            payload,
+            exists=lambda view: True,  # an existing saga emits nothing when started again
+            event="saga_started",
+            timeout=timeout,
+            what="start",
+            watch=[topics.lifecycle, topics.deadletters],
         )
+        return saga_id
 
     async def cancel(
         self,
@@ -274,7 +196,6 @@ class SagaClient:
             )
         if before.cancel_requested:
             return before
-        await self._send(saga_id, msg, wait=True)
 
         def accepted(view: SagaView) -> bool:
             if view.cancel_requested or view.status in ("compensating", "cancelled"):
@@ -288,7 +209,7 @@ class SagaClient:
                 )
             return False
 
-        return await self._poll(saga_id, accepted, timeout, "accept the cancel")
+        return await self._confirm(saga_id, msg, exists=accepted, timeout=timeout, what="cancel")
 
     async def retry_compensation(
         self, saga_id: str, *, confirm: bool = False, timeout: timedelta = DEFAULT_CONFIRM_TIMEOUT
@@ -310,9 +231,56 @@ class SagaClient:
                 saga_id=saga_id,
                 status=before.status,
             )
-        await self._send(saga_id, msg, wait=True)
-        return await self._poll(
-            saga_id, lambda v: v.seq > before.seq, timeout, "resume the compensation"
+        return await self._confirm(
+            saga_id,
+            msg,
+            exists=lambda v: v.seq > before.seq,
+            timeout=timeout,
+            what="retry-compensation",
+        )
+
+    async def resolve(
+        self,
+        saga_id: str,
+        resolution: Resolution,
+        *,
+        step: str | None = None,
+        output: BaseModel | dict[str, Any] | None = None,
+        confirm: bool = False,
+        timeout: timedelta = DEFAULT_CONFIRM_TIMEOUT,
+    ) -> SagaView | None:
+        """Resolve the step a ``parked`` saga waits on, whose outcome was uncertain.
+
+        Args:
+            saga_id: the parked saga.
+            resolution: ``"applied"`` (the effect happened: the saga goes on, with
+                ``output`` as the step's output), ``"not_applied"`` (nothing happened: the
+                earlier steps are compensated) or ``"retry"`` (run the step again).
+            step: the parked step; default: the one the saga is parked on (looked up).
+            output: with ``"applied"``: the step's output, validated by the coordinator.
+            confirm: check that the saga is parked first and wait for the coordinator;
+                raises :class:`~coordinator.SagaRejected` if it refuses the resolution
+                (e.g. an output that does not match the step's output model).
+            timeout: how long ``confirm`` waits.
+        """
+        before = await self.get(saga_id) if confirm or step is None else None
+        if before is not None and before.status != "parked":
+            raise SagaStatusError(
+                f"saga {saga_id!r} is {before.status}: only a parked saga is resolved"
+                + _hint(before),
+                saga_id=saga_id,
+                status=before.status,
+            )
+        step = step or (before.current_step if before is not None else None)
+        if step is None:
+            raise CommandError(f"resolve {saga_id!r}: name the parked step (step=)")
+        msg = resolve_message(saga_id, step, resolution, output).to_json()
+        if not confirm or before is None:
+            await self._send(saga_id, msg, wait=True)
+            return None
+        seq = before.seq
+        return await self._confirm(
+            saga_id, msg, exists=lambda v: v.seq > seq, timeout=timeout, what="resolve"
         )
 
     async def flush(self) -> None:
@@ -362,6 +330,61 @@ class SagaClient:
         else:
             await self._producer.send(topic, value, key=saga_id.encode())
 
+    async def _confirm(
+        self,
+        saga_id: str,
+        payload: bytes,
+        *,
+        exists: Callable[[SagaView], bool],
+        timeout: timedelta,
+        what: str,
+        event: str | None = None,
+        watch: Sequence[str] | None = None,
+    ) -> SagaView | None:
+        """Send ``payload`` and wait for the coordinator's verdict on it.
+
+        Accepted: the saga's view satisfies ``exists`` (or a lifecycle ``event`` of the
+        saga arrives, when one is named). Refused: a dead letter carries exactly
+        ``payload``; raises :class:`SagaRejected` with its reason. Neither within
+        ``timeout``: raises :class:`CoordinatorUnavailable`.
+        """
+        topics = self.settings.topics
+        watched = list(watch or [topics.deadletters])
+        missing = [t for t in watched if t not in self._partitions]
+        if missing:
+            brokers = self.settings.kafka_bootstrap_servers
+            self._partitions.update(await partition_counts(brokers, missing))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        async with KeyWatch(
+            self.settings.kafka_bootstrap_servers,
+            {t: self._partitions[t] for t in watched},
+            saga_id,
+        ) as keys:
+            await self._send(saga_id, payload, wait=True)
+            next_lookup = loop.time() + 0.3
+            while loop.time() < deadline:
+                for record in await keys.poll(0.2):
+                    if record.topic == topics.lifecycle and _event_type(record.value) == event:
+                        return None
+                    if record.topic == topics.deadletters:
+                        with contextlib.suppress(ValidationError):
+                            letter = DeadLetter.model_validate_json(record.value)
+                            if letter.value() == payload:
+                                raise SagaRejected(saga_id, letter.reason)
+                if loop.time() >= next_lookup:
+                    next_lookup = loop.time() + 0.5
+                    with contextlib.suppress(CoordinatorUnavailable):
+                        view = await self.find(saga_id)
+                        if view is not None and exists(view):
+                            return view
+        raise CoordinatorUnavailable(
+            f"saga {saga_id!r}: no coordinator answered the {what} within "
+            f"{timeout.total_seconds():g}s (the command is on {topics.inbox!r} and runs when "
+            "a worker consumes it): is a worker running with this saga type in "
+            "SAGA_DEFINITIONS, and the same SAGA_TOPIC_PREFIX?"
+        )
+
     async def _poll(
         self,
         saga_id: str,
@@ -404,9 +427,3 @@ def _event_type(value: bytes) -> str | None:
     except ValueError:
         return None
     return event.get("type") if isinstance(event, dict) else None
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {error['msg']}"

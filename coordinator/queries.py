@@ -67,6 +67,8 @@ class SagaView(BaseModel):
     def of(cls, state: SagaState) -> SagaView:
         """The view of one saga record."""
         current = state.current_step()
+        if current is None and state.status == "parked":  # the step awaiting a resolution
+            current = state.steps[state.current]
         return cls(
             saga_id=state.saga_id,
             saga_type=state.saga_type,

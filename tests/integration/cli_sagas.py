@@ -9,7 +9,16 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from coordinator import BusinessFailure, RetryPolicy, Saga, Service, Step, StepContext
+from coordinator import (
+    NO_RETRY,
+    BusinessFailure,
+    RetryPolicy,
+    Saga,
+    Service,
+    Step,
+    StepContext,
+    StepFailure,
+)
 
 
 class Errand(BaseModel):
@@ -61,3 +70,32 @@ async def do_chore(ctx: StepContext[Chore]) -> Done:
 # not loaded by the first worker of the CLI tests: its starts are dead-lettered until a
 # worker that knows it runs, and then re-submitted
 CHORE = Saga("chore", input=Chore, steps=[Step("do", service=DESK, action=do_chore)])
+
+
+class Parcel(BaseModel):
+    lose_replies: int = 1  # attempts of "send" whose outcome is uncertain (reply lost)
+
+
+class Sent(BaseModel):
+    tracking: str
+
+
+async def pack(ctx: StepContext[Parcel]) -> Done:
+    return Done(step=ctx.step)
+
+
+async def unpack(ctx: StepContext[Parcel]) -> None:
+    return None
+
+
+async def send(ctx: StepContext[Parcel]) -> Sent:
+    if ctx.attempt <= ctx.input.lose_replies:
+        raise StepFailure("the courier took the parcel but never answered", uncertain=True)
+    return Sent(tracking=f"T-{ctx.attempt}")
+
+
+# "send" parks the saga when its outcome is uncertain: an operator resolves it
+PARCEL = Saga("parcel", input=Parcel, steps=[
+    Step("pack", service=DESK, action=pack, compensation=unpack),
+    Step("send", service=DESK, action=send, retry=NO_RETRY, on_uncertain="park"),
+])  # fmt: skip

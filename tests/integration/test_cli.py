@@ -19,7 +19,7 @@ from tests.integration.stack import free_port
 
 pytestmark = pytest.mark.integration
 
-ERRAND = "tests.integration.cli_sagas:ERRAND"
+ERRAND = "tests.integration.cli_sagas:ERRAND,tests.integration.cli_sagas:PARCEL"
 CHORE = "tests.integration.cli_sagas:CHORE"
 
 
@@ -213,3 +213,37 @@ def test_dead_letters_list_filter_and_resubmit(deployment: Deployment) -> None:
     missing = deployment.cli("dead-letters", "--resubmit", "0:999999")
     assert missing.returncode == Exit.NOT_FOUND
     assert "list them with `python -m coordinator dead-letters`" in error_line(missing)
+
+
+def test_resolve_a_parked_saga(deployment: Deployment) -> None:
+    assert deployment.cli("resolve", "parcel:never", "--retry").returncode == Exit.NOT_FOUND
+
+    def parked(k: str) -> str:
+        assert deployment.cli("start", "parcel", "{}", "--business-key", k).returncode == 0
+        saga_id = f"parcel:{k}"
+        eventually(lambda: deployment.status(saga_id) == "parked", timeout=60, what="park")
+        return saga_id
+
+    retried = parked(key())
+    out = deployment.cli("resolve", retried, "--retry")
+    assert out.returncode == Exit.OK, out.stderr
+    assert out.stdout.startswith(f"resolved as retry: saga {retried} is ")
+    eventually(lambda: deployment.status(retried) == "completed", timeout=60, what="retry")
+    again = deployment.cli("resolve", retried, "--retry")
+    assert again.returncode == Exit.NOT_APPLICABLE
+    assert error_line(again) == (
+        f"error: saga '{retried}' is completed: only a parked saga is resolved"
+    )
+
+    applied = parked(key())
+    bad = deployment.cli("resolve", applied, "--applied", "--output", '{"track": 1}')
+    assert bad.returncode == Exit.REJECTED
+    assert "was rejected: resolve 'send' as applied" in error_line(bad)
+    good = deployment.cli("resolve", applied, "--applied", "--output", '{"tracking": "T-9"}')
+    assert good.returncode == Exit.OK, good.stderr
+    eventually(lambda: deployment.status(applied) == "completed", timeout=60, what="applied")
+
+    undone = parked(key())
+    out = deployment.cli("resolve", undone, "--not-applied")
+    assert out.returncode == Exit.OK, out.stderr
+    eventually(lambda: deployment.status(undone) == "compensated", timeout=60, what="undo")

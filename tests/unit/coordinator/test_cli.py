@@ -67,7 +67,7 @@ def no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
         ("not json", "INPUT is not valid JSON"),
         (
             "[1, 2]",
-            "INPUT must be a JSON object ({...}) matching the saga's input model, not a JSON list",
+            "INPUT must be a JSON object ({...}) matching the saga input model, not a JSON list",
         ),
         ('"x"', "not a JSON str"),
     ],

@@ -107,6 +107,8 @@ class SagaState(BaseModel):
         """The step the saga is with right now (action or compensation)."""
         if self.pending is not None:
             return self.steps[self.pending.step]
+        if self.status == "parked":
+            return self.steps[self.current]  # the step awaiting an operator's resolve
         unwinding = self.status in ("compensating", "compensation_failed")
         if unwinding and self.cursor < len(self.plan):
             return self.steps[self.plan[self.cursor]]

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export SAGA_CACHE_DIR ?= $(HOME)/.cache/saga-coordinator
 
-.PHONY: install test unit integration lint format demo bench bench-full kafka-up kafka-down postgres-up clean
+.PHONY: install node-participant test unit integration lint format schemas demo bench bench-full kafka-up kafka-down postgres-up clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
@@ -16,9 +16,14 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 ## Everything: venv, install, PostgreSQL, Kafka (started and stopped by the test fixtures), all tests.
-test: install postgres-up
+test: install postgres-up node-participant
 	$(BIN)/python -m infra.kafka jars
 	$(BIN)/pytest tests
+
+## The Node.js participant example (kafkajs from npm, pinned by package-lock.json).
+node-participant:
+	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 18+ (e.g. apt-get install nodejs npm)"; exit 1; }
+	cd examples/remote_participant && npm ci --no-audit --no-fund --loglevel=error
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -34,6 +39,10 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## JSON Schemas of the remote-participant messages, regenerated from the pydantic models.
+schemas: install
+	$(BIN)/python -m coordinator.contract
 
 demo: install
 	$(BIN)/python -m examples.order_fulfillment.demo

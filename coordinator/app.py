@@ -35,7 +35,7 @@ from coordinator.messages import StepRequest, TimerFired, parse_inbox
 from coordinator.queries import saga_view
 from coordinator.registry import SagaRegistry, load_definitions
 from coordinator.settings import CoordinatorSettings
-from coordinator.state import RESTING, SagaState
+from coordinator.state import SagaState
 
 log = logging.getLogger("coordinator")
 
@@ -184,7 +184,13 @@ class Coordinator:
             message_id=msg_id,
             reply_to=self.topics.inbox,
             copy=False,  # ``state`` was decoded for this message alone; no one else holds it
+            retention=self.settings.retention_policy,
         )
+        if out.deleted:  # retention ended: a tombstone on the changelog
+            self.table.pop(msg.saga_id, None)
+            self.deadlines.pop(msg.saga_id, None)
+            self._live.pop(msg.saga_id, None)
+            return
         if out.rejected:
             await self.dead_letter(message, out.rejected, None, "inbox")
         outbox, final = list(out.outbox), out.state
@@ -283,10 +289,11 @@ class Coordinator:
     # -- deadlines ----------------------------------------------------------------------
 
     def _index(self, state: SagaState) -> None:
-        if state.pending is None or state.resting:
+        wake = state.wake_at()
+        if wake is None:
             self.deadlines.pop(state.saga_id, None)
         else:
-            self.deadlines[state.saga_id] = state.pending.deadline.timestamp()
+            self.deadlines[state.saga_id] = wake.timestamp()
 
     def _on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         self._rescan = True  # partitions (and their sagas' deadlines) may have moved here
@@ -307,10 +314,9 @@ class Coordinator:
             # the agent keeps the index current for the partitions it processes
             self._rescan = False
             for saga_id, raw in list(self.table.items()):
-                pending = raw.get("pending") if isinstance(raw, dict) else None
-                if pending and raw.get("status") not in RESTING:
-                    deadline = datetime.fromisoformat(pending["deadline"]).timestamp()
-                    self.deadlines.setdefault(saga_id, deadline)
+                wake = SagaState.model_validate(raw).wake_at()
+                if wake is not None:
+                    self.deadlines.setdefault(saga_id, wake.timestamp())
         due = [saga_id for saga_id, at in self.deadlines.items() if at <= now]
         for saga_id in due:
             # the inbox agent may have moved this saga on while we awaited a send

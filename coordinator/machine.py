@@ -35,6 +35,9 @@ Rules (see ARCHITECTURE.md section 4):
   already ended, it re-opens for that step.
 * Cancel compensates a running saga; an attempt in flight is awaited first (its result or
   its deadline decides whether it counts as applied, maybe applied, or failed).
+* Retention (``coordinator.retention``): a finished saga's timer at ``expires_at`` shrinks
+  it to a compact marker; the marker's timer deletes it (``Transition.deleted``). A
+  marker answers a second start with nothing and ignores everything else.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ from coordinator.messages import (
     TimerFired,
     idempotency_key,
 )
-from coordinator.state import Pending, SagaState, StepState
+from coordinator.retention import FOREVER, Retention
+from coordinator.state import TERMINAL, Pending, SagaState, StepState
 
 
 class Definitions(Protocol):
@@ -87,6 +91,8 @@ class Transition:
     requests: list[StepRequest] = field(default_factory=list)
     rejected: str | None = None
     replayed: bool = False
+    #: retention ended: delete the record (a tombstone on the changelog)
+    deleted: bool = False
 
     @property
     def outbox(self) -> list[dict[str, str]]:
@@ -105,6 +111,7 @@ def transition(
     message_id: str | None = None,
     reply_to: str = "",
     copy: bool = True,
+    retention: Retention = FOREVER,
 ) -> Transition:
     """Apply one inbox message to one saga's state (pure).
 
@@ -114,6 +121,7 @@ def transition(
             whose effects are already stored re-sends the stored outbox.
         copy: with False the given state object is updated in place (and returned), for
             callers that decoded it for this message alone.
+        retention: how long finished sagas are kept (default: forever).
     """
     if now.tzinfo is None:
         raise ValueError("transition(now=...) needs a timezone-aware datetime")
@@ -122,16 +130,20 @@ def transition(
     if isinstance(message, StartSaga):
         if state is not None:
             return Transition(state)  # starting an existing saga returns it; never runs twice
-        return _start(registry, message, now, message_id, reply_to)
+        return _start(registry, message, now, message_id, reply_to, retention)
     if state is None:
         if isinstance(message, TimerFired):
             return Transition(None)
         return Transition(None, rejected=f"{message.kind} for unknown saga {message.saga_id!r}")
+    if isinstance(message, TimerFired) and state.status in TERMINAL:
+        return _expire(state, now, message_id, retention)
+    if state.compact:
+        return Transition(state)  # a marker: nothing is left to do for this saga
     try:
         saga = registry.get(state.saga_type, state.saga_version)
     except UnknownSagaError as exc:
         return Transition(state, rejected=str(exc))
-    run = _Run(saga, state.model_copy(deep=True) if copy else state, now, reply_to)
+    run = _Run(saga, state.model_copy(deep=True) if copy else state, now, reply_to, retention)
     try:
         if isinstance(message, StepResult):
             run.on_result(message)
@@ -146,6 +158,19 @@ def transition(
     except _Rejected as exc:
         return Transition(state, rejected=str(exc))
     return run.finish(message_id)
+
+
+def _expire(
+    state: SagaState, now: datetime, message_id: str | None, retention: Retention
+) -> Transition:
+    """Retention of a finished saga: full record → compact marker → deleted."""
+    if state.expires_at is None or now < state.expires_at:
+        return Transition(state)
+    if state.compact:
+        return Transition(None, changed=True, deleted=True)
+    marker = state.marker(now=now, expires_at=now + retention.dedupe)
+    marker.last_message = message_id
+    return Transition(marker, changed=True)
 
 
 def _replay(state: SagaState) -> Transition:
@@ -168,6 +193,7 @@ def _start(
     now: datetime,
     message_id: str | None,
     reply_to: str,
+    retention: Retention,
 ) -> Transition:
     try:
         saga = registry.get(msg.saga_type, msg.saga_version)
@@ -191,7 +217,7 @@ def _start(
         started_at=now,
         updated_at=now,
     )
-    run = _Run(saga, state, now, reply_to)
+    run = _Run(saga, state, now, reply_to, retention)
     run.emit(ev.SagaStarted, data=state.input)
     run.dispatch("action", 0, attempt=1)
     return run.finish(message_id)
@@ -200,11 +226,19 @@ def _start(
 class _Run:
     """One transition in progress: a private copy of the state plus what to emit."""
 
-    def __init__(self, saga: Saga[Any], state: SagaState, now: datetime, reply_to: str):
+    def __init__(
+        self,
+        saga: Saga[Any],
+        state: SagaState,
+        now: datetime,
+        reply_to: str,
+        retention: Retention = FOREVER,
+    ):
         self.saga = saga
         self.s = state
         self.now = now
         self.reply_to = reply_to
+        self.retention = retention
         self.events: list[ev.LifecycleEvent] = []
         self.requests: list[StepRequest] = []
         self.dirty = False
@@ -574,6 +608,12 @@ class _Run:
             return Transition(self.s)
         self.s.updated_at = self.now
         self.s.last_message = message_id
+        if self.s.status in TERMINAL and self.s.finished_at is None:
+            self.s.finished_at = self.now
+            keep = self.retention.keep
+            self.s.expires_at = None if keep is None else self.now + keep
+        elif self.s.status not in TERMINAL:
+            self.s.finished_at = self.s.expires_at = None  # a re-opened unwind
         # serialized once: these payloads are what the shell sends, and what it re-sends
         # if this message is redelivered after a crash
         self.s.last_outbox = [

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from coordinator.retention import Retention
 
 
 class Topics:
@@ -54,6 +57,11 @@ class CoordinatorSettings(BaseSettings):
     datadir: Path = Path.home() / ".cache" / "saga-coordinator" / "faust"
     store: str = "memory://"
     standby_replicas: int = Field(default=0, ge=0)
+    #: a finished saga keeps its full record this long, then shrinks to a marker
+    #: (``none``: keep every saga forever). ISO 8601 (``PT1H``) or seconds.
+    retention: timedelta | None = timedelta(hours=1)
+    #: the marker keeps "starting this id does nothing" this much longer, then is deleted
+    dedupe_retention: timedelta = timedelta(days=7)
 
     @field_validator("definitions", "executors", mode="before")
     @classmethod
@@ -61,6 +69,18 @@ class CoordinatorSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _none_keeps_forever(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off", "forever"):
+            return None
+        return value
+
+    @property
+    def retention_policy(self) -> Retention:
+        """Retention of finished sagas, for the state machine."""
+        return Retention(keep=self.retention, dedupe=self.dedupe_retention)
 
     @property
     def topics(self) -> Topics:

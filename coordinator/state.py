@@ -89,6 +89,12 @@ class SagaState(BaseModel):
     #: after a crash (its effects may have reached the table but not every topic)
     last_message: str | None = None
     last_outbox: list[dict[str, str]] = []
+    #: when the saga reached a terminal status; and when its record expires (shrinks to a
+    #: compact marker, then is deleted) — see ``coordinator.retention``
+    finished_at: datetime | None = None
+    expires_at: datetime | None = None
+    #: True for the compact marker of a finished saga (steps, input and outbox dropped)
+    compact: bool = False
 
     @property
     def resting(self) -> bool:
@@ -101,7 +107,27 @@ class SagaState(BaseModel):
         """
         if self.pending is not None and not self.resting:
             return self.pending.deadline
+        if self.status in TERMINAL:
+            return self.expires_at  # retention: shrink, then delete
         return None
+
+    def marker(self, *, now: datetime, expires_at: datetime) -> SagaState:
+        """The compact record of a finished saga: enough to refuse a second start."""
+        return SagaState(
+            saga_id=self.saga_id,
+            saga_type=self.saga_type,
+            saga_version=self.saga_version,
+            business_key=self.business_key,
+            status=self.status,
+            input={},
+            steps=[],
+            seq=self.seq,
+            started_at=self.started_at,
+            updated_at=now,
+            finished_at=self.finished_at,
+            expires_at=expires_at,
+            compact=True,
+        )
 
     def current_step(self) -> StepState | None:
         """The step the saga is with right now (action or compensation)."""

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export SAGA_CACHE_DIR ?= $(HOME)/.cache/saga-coordinator
 
-.PHONY: install node-participant test unit integration lint format schemas demo bench bench-full kafka-up kafka-down postgres-up clean
+.PHONY: install node-participant test unit integration lint format schemas demo bench bench-full bench-deps kafka-up kafka-down postgres-up clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
@@ -47,13 +47,20 @@ schemas: install
 demo: install
 	$(BIN)/python -m examples.order_fulfillment.demo
 
-bench: install postgres-up
+## Benchmark: DBOS and Restate's SDK via the `bench` extra; Restate's server from npm into
+## $(SAGA_CACHE_DIR) (never into the repo); Kafka started by the bench if none answers.
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m bench --quick
+	@touch $@
 
-bench-full: install postgres-up
-	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m bench --full
+bench-deps: $(BIN)/.bench-installed
+	$(BIN)/python -m bench.restate_server install
+
+bench: bench-deps postgres-up
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+bench-full: bench-deps postgres-up
+	$(BIN)/python -m bench --full $(BENCH_ARGS)
 
 kafka-up: install
 	$(BIN)/python -m infra.kafka up

@@ -1,4 +1,9 @@
-"""Benchmark CLI: ``python -m bench --quick`` (<= 3 min) or ``python -m bench --full``.
+"""Benchmark CLI: ``python -m bench --quick`` (a few minutes) or ``python -m bench --full``.
+
+It stands up what it needs, like ``make demo``: a Kafka broker when none answers at the
+default address (``infra.kafka.up``; stopped again at the end if it started one), and
+Restate's server from npm into the cache (``bench.restate_server``). PostgreSQL must
+answer (``make bench`` runs ``infra/postgres-up.sh`` first). Progress goes to stderr.
 
 Engines are looked up by name in ``ENGINES`` (module path + factory). A factory takes
 the ``--engine-opt NAME.KEY=VALUE`` options for its engine and returns an object that
@@ -21,13 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.progress import Progress
+from infra.kafka import BrokerConfig
+
 DEFAULT_PG_ADMIN = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
-DEFAULT_KAFKA = "127.0.0.1:19092"
 
 #: name -> "module:factory". The factory gets a dict of string options.
 ENGINES: dict[str, str] = {
     "ours": "bench.ours_engine:create",
     "dbos": "bench.dbos_engine:create",
+    "dbos-sync-off": "bench.dbos_engine:create_sync_off",
+    "restate": "bench.restate_engine:create",
 }
 
 
@@ -53,7 +62,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--quick", action="store_true", help="short runs (default)")
     g.add_argument("--full", action="store_true", help=">= 30 s measured per phase")
     p.add_argument("--scenarios", default="simple,medium,complex")
-    p.add_argument("--engines", default="ours,dbos,kafka")
+    p.add_argument("--engines", default="ours,dbos,dbos-sync-off,restate,kafka")
     p.add_argument("--concurrency", type=int, default=None, help="in-flight sagas")
     p.add_argument(
         "--engine-opt",
@@ -66,9 +75,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results-md", type=Path, default=Path(__file__).parent / "RESULTS.md")
     p.add_argument("--pg-admin-url", default=os.environ.get("BENCH_PG_ADMIN_URL", DEFAULT_PG_ADMIN))
     p.add_argument(
-        "--kafka-bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA)
+        "--kafka-bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or BrokerConfig().bootstrap,
+        help="default: the project's local broker (infra.kafka), started if none answers",
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="results.json of an earlier run (e.g. the engine before a change): RESULTS.md "
+        "gets a before/after table for our engine",
+    )
     p.add_argument(
         "--scale", type=float, default=1.0, help="multiply every phase duration (development aid)"
     )
@@ -112,7 +130,12 @@ async def _postgres_version(admin_url: str) -> str | None:
 
 
 async def _run_engine(
-    name: str, args: argparse.Namespace, mode: Mode, services_url: str | None, services_pid: int
+    name: str,
+    args: argparse.Namespace,
+    mode: Mode,
+    services_url: str | None,
+    services_pid: int,
+    progress: Progress,
 ) -> dict[str, Any]:
     from bench import sysinfo
     from bench.harness import Driver, EngineContext, PhaseTimes, run_scenario
@@ -120,7 +143,7 @@ async def _run_engine(
 
     factory = _load_factory(name)
     if factory is None:
-        print(f"[bench] engine {name!r}: adapter not present -> n/a", file=sys.stderr)
+        progress.note(f"engine {name!r}: adapter not present -> n/a")
         return {"status": "n/a"}
     options = _engine_options(args.engine_opt).get(name, {})
     concurrency = int(options.pop("concurrency", args.concurrency or 0)) or None
@@ -134,6 +157,7 @@ async def _run_engine(
             "http_services": lambda: [services_pid] if services_pid else [],
         },
         seed=args.seed,
+        progress=progress,
     )
     ctx = EngineContext(
         scenarios=SCENARIOS,
@@ -148,8 +172,9 @@ async def _run_engine(
     opened = PhaseTimes(mode.open_warmup, mode.open)
     out: dict[str, Any] = {"status": "ok", "config": {}, "scenarios": {}}
     t = time.monotonic()
+    progress.note(f"{name}: setting up ...")
     await engine.setup(ctx)
-    print(f"[bench] {name}: setup {time.monotonic() - t:.1f}s", file=sys.stderr)
+    progress.note(f"{name}: setup {time.monotonic() - t:.1f}s")
     try:
         out["config"] = {**engine.describe(), "concurrency": concurrency}
         for scenario_name in args.scenarios.split(","):
@@ -158,70 +183,187 @@ async def _run_engine(
             res = await run_scenario(driver, scenario, concurrency, closed, opened)
             out["scenarios"][scenario_name] = res
             cl, op = res["closed_loop"], res["open_loop"]
-            print(
-                f"[bench] {name}/{scenario_name}: {cl['throughput_sagas_per_s']} sagas/s, "
+            progress.note(
+                f"{name}/{scenario_name}: {cl['throughput_sagas_per_s']} sagas/s, "
                 f"open p50/p99 {op['latency'].get('p50_ms')}/{op['latency'].get('p99_ms')} ms, "
                 f"invalid {cl['invalid_outcomes'] + op['invalid_outcomes']} "
-                f"({time.monotonic() - t:.0f}s)",
-                file=sys.stderr,
+                f"({time.monotonic() - t:.0f}s)"
             )
     finally:
         await engine.teardown()
     return out
 
 
-async def amain(args: argparse.Namespace) -> dict[str, Any]:
+class BenchSetupError(RuntimeError):
+    """A service the bench needs is missing; the message names the fix."""
+
+
+def _scaled(mode: Mode, k: float) -> Mode:
+    if k == 1.0:
+        return mode
+    return dataclasses.replace(
+        mode,
+        warmup=mode.warmup * k,
+        closed=mode.closed * k,
+        open_warmup=mode.open_warmup * k,
+        open=mode.open * k,
+        kafka_seconds=mode.kafka_seconds * k,
+    )
+
+
+def _planned_seconds(mode: Mode, names: list[str], scenarios: list[str]) -> float:
+    """Seconds of measured phases (warm-ups included) the run will take at least."""
+    from bench import kafka_limit
+
+    per_scenario = mode.warmup + mode.closed + mode.open_warmup + mode.open
+    engines = [n for n in names if n != "kafka"]
+    kafka = kafka_limit.planned_seconds(mode.kafka_seconds) if "kafka" in names else 0.0
+    return len(engines) * len(scenarios) * per_scenario + kafka
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError(done.stderr)
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+async def amain(
+    args: argparse.Namespace, progress: Progress, baseline: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from bench import report, sysinfo
     from bench.http_services import HttpServices
-    from bench.scenarios import SCENARIOS
 
-    mode = MODES["full" if args.full else "quick"]
-    if args.scale != 1.0:
-        k = args.scale
-        mode = dataclasses.replace(
-            mode,
-            warmup=mode.warmup * k,
-            closed=mode.closed * k,
-            open_warmup=mode.open_warmup * k,
-            open=mode.open * k,
-            kafka_seconds=mode.kafka_seconds * k,
-        )
+    mode = _scaled(MODES["full" if args.full else "quick"], args.scale)
     names = [n for n in args.engines.split(",") if n]
-    for s in args.scenarios.split(","):
-        if s not in SCENARIOS:
-            raise SystemExit(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
+    pg_version = await _postgres_version(args.pg_admin_url)
+    if pg_version is None and any(n != "kafka" for n in names):
+        raise BenchSetupError(
+            f"PostgreSQL does not answer at {args.pg_admin_url}: run `make postgres-up` "
+            "(infra/postgres-up.sh), or pass --pg-admin-url"
+        )
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": _git_commit(),
         "mode": mode.__dict__,
         "machine": sysinfo.machine_info(),
-        "versions": sysinfo.versions(await _postgres_version(args.pg_admin_url)),
+        "versions": sysinfo.versions(pg_version),
         "engines": {},
     }
     services = HttpServices()
     await services.start()
     try:
         for name in names:
-            if name != "kafka":
+            if name == "kafka":
+                continue
+            try:
                 results["engines"][name] = await _run_engine(
-                    name, args, mode, services.base_url, services.pid or 0
+                    name, args, mode, services.base_url, services.pid or 0, progress
                 )
+            except Exception as exc:  # one engine failing must not lose the others' figures
+                progress.note(f"{name}: FAILED ({exc!r}); going on with the next engine")
+                results["engines"][name] = {"status": "failed", "error": repr(exc)[:2000]}
+            report.write(results, args.out, args.results_md)  # a late crash loses nothing
     finally:
         await services.stop()
     if "kafka" in names:
         from bench import kafka_limit
 
-        results["kafka_limit"] = await kafka_limit.run(args.kafka_bootstrap, mode.kafka_seconds)
+        seconds = kafka_limit.planned_seconds(mode.kafka_seconds)
+        async with progress.phase("raw Kafka round trip", seconds, None):
+            results["kafka_limit"] = await kafka_limit.run(args.kafka_bootstrap, mode.kafka_seconds)
+    if baseline is not None:
+        results["baseline"] = baseline
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     report.write(results, args.out, args.results_md)
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
+def _stand_up(args: argparse.Namespace, names: list[str], progress: Progress) -> bool:
+    """Make Kafka answer and Restate's server be installed. Returns: we started Kafka."""
+    started = False
+    if "ours" in names or "kafka" in names:
+        from infra import kafka
+
+        if (
+            args.kafka_bootstrap == kafka.BrokerConfig().bootstrap
+            and not kafka.external_bootstrap()
+        ):
+            progress.note(f"Kafka: checking {args.kafka_bootstrap} (starting a broker if none) ...")
+            bootstrap, started = kafka.up()
+            progress.note(f"Kafka at {bootstrap}: " + ("started for this run" if started else "up"))
+        else:
+            kafka.wait_ready(args.kafka_bootstrap, timeout=30)
+    if "restate" in names:
+        from bench import restate_server
+
+        progress.note(f"Restate server: {restate_server.ensure_installed()}")
+    return started
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.restate_server import RestateSetupError
+    from bench.scenarios import SCENARIOS
+    from infra.kafka import KafkaProvisionError
+
     args = _parse(argv)
+    names = [n for n in args.engines.split(",") if n]
+    scenarios = args.scenarios.split(",")
+    for s in scenarios:
+        if s not in SCENARIOS:
+            raise SystemExit(f"error: unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
+    for n in names:
+        if n != "kafka" and n not in ENGINES:
+            raise SystemExit(
+                f"error: unknown engine {n!r}; known: {', '.join([*ENGINES, 'kafka'])}"
+            )
+    baseline = None
+    if args.baseline is not None:
+        from bench.report import load_baseline
+
+        try:
+            baseline = load_baseline(args.baseline)
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(
+                f"error: --baseline {args.baseline}: not a bench results.json with our "
+                f"engine's figures ({exc!r})"
+            ) from None
+    mode = _scaled(MODES["full" if args.full else "quick"], args.scale)
+    planned = _planned_seconds(mode, names, scenarios)
+    progress = Progress(planned)
+    progress.note(
+        f"{mode.name} mode: engines {', '.join(names)}; scenarios {', '.join(scenarios)}; "
+        f"measured phases {planned / 60:.1f} min (+ setup and drains)"
+    )
     t = time.monotonic()
-    asyncio.run(amain(args))
-    print(f"[bench] done in {time.monotonic() - t:.0f}s -> {args.out}", file=sys.stderr)
+    started_kafka = False
+    try:
+        started_kafka = _stand_up(args, names, progress)
+        asyncio.run(amain(args, progress, baseline))
+    except (KafkaProvisionError, RestateSetupError, BenchSetupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started_kafka:
+            from infra import kafka
+
+            kafka.down()
+            progress.note("Kafka: stopped the broker this run started")
+    progress.note(f"done in {time.monotonic() - t:.0f}s -> {args.out} and {args.results_md}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,12 @@ its own executor id). The driver hands sagas to the workers round-robin over pip
 SQL is counted inside each worker with SQLAlchemy engine events on DBOS's system
 database engine (statements = ``before_cursor_execute``, commits = ``commit``), and
 cross-checked from the server with ``pg_stat_database.xact_commit`` of the bench database.
+
+Durability: PostgreSQL's default (``synchronous_commit=on``: every commit waits for its WAL
+fsync) for ``dbos``; ``dbos-sync-off`` sets ``synchronous_commit=off`` on its own database
+only (``ALTER DATABASE``), so commits return before the fsync (a crash of the server may
+lose the last ~0.6 s of commits, never corrupts). The value a session of the bench
+database really sees is read back and reported.
 """
 
 from __future__ import annotations
@@ -54,7 +60,10 @@ class DbosEngine:
         http_connections: int = 100,
         http_client: str = "aiohttp",
         max_threads: int = 0,
+        synchronous_commit: str = "on",
     ) -> None:
+        self.synchronous_commit = synchronous_commit
+        self._seen_synchronous_commit = "unknown"
         self.max_threads = max_threads
         self.http_client = http_client
         self.processes = processes
@@ -82,6 +91,12 @@ class DbosEngine:
         self._admin_url = ctx.postgres_admin_url
         await self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         await self._admin(f'CREATE DATABASE "{self.db_name}"')
+        if self.synchronous_commit != "on":
+            setting = f"synchronous_commit = {self.synchronous_commit}"
+            await self._admin(f'ALTER DATABASE "{self.db_name}" SET {setting}')
+        async with await psycopg.AsyncConnection.connect(self._db_url(self.db_name)) as c:
+            row = await (await c.execute("SHOW synchronous_commit")).fetchone()
+            self._seen_synchronous_commit = str(row[0]) if row else "unknown"
         # The first worker creates the DBOS schema; the others start once it is ready.
         await self._spawn(0, ctx)
         await asyncio.gather(*(self._spawn(i, ctx) for i in range(1, self.processes)))
@@ -207,6 +222,8 @@ class DbosEngine:
             "http_client": self.http_client,
             "max_executor_threads": self.max_threads or "DBOS default (unbounded)",
             "database": self.db_name,
+            "durability": f"PostgreSQL synchronous_commit={self._seen_synchronous_commit} "
+            "(as a session of the bench database sees it)",
             "sql_counting": "SQLAlchemy before_cursor_execute/commit events in each worker; "
             "server_commits = pg_stat_database.xact_commit delta of the bench database",
         }
@@ -221,5 +238,15 @@ def create(options: dict[str, str]) -> DbosEngine:
         http_connections=int(options.get("http_connections", 100)),
         http_client=options.get("http_client", "aiohttp"),
         max_threads=int(options.get("max_threads", 0)),
+        synchronous_commit=options.get("synchronous_commit", "on"),
     )
+    return engine
+
+
+def create_sync_off(options: dict[str, str]) -> DbosEngine:
+    """Factory for the ``dbos-sync-off`` engine: DBOS with ``synchronous_commit=off`` on
+    its own database (same options as ``create``)."""
+    engine = create({"synchronous_commit": "off", **options})
+    engine.name = "dbos-sync-off"
+    engine.db_name = "bench_dbos_sync_off"
     return engine

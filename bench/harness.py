@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from bench import sysinfo
+from bench.progress import Progress
 from bench.scenarios import Outcome, SagaInput, Scenario, is_valid, make_input
 
 #: PostgreSQL backends flush their statistics at most once a second.
@@ -157,8 +158,12 @@ class Driver:
         engine: Engine,
         extra_pid_groups: Mapping[str, Callable[[], list[int]]],
         seed: int = 42,
+        progress: Progress | None = None,
     ) -> None:
         self.engine = engine
+        self.progress = progress or Progress(0.0)
+        #: "engine/scenario", shown in progress lines.
+        self.label = engine.name
         self._extra = extra_pid_groups
         self._rng = random.Random(seed)
         self._pending: dict[str, _Pending] = {}
@@ -270,11 +275,16 @@ class Driver:
                 await self._start(scenario, now, window[0] <= now < window[1], sem.release)
 
         task = asyncio.create_task(feeder())
-        await asyncio.sleep(times.warmup)
-        first = await self._snapshot()
-        window[:] = [first.t, first.t + times.duration]
-        await asyncio.sleep(times.duration)
-        last = await self._snapshot()
+        async with self.progress.phase(
+            f"{self.label} closed loop ({concurrency} in flight)",
+            times.warmup + times.duration,
+            lambda: self._phase.terminals,
+        ):
+            await asyncio.sleep(times.warmup)
+            first = await self._snapshot()
+            window[:] = [first.t, first.t + times.duration]
+            await asyncio.sleep(times.duration)
+            last = await self._snapshot()
         stop.set()
         sem.release()
         await asyncio.wait_for(task, timeout=30)
@@ -301,14 +311,19 @@ class Driver:
         next_t = t0
         started = 0
         max_lag = 0.0
-        while next_t < t_end:
-            now = time.monotonic()
-            while next_t <= now and next_t < t_end:
-                max_lag = max(max_lag, now - next_t)
-                await self._start(scenario, next_t, next_t >= measure_from, _noop)
-                started += 1
-                next_t += rng.expovariate(rate)
-            await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+        async with self.progress.phase(
+            f"{self.label} open loop ({rate:,.0f} sagas/s offered)",
+            times.warmup + times.duration,
+            lambda: self._phase.terminals,
+        ):
+            while next_t < t_end:
+                now = time.monotonic()
+                while next_t <= now and next_t < t_end:
+                    max_lag = max(max_lag, now - next_t)
+                    await self._start(scenario, next_t, next_t >= measure_from, _noop)
+                    started += 1
+                    next_t += rng.expovariate(rate)
+                await asyncio.sleep(max(0.0, next_t - time.monotonic()))
         lost = await self._drain(times.drain_timeout)
         await asyncio.sleep(PG_STATS_SETTLE)
         after = await self._snapshot()
@@ -336,6 +351,7 @@ async def run_scenario(
     open_rate_factor: float = 0.5,
 ) -> dict[str, Any]:
     """Closed loop at saturation, then open loop at ``open_rate_factor`` x its rate."""
+    driver.label = f"{driver.engine.name}/{scenario.name}"
     closed_res = await driver.closed_loop(scenario, concurrency, closed)
     rate = max(1.0, closed_res["throughput_sagas_per_s"] * open_rate_factor)
     open_res = await driver.open_loop(scenario, rate, opened)

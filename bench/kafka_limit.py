@@ -194,6 +194,15 @@ def _cpu_groups(consumer_pid: int) -> dict[str, list[int]]:
     }
 
 
+def planned_seconds(seconds: float) -> float:
+    """How long :func:`run` measures for (two phases, each with its warm-up)."""
+    return 2 * (_warmup(seconds) + seconds)
+
+
+def _warmup(seconds: float) -> float:
+    return max(2.0, seconds * 0.2)
+
+
 async def run(bootstrap: str, seconds: float, window: int = 20_000) -> dict[str, Any]:
     """Run both phases; returns raw figures for results.json."""
     from aiokafka import AIOKafkaProducer
@@ -209,7 +218,7 @@ async def run(bootstrap: str, seconds: float, window: int = 20_000) -> dict[str,
     progress = _Progress(parent)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_CONFIG)
     await producer.start()
-    warm = max(2.0, seconds * 0.2)
+    warm = _warmup(seconds)
     marks: dict[str, int] = {}
     lag = [0.0]
     cpu: list[sysinfo.CpuSnapshot] = []

@@ -21,6 +21,7 @@ ROWS: list[tuple[str, Getter]] = [
     ("CPU ms/saga, PostgreSQL (all backends)", lambda r: _cpu(r, "postgres")),
     ("CPU ms/saga, Kafka broker", lambda r: _cpu(r, "kafka_broker")),
     ("CPU ms/saga, HTTP services", lambda r: _cpu(r, "http_services")),
+    ("CPU ms/saga, all the engine uses (see notes)", lambda r: _cpu_all(r)),
     ("peak RSS, engine processes (MiB)", lambda r: r["engine_peak_rss_mib"]),
     (
         "SQL statements/saga (driver)",
@@ -31,7 +32,10 @@ ROWS: list[tuple[str, Getter]] = [
         "commits/saga (server, pg_stat_database)",
         lambda r: r["open_loop"]["whole_phase"]["server_commits_per_saga"],
     ),
-    ("Kafka messages/saga", lambda r: r["open_loop"]["whole_phase"]["kafka_messages_per_saga"]),
+    (
+        "log messages/saga (ours: Kafka records; Restate: log records)",
+        lambda r: r["open_loop"]["whole_phase"]["kafka_messages_per_saga"],
+    ),
     ("invalid or error outcomes", lambda r: _bad(r)),
     ("noise: other processes' CPU in window (s)", lambda r: _noise(r)),
 ]
@@ -39,6 +43,22 @@ ROWS: list[tuple[str, Getter]] = [
 
 def _cpu(r: dict[str, Any], group: str) -> Any:
     return r["closed_loop"]["window"]["cpu_ms_per_saga"].get(group)
+
+
+#: Process groups each engine really uses (the others' CPU in its window is noise from
+#: other work on the machine: the broker and PostgreSQL are shared).
+USES: dict[str, tuple[str, ...]] = {
+    "ours": ("engine", "postgres", "kafka_broker", "http_services"),
+    "dbos": ("engine", "postgres", "http_services"),
+    "dbos-sync-off": ("engine", "postgres", "http_services"),
+    "restate": ("engine", "http_services"),
+}
+
+
+def _cpu_all(r: dict[str, Any]) -> Any:
+    groups = USES.get(r.get("engine", ""), ())
+    values = [_cpu(r, g) for g in groups]
+    return round(sum(v for v in values if v is not None), 3) if groups else None
 
 
 def _bad(r: dict[str, Any]) -> int:
@@ -66,26 +86,119 @@ def _ratio(a: Any, b: Any) -> str:
     return "n/a"
 
 
+#: Column titles, in the order engines appear in the tables.
+TITLES: dict[str, str] = {
+    "ours": "ours",
+    "dbos": "DBOS",
+    "dbos-sync-off": "DBOS sync_commit=off",
+    "restate": "Restate",
+}
+#: Ratio columns: ours / each of these.
+VERSUS = ("dbos", "dbos-sync-off", "restate")
+
+
+def _label(row: str) -> str:
+    return next(label for label, _ in ROWS if label.startswith(row))
+
+
+def _getter(row: str) -> Getter:
+    return next(get for label, get in ROWS if label.startswith(row))
+
+
 def _scenario_table(name: str, results: dict[str, Any], kafka_rate: float | None) -> list[str]:
-    engines = results["engines"]
-    ours = engines.get("ours", {}).get("scenarios", {}).get(name)
-    dbos = engines.get("dbos", {}).get("scenarios", {}).get(name)
-    desc = (ours or dbos or {}).get("description", "")
+    per_engine: dict[str, dict[str, Any]] = {}
+    for eng_name, eng in results["engines"].items():
+        r = eng.get("scenarios", {}).get(name)
+        if r is not None:
+            per_engine[eng_name] = {**r, "engine": eng_name}
+    order = [n for n in TITLES if n in per_engine] + [n for n in per_engine if n not in TITLES]
+    versus = [n for n in VERSUS if n in per_engine and "ours" in per_engine]
+    desc = next(iter(per_engine.values()), {}).get("description", "")
+    head = [TITLES.get(n, n) for n in order] + [f"ours/{TITLES[n]}" for n in versus]
     lines = [
         f"### {name} — {desc}",
         "",
-        "| metric | ours | DBOS | ours/DBOS |",
-        "|---|---:|---:|---:|",
+        "| metric | " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(head),
     ]
     for label, get in ROWS:
-        a = get(ours) if ours else None
-        b = get(dbos) if dbos else None
-        lines.append(f"| {label} | {_fmt(a)} | {_fmt(b)} | {_ratio(a, b)} |")
+        values = {n: get(per_engine[n]) for n in order}
+        cells = [_fmt(values[n]) for n in order]
+        cells += [_ratio(values["ours"], values[n]) for n in versus]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ours = per_engine.get("ours")
     if ours and kafka_rate:
-        per = ROWS[14][1](ours)
+        per = _getter("log messages/saga")(ours)
         ceiling = kafka_rate / per if per else None
-        lines.append(f"| Kafka ceiling = limit msgs/s / msgs per saga | {_fmt(ceiling)} | | |")
+        throughput = ours["closed_loop"]["throughput_sagas_per_s"]
+        share = f"{throughput / ceiling:.1%}" if ceiling else "n/a"
+        lines.append(
+            f"\nOurs against the raw Kafka limit: ceiling = limit msgs/s / msgs per saga = "
+            f"{_fmt(ceiling)} sagas/s; measured throughput is {share} of it."
+        )
     return [*lines, ""]
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """Our engine's figures from an earlier run's results.json (before/after table)."""
+    data = json.loads(path.read_text())
+    return {
+        "source": str(path),
+        "commit": data.get("commit", "unknown"),
+        "date": data.get("date"),
+        "mode": data.get("mode", {}).get("name"),
+        "loadavg_at_start": data.get("machine", {}).get("loadavg_at_start"),
+        "ours": data["engines"]["ours"],
+    }
+
+
+#: Rows of the before/after table (prefixes of ROWS labels).
+BEFORE_AFTER = (
+    "throughput",
+    "latency p50",
+    "latency p95",
+    "latency p99",
+    "CPU ms/saga, engine",
+    "CPU ms/saga, Kafka",
+    "CPU ms/saga, all",
+    "log messages/saga",
+    "invalid",
+    "noise",
+)
+
+
+def _baseline_section(results: dict[str, Any]) -> list[str]:
+    base = results.get("baseline")
+    now = results["engines"].get("ours", {}).get("scenarios", {})
+    if not base or not now:
+        return []
+    before = base["ours"].get("scenarios", {})
+    lines = [
+        "## Our engine, before and after",
+        "",
+        f"Before: commit {base['commit']}, {base['mode']} mode, run {base['date']} "
+        f"(load average at start {(base.get('loadavg_at_start') or [0])[0]:.2f}). "
+        f"After: commit {results.get('commit', 'unknown')}, this run. Same machine, same "
+        "harness settings; the machine's noise applies to both (see the noise row).",
+        "",
+    ]
+    for name, after in now.items():
+        prev = before.get(name)
+        if prev is None:
+            continue
+        a, b = {**after, "engine": "ours"}, {**prev, "engine": "ours"}
+        lines += [
+            f"### {name}",
+            "",
+            "| metric | before | after | after/before |",
+            "|---|---:|---:|---:|",
+        ]
+        for row in BEFORE_AFTER:
+            get = _getter(row)
+            va, vb = get(a), get(b)
+            lines.append(f"| {_label(row)} | {_fmt(vb)} | {_fmt(va)} | {_ratio(va, vb)} |")
+        lines.append("")
+    return lines
 
 
 def _kafka_section(k: dict[str, Any]) -> list[str]:
@@ -133,8 +246,23 @@ NOTES = """## Method and caveats
   pre-ping round trips, autocommit statements).
 - Every outcome is checked against the saga rule (all steps, or compensations k-1..1 in
   reverse for a failure at step k); invalid, error and lost sagas are counted above.
-- Durability differs: PostgreSQL fsyncs each commit (`synchronous_commit=on`); the Kafka
-  broker acknowledges from the page cache (acks=all with one replica, no fsync).
+- Durability differs, and is measured rather than described: PostgreSQL fsyncs each
+  commit by default (`synchronous_commit=on`, column DBOS); the column DBOS
+  sync_commit=off sets `synchronous_commit=off` on DBOS's own database only, so commits
+  return before their WAL fsync (a PostgreSQL crash may lose the last few hundred ms of
+  commits, as a Kafka broker crash may). The Kafka broker acknowledges from the page cache
+  (acks=all with one replica, no fsync). Restate runs with its defaults (read back from
+  `restate-server --dump-config`, listed under Engines): the replicated loglet with one
+  copy on this node's log-server, which acknowledges a record after its RocksDB WAL fsync.
+- Restate: the saga is one handler of a Python `restate-sdk` service (Hypercorn, HTTP/2,
+  2 processes like DBOS), every step and every compensation a `ctx.run` side effect,
+  compensations in reverse as in Restate's saga guide; the driver calls it through the
+  HTTP ingress and holds the request until the outcome. Its log-records row counts
+  records committed to Restate's log (Bifrost), its analogue of Kafka messages.
+- "CPU ms/saga, all the engine uses": engine processes + the services it runs on (ours:
+  PostgreSQL for the listener, the Kafka broker, HTTP services; DBOS: PostgreSQL, HTTP
+  services; Restate: HTTP services, its server is in "engine"). The broker and PostgreSQL
+  are shared with other work on the machine, so those rows carry its noise.
 - DBOS tuning: async workflows/steps via `DBOS.start_workflow_async`, 2 worker processes
   on one system database, 100 sagas in flight (50 per process), pool 20 per process. On
   2 cores one DBOS process is GIL-bound at roughly 80 simple sagas/s; a second process
@@ -158,13 +286,16 @@ def render(results: dict[str, Any]) -> str:
         f"- Machine: {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['cpu_model']}, "
         f"Linux {m['kernel']}; load average at start {m['loadavg_at_start'][0]:.2f}, "
         f"at end {m.get('loadavg_at_end', [0.0])[0]:.2f}",
+        f"- Commit: {results.get('commit', 'unknown')}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "",
         "## Engines",
         "",
     ]
     for name, eng in results["engines"].items():
-        if eng.get("status") != "ok":
+        if eng.get("status") == "failed":
+            lines.append(f"- **{name}**: failed in this run: {eng.get('error')}")
+        elif eng.get("status") != "ok":
             lines.append(f"- **{name}**: n/a (adapter not present)")
         else:
             cfg = ", ".join(f"{k}={val}" for k, val in eng["config"].items())
@@ -179,6 +310,7 @@ def render(results: dict[str, Any]) -> str:
         lines += _scenario_table(name, results, kafka_rate)
     if kafka:
         lines += _kafka_section(kafka)
+    lines += _baseline_section(results)
     return "\n".join([*lines, NOTES])
 
 

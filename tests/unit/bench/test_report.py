@@ -1,0 +1,127 @@
+"""The bench report: one column per engine, ratios against ours, before/after table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+
+
+def _scenario(throughput: float, p50: float, msgs: float | None) -> dict[str, Any]:
+    window = {
+        "cpu_ms_per_saga": {"engine": 2.0, "postgres": 1.0, "kafka_broker": 0.5},
+        "cpu_seconds": {"other_processes": 0.1},
+    }
+    whole = {
+        "sql_statements_per_saga": 0.0,
+        "sql_commits_per_saga": 0.0,
+        "server_commits_per_saga": None,
+        "kafka_messages_per_saga": msgs,
+    }
+    phase = {"invalid_outcomes": 0, "error_outcomes": 0, "not_terminated_after_drain": 0}
+    return {
+        "description": "3 in-process steps",
+        "closed_loop": {
+            "throughput_sagas_per_s": throughput,
+            "concurrency": 100,
+            "window": window,
+            **phase,
+        },
+        "open_loop": {
+            "latency": {"p50_ms": p50, "p95_ms": p50 * 2, "p99_ms": p50 * 3},
+            "offered_rate_sagas_per_s": throughput / 2,
+            "whole_phase": whole,
+            **phase,
+        },
+        "engine_peak_rss_mib": 100.0,
+    }
+
+
+def _results() -> dict[str, Any]:
+    engines = {
+        "ours": _scenario(400.0, 10.0, 10.0),
+        "dbos": _scenario(80.0, 20.0, None),
+        "dbos-sync-off": _scenario(100.0, 16.0, None),
+        "restate": _scenario(200.0, 12.0, 10.0),
+    }
+    return {
+        "date": "2026-11-21 20:00:00 UTC",
+        "commit": "abc1234",
+        "mode": {
+            "name": "quick",
+            "warmup": 2,
+            "closed": 8,
+            "open_warmup": 1,
+            "open": 7,
+            "kafka_seconds": 5,
+        },
+        "machine": {
+            "cores": 2,
+            "ram_gib": 23.5,
+            "cpu_model": "x",
+            "kernel": "6",
+            "loadavg_at_start": [1.0, 1.0, 1.0],
+        },
+        "versions": {"python": "3.11"},
+        "engines": {
+            name: {"status": "ok", "config": {}, "scenarios": {"simple": s}}
+            for name, s in engines.items()
+        },
+    }
+
+
+def _row(markdown: str, label: str) -> list[str]:
+    line = next(ln for ln in markdown.splitlines() if ln.startswith(f"| {label}"))
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+def test_every_engine_has_a_column_and_ours_is_compared_with_each_other() -> None:
+    md = report.render(_results())
+    header = next(ln for ln in md.splitlines() if ln.startswith("| metric"))
+    assert header == (
+        "| metric | ours | DBOS | DBOS sync_commit=off | Restate | ours/DBOS | "
+        "ours/DBOS sync_commit=off | ours/Restate |"
+    )
+    assert _row(md, "throughput at saturation") == [
+        "400.0", "80.0", "100.0", "200.0", "5.00x", "4.00x", "2.00x"
+    ]  # fmt: skip
+
+
+def test_all_in_cpu_counts_only_the_services_an_engine_uses() -> None:
+    md = report.render(_results())
+    # ours: engine + PostgreSQL + broker; DBOS: engine + PostgreSQL; Restate: engine only
+    assert _row(md, "CPU ms/saga, all the engine uses")[:4] == ["3.500", "3.000", "3.000", "2.000"]
+
+
+def test_a_failed_engine_is_named_with_its_error() -> None:
+    results = _results()
+    results["engines"]["restate"] = {"status": "failed", "error": "RestateSetupError('npm')"}
+    md = report.render(results)
+    assert "- **restate**: failed in this run: RestateSetupError('npm')" in md
+    assert "ours/Restate" not in md
+
+
+def test_before_after_table_from_a_baseline_file(tmp_path: Path) -> None:
+    before = _results()
+    before["commit"] = "28c377a"
+    before["engines"]["ours"]["scenarios"]["simple"] = _scenario(200.0, 20.0, 12.0)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(before))
+    results = _results()
+    results["baseline"] = report.load_baseline(path)
+    md = report.render(results)
+    section = md[md.index("## Our engine, before and after") :]
+    assert "Before: commit 28c377a" in section
+    assert _row(section, "throughput at saturation") == ["200.0", "400.0", "2.00x"]
+    assert _row(section, "latency p50") == ["20.0", "10.0", "0.50x"]
+
+
+def test_a_baseline_without_our_engine_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"engines": {"dbos": {}}}))
+    with pytest.raises(KeyError):
+        report.load_baseline(path)

@@ -187,9 +187,10 @@ class SagaClient:
             await self._send(saga_id, msg, wait=True)
             return None
         before = await self.get(saga_id)
-        if before.status != "running":
+        if before.status not in ("running", "parked"):
             raise SagaStatusError(
-                f"saga {saga_id!r} is {before.status}: only a running saga can be cancelled"
+                f"saga {saga_id!r} is {before.status}: only a running or parked saga can be "
+                "cancelled"
                 + _hint(before),
                 saga_id=saga_id,
                 status=before.status,
@@ -200,7 +201,7 @@ class SagaClient:
         def accepted(view: SagaView) -> bool:
             if view.cancel_requested or view.status in ("compensating", "cancelled"):
                 return True
-            if view.resting:
+            if view.resting and view.status != "parked":
                 raise SagaStatusError(
                     f"saga {saga_id!r} became {view.status} before the cancel arrived; "
                     "nothing was cancelled" + _hint(view),

@@ -157,7 +157,7 @@ def test_cancel_reports_what_happened(deployment: Deployment) -> None:
     finished = deployment.cli("cancel", saga_id)
     assert finished.returncode == Exit.NOT_APPLICABLE
     assert error_line(finished) == (
-        f"error: saga '{saga_id}' is cancelled: only a running saga can be cancelled"
+        f"error: saga '{saga_id}' is cancelled: only a running or parked saga can be cancelled"
     )
 
 
@@ -247,3 +247,9 @@ def test_resolve_a_parked_saga(deployment: Deployment) -> None:
     out = deployment.cli("resolve", undone, "--not-applied")
     assert out.returncode == Exit.OK, out.stderr
     eventually(lambda: deployment.status(undone) == "compensated", timeout=60, what="undo")
+
+    cancelled = parked(key())
+    out = deployment.cli("cancel", cancelled)
+    assert out.returncode == Exit.OK, out.stderr
+    assert out.stdout.startswith(f"cancel accepted: saga {cancelled} is ")
+    eventually(lambda: deployment.status(cancelled) == "cancelled", timeout=60, what="cancel")

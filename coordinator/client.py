@@ -190,8 +190,7 @@ class SagaClient:
         if before.status not in ("running", "parked"):
             raise SagaStatusError(
                 f"saga {saga_id!r} is {before.status}: only a running or parked saga can be "
-                "cancelled"
-                + _hint(before),
+                "cancelled" + _hint(before),
                 saga_id=saga_id,
                 status=before.status,
             )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -29,18 +27,6 @@ def order(
         card_token=card,
         shipping_zip=zip_code,
     )
-
-
-@pytest.fixture
-async def stack(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
-) -> AsyncIterator[OrderStack]:
-    s = OrderStack(kafka_bootstrap, topic_prefix, tmp_path)
-    s.start_services()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def types(life: Lifecycle, saga_id: str) -> list[str]:

@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,18 +40,6 @@ def order(order_id: str, *, card: str = "tok_ok") -> CreateOrderRequest:
         card_token=card,
         shipping_zip="10001",
     )
-
-
-@pytest.fixture
-async def stack(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
-) -> AsyncIterator[OrderStack]:
-    s = OrderStack(kafka_bootstrap, topic_prefix, tmp_path)
-    s.start_services()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 async def ledger(stack: OrderStack, service: str) -> dict[str, str]:

@@ -3,8 +3,6 @@ broker and the example HTTP services."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,18 +11,6 @@ from tests.integration.stack import OrderStack
 from tests.readme import python_block
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stack(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
-) -> AsyncIterator[OrderStack]:
-    s = OrderStack(kafka_bootstrap, topic_prefix, tmp_path)
-    s.start_services()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 async def test_readme_python_client_example(

@@ -80,6 +80,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _quotient(a: Any, b: Any) -> float | None:
+    if isinstance(a, int | float) and isinstance(b, int | float) and b:
+        return round(a / b, 3)
+    return None
+
+
 def _ratio(a: Any, b: Any) -> str:
     if isinstance(a, int | float) and isinstance(b, int | float) and b:
         return f"{a / b:.2f}x"
@@ -148,7 +154,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
         "date": data.get("date"),
         "mode": data.get("mode", {}).get("name"),
         "loadavg_at_start": data.get("machine", {}).get("loadavg_at_start"),
+        "note": data.get("note"),
         "ours": data["engines"]["ours"],
+        "dbos": data["engines"].get("dbos"),
     }
 
 
@@ -179,9 +187,15 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
         f"Before: commit {base['commit']}, {base['mode']} mode, run {base['date']} "
         f"(load average at start {(base.get('loadavg_at_start') or [0])[0]:.2f}). "
         f"After: commit {results.get('commit', 'unknown')}, this run. Same machine, same "
-        "harness settings; the machine's noise applies to both (see the noise row).",
+        "harness settings. The machine is shared, so each run has its own noise (noise "
+        "row); DBOS did not change between the runs, so the rows against DBOS in the same "
+        "run are the fairer before/after.",
         "",
     ]
+    if base.get("note"):
+        lines += [f"Baseline note: {base['note']}", ""]
+    dbos_before = (base.get("dbos") or {}).get("scenarios", {})
+    dbos_now = results["engines"].get("dbos", {}).get("scenarios", {})
     for name, after in now.items():
         prev = before.get(name)
         if prev is None:
@@ -197,6 +211,15 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
             get = _getter(row)
             va, vb = get(a), get(b)
             lines.append(f"| {_label(row)} | {_fmt(vb)} | {_fmt(va)} | {_ratio(va, vb)} |")
+        db, da = dbos_before.get(name), dbos_now.get(name)
+        if db and da:
+            for row in ("throughput", "latency p50", "latency p99"):
+                get = _getter(row)
+                rb, ra = _quotient(get(b), get(db)), _quotient(get(a), get(da))
+                lines.append(
+                    f"| {_label(row)}: ours ÷ DBOS in the same run | {_fmt(rb)} | {_fmt(ra)} "
+                    f"| {_ratio(ra, rb)} |"
+                )
         lines.append("")
     return lines
 

@@ -1,5 +1,6 @@
-"""Unwinding a saga: which compensations run, in which order, with which retry policy,
-and what happens when one keeps failing.
+"""Unwinding a saga: which compensations run, in which order, with which retry policy.
+
+Also what happens when a compensation keeps failing.
 
 This package imports nothing else of the project.
 """

@@ -65,6 +65,7 @@ class RetryPolicy:
 
     @property
     def non_retryable_names(self) -> frozenset[str]:
+        """Names of the error types that are never retried."""
         return frozenset(_error_name(e) for e in self.non_retryable_errors)
 
     def can_retry(self, *, attempt: int, error_type: str, retryable: bool) -> bool:

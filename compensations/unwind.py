@@ -58,6 +58,7 @@ class Unwind:
 
     @property
     def done(self) -> bool:
+        """True when no compensation is left to run."""
         return self.current is None
 
     def advance(self) -> Unwind:

@@ -165,6 +165,7 @@ class Coordinator:
                 delay = min(delay * 2, 5.0)
 
     async def handle_inbox(self, key: bytes | None, value: bytes, message: Any) -> None:
+        """Apply one inbox record: decode, transition, send what it emits, store it."""
         try:
             msg = parse_inbox(value)
         except ValidationError as exc:
@@ -330,6 +331,7 @@ class Coordinator:
     async def dead_letter(
         self, message: Any, reason: str, exc: BaseException | None, agent: str
     ) -> None:
+        """Send a message this agent cannot use to the dead-letter topic, with why."""
         letter = DeadLetter(
             source_topic=getattr(message, "topic", "?"),
             partition=getattr(message, "partition", None),

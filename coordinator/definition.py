@@ -124,6 +124,7 @@ class Http:
     transport_retry: RetryPolicy = TRANSPORT_RETRY
 
     def placeholders(self) -> list[str]:
+        """The ``{field}`` names in the path template."""
         return [f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None]
 
 
@@ -175,6 +176,7 @@ class Step:
     on_uncertain: Literal["compensate", "park"] = field(default="compensate", kw_only=True)
 
     def output_model(self) -> type[BaseModel] | None:
+        """The action's output model: ``output=``, http()'s, or the return annotation."""
         if self.output is not None:
             return self.output
         if isinstance(self.action, Http):
@@ -213,12 +215,15 @@ class Saga(Generic[InputT]):
 
     @property
     def label(self) -> str:
+        """``saga 'name' vN``, for messages."""
         return f"saga {self.name!r} v{self.version}"
 
     def index(self, step: str) -> int:
+        """The position of ``step`` in the saga."""
         return self._index[step]
 
     def output_models(self) -> Mapping[str, type[BaseModel] | None]:
+        """Each step's output model (None: it has none), resolved once."""
         return self._outputs
 
 

@@ -107,64 +107,94 @@ class _EventBase(BaseModel):
 
 
 class SagaStarted(_EventBase):
+    """A new saga was accepted (data: the saga input)."""
+
     type: Literal["saga_started"] = "saga_started"
 
 
 class StepStarted(_EventBase):
+    """A step request (attempt N) was sent to its service."""
+
     type: Literal["step_started"] = "step_started"
 
 
 class StepSucceeded(_EventBase):
+    """The step's action returned (data: its output)."""
+
     type: Literal["step_succeeded"] = "step_succeeded"
 
 
 class StepFailed(_EventBase):
+    """An attempt failed; ``retrying`` says whether another follows."""
+
     type: Literal["step_failed"] = "step_failed"
     retrying: bool = False
 
 
 class StepLateSuccess(_EventBase):
+    """A success arrived for an attempt no longer awaited."""
+
     type: Literal["step_late_success"] = "step_late_success"
 
 
 class SagaParked(_EventBase):
+    """Resting: a step's outcome is uncertain and it chose to park."""
+
     type: Literal["saga_parked"] = "saga_parked"
 
 
 class StepResolved(_EventBase):
+    """An operator resolved a parked step (data.resolution)."""
+
     type: Literal["step_resolved"] = "step_resolved"
 
 
 class SagaCompensating(_EventBase):
+    """Unwinding began (data.reason, data.plan)."""
+
     type: Literal["saga_compensating"] = "saga_compensating"
 
 
 class CompensationStarted(_EventBase):
+    """A compensation request (attempt N) was sent."""
+
     type: Literal["compensation_started"] = "compensation_started"
 
 
 class CompensationSucceeded(_EventBase):
+    """A compensation finished."""
+
     type: Literal["compensation_succeeded"] = "compensation_succeeded"
 
 
 class CompensationFailed(_EventBase):
+    """A compensation attempt failed; ``retrying`` says whether another follows."""
+
     type: Literal["compensation_failed"] = "compensation_failed"
     retrying: bool = False
 
 
 class SagaCompleted(_EventBase):
+    """Terminal: every step succeeded."""
+
     type: Literal["saga_completed"] = "saga_completed"
 
 
 class SagaCompensated(_EventBase):
+    """Terminal: a step failed and every step that happened was compensated."""
+
     type: Literal["saga_compensated"] = "saga_compensated"
 
 
 class SagaCancelled(_EventBase):
+    """Terminal: cancelled by an operator and compensated."""
+
     type: Literal["saga_cancelled"] = "saga_cancelled"
 
 
 class SagaCompensationFailed(_EventBase):
+    """Resting: a compensation exhausted its retries; an operator may retry."""
+
     type: Literal["saga_compensation_failed"] = "saga_compensation_failed"
 
 
@@ -214,10 +244,13 @@ class DeadLetter(BaseModel):
 
     @staticmethod
     def encode_value(value: bytes | None) -> str:
+        """The original record's bytes as base64 text."""
         return base64.b64encode(value or b"").decode()
 
     def value(self) -> bytes:
+        """The original record's bytes."""
         return base64.b64decode(self.value_b64)
 
     def to_json(self) -> bytes:
+        """The dead letter as JSON bytes."""
         return self.model_dump_json().encode()

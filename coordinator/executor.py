@@ -33,6 +33,7 @@ from coordinator.transport import AiohttpTransport
 
 
 def utcnow() -> datetime:
+    """The current time, timezone-aware (UTC)."""
     return datetime.now(UTC)
 
 
@@ -78,11 +79,13 @@ class StepExecutor:
 
     @property
     def client(self) -> httpx.AsyncClient:
+        """The httpx client of HTTP steps (created on first use)."""
         if self._client is None:
             self._client = httpx.AsyncClient(transport=AiohttpTransport())
         return self._client
 
     async def aclose(self) -> None:
+        """Close the HTTP client if this executor created it."""
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -142,6 +145,7 @@ class StepExecutor:
         return self._output(saga, step, request, reply)
 
     def context(self, saga: Saga[Any], step: Step, request: StepRequest) -> StepContext[Any]:
+        """What the action of ``request`` sees: typed input, earlier outputs, its key."""
         models = saga.output_models()
         outputs: dict[str, BaseModel | None] = {}
         for name, data in request.outputs.items():

@@ -69,7 +69,10 @@ from coordinator.state import TERMINAL, Pending, SagaState, StepState
 
 
 class Definitions(Protocol):
-    def get(self, name: str, version: int | None = None) -> Saga[Any]: ...
+    """Where the machine finds definitions (a SagaRegistry, or a test's stand-in)."""
+
+    def get(self, name: str, version: int | None = None) -> Saga[Any]:
+        """The definition of ``name`` at ``version`` (the latest when None)."""
 
 
 class _Rejected(Exception):
@@ -116,12 +119,16 @@ def transition(
     """Apply one inbox message to one saga's state (pure).
 
     Args:
+        registry: the definitions; the saga runs on the version it started with.
+        state: the saga's record, None if it has none yet.
+        message: the inbox message to apply.
         now: the transition's time (tz-aware): the broker's timestamp of the record.
         message_id: the record's identity (``partition:offset``): a redelivered record
             whose effects are already stored re-sends the stored outbox.
         copy: with False the given state object is updated in place (and returned), for
             callers that decoded it for this message alone.
         retention: how long finished sagas are kept (default: forever).
+        reply_to: the topic step requests name for their results (the inbox).
     """
     if now.tzinfo is None:
         raise ValueError("transition(now=...) needs a timezone-aware datetime")

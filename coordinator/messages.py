@@ -42,6 +42,8 @@ class _Msg(BaseModel):
 
 
 class StartSaga(_Msg):
+    """A client starts a saga (idempotent on ``saga_id``)."""
+
     kind: Literal["start"] = "start"
     saga_type: str
     saga_version: int | None = None
@@ -50,6 +52,8 @@ class StartSaga(_Msg):
 
 
 class StepResult(_Msg):
+    """An executor's (or remote participant's) answer to one StepRequest."""
+
     kind: Literal["result"] = "result"
     step: str
     phase: Phase
@@ -60,15 +64,21 @@ class StepResult(_Msg):
 
 
 class TimerFired(_Msg):
+    """A worker's timer saw the saga's deadline pass."""
+
     kind: Literal["timer"] = "timer"
 
 
 class CancelSaga(_Msg):
+    """An operator cancels a saga: what happened is compensated."""
+
     kind: Literal["cancel"] = "cancel"
     reason: str = "cancelled by operator"
 
 
 class RetryCompensation(_Msg):
+    """An operator resumes a ``compensation_failed`` saga at its cursor."""
+
     kind: Literal["retry_compensation"] = "retry_compensation"
 
 
@@ -121,6 +131,7 @@ class StepRequest(BaseModel):
     reply_to: str = ""
 
     def to_json(self) -> bytes:
+        """The request as JSON bytes, as sent on the step topic."""
         return self.model_dump_json().encode()
 
     def result(
@@ -130,6 +141,7 @@ class StepRequest(BaseModel):
         output: dict[str, Any] | None = None,
         error: ErrorInfo | None = None,
     ) -> StepResult:
+        """The StepResult answering this attempt (ok when ``error`` is None)."""
         return StepResult(
             saga_id=self.saga_id,
             at=at,

@@ -51,6 +51,11 @@ class SagaView(BaseModel):
     seq: int
     started_at: datetime
     updated_at: datetime
+    #: when it reached a terminal status; when its record shrinks or is deleted (retention)
+    finished_at: datetime | None = None
+    expires_at: datetime | None = None
+    #: True once only the outcome is kept (the steps were dropped after the retention)
+    compact: bool = False
     steps: list[StepView]
 
     @property
@@ -83,6 +88,9 @@ class SagaView(BaseModel):
             seq=state.seq,
             started_at=state.started_at,
             updated_at=state.updated_at,
+            finished_at=state.finished_at,
+            expires_at=state.expires_at,
+            compact=state.compact,
             steps=[
                 StepView(
                     name=s.name,
@@ -118,6 +126,11 @@ def format_view(view: SagaView) -> str:
         lines.append(f"  cancel requested: {view.cancel_requested}")
     if view.error:
         lines.append(f"  error: {view.error.type}: {view.error.message}")
+    if view.compact:
+        lines.append(
+            "  (finished long ago: only its outcome is kept, to refuse a second start"
+            + (f"; deleted at {view.expires_at:%Y-%m-%d %H:%M:%S}Z)" if view.expires_at else ")")
+        )
     for step in view.steps:
         comp = (
             f", compensation attempts {step.compensation_attempts}"

@@ -19,6 +19,7 @@ class SagaRegistry:
             self.register(saga)
 
     def register(self, saga: Saga[Any]) -> Saga[Any]:
+        """Add a definition; re-registering the same object is a no-op."""
         if not isinstance(saga, Saga):
             raise DefinitionError(f"cannot register {saga!r}: it is not a coordinator.Saga")
         key = (saga.name, saga.version)
@@ -32,6 +33,7 @@ class SagaRegistry:
         return saga
 
     def get(self, name: str, version: int | None = None) -> Saga[Any]:
+        """The definition of ``name`` at ``version`` (the latest when None)."""
         if version is None:
             versions = [v for (n, v) in self._sagas if n == name]
             if versions:
@@ -52,6 +54,7 @@ class SagaRegistry:
         return len(self._sagas)
 
     def services(self) -> dict[str, Service]:
+        """Every participant of the registered sagas, by name (each declared once)."""
         found: dict[str, Service] = {}
         for saga in self:
             for step in saga.steps:

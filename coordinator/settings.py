@@ -22,6 +22,7 @@ class Topics:
         self.deadletters = f"{prefix}.deadletters"
 
     def step(self, service: str) -> str:
+        """The step-request topic of ``service``."""
         return f"{self.prefix}.step.{service}"
 
 
@@ -84,4 +85,5 @@ class CoordinatorSettings(BaseSettings):
 
     @property
     def topics(self) -> Topics:
+        """The topic names of this deployment's prefix."""
         return Topics(self.topic_prefix)

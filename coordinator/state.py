@@ -36,6 +36,8 @@ RESTING: frozenset[str] = TERMINAL | {"compensation_failed", "parked"}
 
 
 class StepState(BaseModel):
+    """One step of a saga record: status, attempts, output, last error."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -67,6 +69,8 @@ class Pending(BaseModel):
 
 
 class SagaState(BaseModel):
+    """One saga's record in the changelog-backed table (application state)."""
+
     model_config = ConfigDict(extra="forbid")
 
     saga_id: str
@@ -98,6 +102,7 @@ class SagaState(BaseModel):
 
     @property
     def resting(self) -> bool:
+        """Doing nothing until an operator acts, or ever."""
         return self.status in RESTING
 
     def wake_at(self) -> datetime | None:

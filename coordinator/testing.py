@@ -72,6 +72,7 @@ class SagaRun:
 
     @property
     def status(self) -> str | None:
+        """The saga's status at the end of the run (None: never started)."""
         return self.state.status if self.state else None
 
     @property
@@ -86,6 +87,7 @@ class SagaRun:
 
     @property
     def event_types(self) -> list[str]:
+        """The lifecycle event types the run emitted, in order."""
         return [e.type for e in self.events]
 
 
@@ -185,6 +187,7 @@ class SagaTestKit:
         return run
 
     async def aclose(self) -> None:
+        """Close the executor's HTTP client."""
         await self.executor.aclose()
 
     async def _drive(

@@ -32,6 +32,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send one request through the aiohttp session."""
         timeouts = request.extensions.get("timeout", {})
         timeout = aiohttp.ClientTimeout(
             total=None,
@@ -67,6 +68,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.TransportError(f"{request.method} {request.url}: {exc}") from exc
 
     async def aclose(self) -> None:
+        """Close the aiohttp session."""
         if self._session is not None:
             await self._session.close()
             self._session = None

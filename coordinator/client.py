@@ -363,6 +363,7 @@ class SagaClient:
         ) as keys:
             await self._send(saga_id, payload, wait=True)
             next_lookup = loop.time() + 0.3
+            web_down = False
             while loop.time() < deadline:
                 for record in await keys.poll(0.2):
                     if record.topic == topics.lifecycle and _event_type(record.value) == event:
@@ -374,15 +375,25 @@ class SagaClient:
                                 raise SagaRejected(saga_id, letter.reason)
                 if loop.time() >= next_lookup:
                     next_lookup = loop.time() + 0.5
-                    with contextlib.suppress(CoordinatorUnavailable):
+                    try:
                         view = await self.find(saga_id)
-                        if view is not None and exists(view):
-                            return view
+                    except CoordinatorUnavailable:
+                        web_down = True
+                        continue
+                    web_down = False
+                    if view is not None and exists(view):
+                        return view
+        web = (
+            f"; no worker's web endpoint answered at {self.web_url} either (an existing saga "
+            "is recognized there: check SAGA_WEB_HOST/SAGA_WEB_PORT or --url)"
+            if web_down
+            else ""
+        )
         raise CoordinatorUnavailable(
             f"saga {saga_id!r}: no coordinator answered the {what} within "
             f"{timeout.total_seconds():g}s (the command is on {topics.inbox!r} and runs when "
             "a worker consumes it): is a worker running with this saga type in "
-            "SAGA_DEFINITIONS, and the same SAGA_TOPIC_PREFIX?"
+            "SAGA_DEFINITIONS, and the same SAGA_TOPIC_PREFIX?" + web
         )
 
     async def _poll(

@@ -133,6 +133,9 @@ def test_start_without_a_worker_times_out(deployment: Deployment, tmp_path: Path
     line = error_line(out)
     assert "no coordinator answered the start within 2s" in line
     assert "is a worker running with this saga type in SAGA_DEFINITIONS" in line
+    assert (
+        f"no worker's web endpoint answered at http://127.0.0.1:{idle.env['SAGA_WEB_PORT']}" in line
+    )
 
 
 def test_status_of_an_unknown_saga(deployment: Deployment) -> None:

@@ -115,6 +115,18 @@ def _settings_help() -> str:
     return "\n".join(lines)
 
 
+#: our level names (and the usual aliases) -> faust's
+_LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+    "crit": "crit",
+    "critical": "crit",
+}
+
+
 def worker(args: argparse.Namespace) -> int:
     """Run a coordinator worker in this process (until SIGTERM/SIGINT)."""
     from coordinator.app import create_app
@@ -133,7 +145,7 @@ def worker(args: argparse.Namespace) -> int:
     # CPU) because mode leaves the root logger at DEBUG and filters in the handler.
     for name in ("faust.topics", "aiokafka"):
         logging.getLogger(name).setLevel(logging.INFO)
-    faust_args = ["worker", "-l", args.loglevel]
+    faust_args = ["worker", "-l", _LOG_LEVELS[args.loglevel]]
     if not settings.web_enabled:
         faust_args.append("--without-web")  # faust's CLI default would re-enable it
     sys.argv = ["coordinator", *faust_args]
@@ -329,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-l",
         "--loglevel",
         default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (default: info)",
+        choices=sorted(_LOG_LEVELS),
+        metavar="LEVEL",
+        help="debug, info, warn, error or crit (default: info)",
     )
 
     def confirmable(p: argparse.ArgumentParser, what: str) -> None:

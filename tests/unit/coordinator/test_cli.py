@@ -160,3 +160,13 @@ def test_worker_help_shows_our_options_and_defaults(tmp_path: Path) -> None:
     assert "SAGA_DEFINITIONS" in out.stdout and "SAGA_PARTITIONS" in out.stdout
     assert "[8]" in out.stdout  # the partition default
     assert "--web-transport" not in out.stdout  # none of faust's worker options
+
+
+def test_worker_log_levels_of_faust_and_python_are_accepted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # reaches the definitions check, so the level itself was accepted
+    for level in ("warn", "warning", "crit", "debug"):
+        line = fails(capsys, ["worker", "-l", level], Exit.USAGE)
+        assert line.startswith("error: no saga definitions"), level
+    assert "invalid choice: 'loud'" in fails(capsys, ["worker", "-l", "loud"], Exit.USAGE)

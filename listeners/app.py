@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -25,21 +25,25 @@ from faust.types import EventT
 from faust.web import Request, Response, View
 
 from coordinator.events import DeadLetter
-from listeners.builtin import default_listeners
 from listeners.db import SqlCounter, create_db_engine, session_factory
+from listeners.declarative import Listener
 from listeners.decoding import RawRecord
-from listeners.errors import InvalidQueryError, OrderNotFoundError
-from listeners.framework import Listener
-from listeners.orders.queries import get_order, list_orders
-from listeners.processor import BatchProcessor
+from listeners.errors import EntityNotFoundError, InvalidQueryError, ListenerConfigError
+from listeners.processor import BatchProcessor, Target
+from listeners.queries import get_entity, list_entities
+from listeners.registry import load_listeners
 from listeners.settings import ListenerSettings
 
-__all__ = ["READY_LINE", "ListenerApp", "create_app"]
+__all__ = ["LIFECYCLE_TOPIC_CONFIG", "READY_LINE", "ListenerApp", "create_app"]
 
 log = logging.getLogger(__name__)
 
 #: Printed once the worker's agent is running (tests and scripts wait for it).
 READY_LINE = "LISTENER-READY"
+#: Config of the lifecycle topic when a listener worker is the first to create it:
+#: kept forever, so a listener can always be rebuilt by replaying it from offset 0.
+LIFECYCLE_TOPIC_CONFIG = {"retention.ms": "-1"}
+_RESERVED = frozenset({"listeners"})
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,10 @@ class ListenerApp:
         app: The Faust app (``app.main()`` runs the worker CLI).
         agent: The agent consuming the lifecycle topic.
         processor: Applies batches; ``processor.stats`` has running totals.
-        engine: Engine of the listener database.
+        engine: Engine of the (first) listener database.
         settings: The settings it was built from.
+        listeners: The listeners it runs.
+        engines: Engine of each listener database, by URL.
     """
 
     app: faust.App
@@ -59,6 +65,13 @@ class ListenerApp:
     processor: BatchProcessor
     engine: sa.Engine
     settings: ListenerSettings
+    listeners: list[Listener[Any]] = field(default_factory=list)
+    engines: dict[str, sa.Engine] = field(default_factory=dict)
+
+    def dispose(self) -> None:
+        """Close every database engine."""
+        for engine in self.engines.values():
+            engine.dispose()
 
 
 def raw_record(event: EventT) -> RawRecord:
@@ -82,11 +95,17 @@ def create_app(
 
     Args:
         settings: Defaults to ``ListenerSettings()`` (the environment).
-        listeners: Listeners sharing the settings' database; defaults to
-            :func:`default_listeners`.
+        listeners: Listeners to run; defaults to ``settings.listeners``. Each writes to
+            ``settings.database_url_of(name)``; listeners sharing a database share its
+            transaction per batch.
     """
     settings = settings or ListenerSettings()
-    listeners = list(listeners) if listeners is not None else default_listeners(settings)
+    listeners = list(listeners) if listeners is not None else load_listeners([], settings)
+    for listener in listeners:
+        if listener.name in _RESERVED:
+            raise ListenerConfigError(
+                f"listener name {listener.name!r} is reserved (GET /listeners/stats); rename it"
+            )
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -107,7 +126,7 @@ def create_app(
         "partitions": settings.partitions,
         "internal": True,
     }
-    lifecycle = app.topic(settings.lifecycle_topic, **topic_options)
+    lifecycle = app.topic(settings.lifecycle_topic, config=LIFECYCLE_TOPIC_CONFIG, **topic_options)
     deadletters = app.topic(settings.deadletter_topic, **topic_options)
 
     async def send_dead_letter(letter: DeadLetter) -> None:
@@ -115,14 +134,20 @@ def create_app(
         delivery = await deadletters.send(key=key, value=letter.to_json())
         await delivery  # the dead letter is on the broker before the batch is acked
 
-    engine = create_db_engine(settings.database_url)
-    sql = SqlCounter(engine)
+    engines: dict[str, sa.Engine] = {}
+    grouped: dict[str, list[Listener[Any]]] = {}
+    for listener in listeners:
+        url = settings.database_url_of(listener.name)
+        grouped.setdefault(url, []).append(listener)
+        if url not in engines:
+            engines[url] = create_db_engine(url)
+    counters = [SqlCounter(engine) for engine in engines.values()]
     processor = BatchProcessor(
-        listeners=listeners,
-        sessions=session_factory(engine),
+        targets=[Target(session_factory(engines[url]), group) for url, group in grouped.items()],
         dead_letters=send_dead_letter,
         agent=f"{settings.app_id}.apply",
         max_delay=settings.retry_max_delay,
+        max_event_bytes=settings.max_event_bytes,
     )
     batch_size, within = settings.batch_size, settings.batch_window.total_seconds()
 
@@ -138,46 +163,57 @@ def create_app(
     @app.task
     async def announce() -> None:
         await deadletters.maybe_declare()
-        log.info("listening to %s with %d listener(s)", settings.lifecycle_topic, len(listeners))
+        names = ", ".join(listener.name for listener in listeners)
+        log.info("listening to %s with listener(s) %s", settings.lifecycle_topic, names)
         print(READY_LINE, flush=True)
 
-    _add_pages(app, processor, sql)
-    return ListenerApp(app, agent, processor, engine, settings)
+    for listener in listeners:
+        _add_pages(app, listener, processor)
+
+    @app.page("/listeners/stats")
+    async def stats(web: View, request: Request) -> Response:
+        """Running totals of the batch processor and SQL sent (all databases)."""
+        sql = {"sql_statements": 0, "sql_commits": 0}
+        for counter in counters:
+            for name, value in counter.as_dict().items():
+                sql[name] += value
+        return web.json({**processor.stats.as_dict(), **sql})
+
+    first = next(iter(engines.values())) if engines else create_db_engine("sqlite://")
+    return ListenerApp(app, agent, processor, first, settings, listeners, engines)
 
 
-def _add_pages(app: faust.App, processor: BatchProcessor, sql: SqlCounter) -> None:
-    sessions = processor.sessions
+def _add_pages(app: faust.App, listener: Listener[Any], processor: BatchProcessor) -> None:
+    """``GET /{name}/{key}`` (one entity) and ``GET /{name}?attr=value&limit=N`` (a list)."""
+    sessions = processor.sessions_of(listener)
+    name = listener.name
 
-    @app.page("/orders/{order_id}")
-    async def order(web: View, request: Request, order_id: str) -> Response:
-        """One order: status, the service it is with, its timeline."""
-
+    async def one(web: View, request: Request, key: str) -> Response:
         def query() -> dict[str, Any]:
             with sessions() as session:
-                return get_order(session, order_id).model_dump(mode="json")
+                return get_entity(session, listener, key).model_dump(mode="json")
 
         try:
             return web.json(await asyncio.to_thread(query))
-        except OrderNotFoundError as exc:
+        except EntityNotFoundError as exc:
             return web.json({"error": str(exc)}, status=404)
 
-    @app.page("/orders")
-    async def orders(web: View, request: Request) -> Response:
-        """Orders by status: ``GET /orders?status=paid&limit=50``."""
-        status = request.query.get("status", "")
+    async def many(web: View, request: Request) -> Response:
+        filters = {k: v for k, v in request.query.items() if k != "limit"}
         try:
             limit = int(request.query.get("limit", "100"))
 
             def query() -> list[dict[str, Any]]:
                 with sessions() as session:
-                    found = list_orders(session, status, limit=limit)
+                    found = list_entities(session, listener, filters, limit=limit)
                     return [item.model_dump(mode="json") for item in found]
 
-            return web.json({"status": status, "orders": await asyncio.to_thread(query)})
+            found = await asyncio.to_thread(query)
         except (InvalidQueryError, ValueError) as exc:
             return web.json({"error": str(exc)}, status=400)
+        return web.json({"listener": name, **filters, name: found})
 
-    @app.page("/listeners/stats")
-    async def stats(web: View, request: Request) -> Response:
-        """Running totals of the batch processor."""
-        return web.json({**processor.stats.as_dict(), **sql.as_dict()})
+    one.__doc__ = f"One {name} entity: its newest saga, timeline and history."
+    many.__doc__ = f"{name} entities filtered by attribute: ?status=...&limit=N."
+    app.page(f"/{name}/{{key}}", name=f"{name}-one")(one)
+    app.page(f"/{name}", name=f"{name}-list")(many)

@@ -1,15 +1,20 @@
-"""``python -m listeners``: run the worker, migrate, query orders, replay.
+"""``python -m listeners``: run workers, migrate, query and replay any listener.
 
-Commands::
+Commands (LISTENER is ``module:attribute`` or a built-in name such as ``orders``; with
+none given, ``LISTENER_LISTENERS`` applies, by default the order listener)::
 
-    python -m listeners worker [faust worker options, e.g. -l info]
-    python -m listeners migrate [--database-url URL]
-    python -m listeners order-status ORDER_ID [--database-url URL] [--json]
-    python -m listeners orders --status STATUS [--limit N] [--database-url URL]
-    python -m listeners replay [--database-url URL]
+    python -m listeners worker [LISTENER ...] [-l LEVEL] [-- faust worker options]
+    python -m listeners migrate [LISTENER ...] [--database-url URL]
+    python -m listeners revision LISTENER -m MESSAGE [--database-url URL] [--empty]
+    python -m listeners get LISTENER KEY [--json] [--database-url URL]
+    python -m listeners list LISTENER [--where ATTR=VALUE ...] [--limit N]
+    python -m listeners replay [LISTENER ...] [--into URL] [--no-swap] [--force]
+    python -m listeners order-status ORDER_ID      (= get orders ORDER_ID)
+    python -m listeners orders --status STATUS     (= list orders --where status=STATUS)
 
-Settings come from ``LISTENER_*`` variables (see ``ListenerSettings``);
-``--database-url`` overrides ``LISTENER_DATABASE_URL`` for one command.
+Settings come from ``LISTENER_*`` variables (see ``ListenerSettings``); ``--database-url``
+overrides the listeners' database for one command. No command touches a database or
+the broker before its arguments are valid, and ``--help`` never does.
 """
 
 from __future__ import annotations
@@ -20,15 +25,18 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
 
 from listeners.db import create_db_engine, session_factory
+from listeners.declarative import Listener
 from listeners.errors import ListenerError
-from listeners.migrations import require_head, upgrade
-from listeners.orders.queries import OrderView, get_order, list_orders
+from listeners.migrations import require_head, revision, upgrade
+from listeners.queries import EntityView, get_entity, list_entities
+from listeners.registry import load_listener, load_listeners
 from listeners.replay import replay
 from listeners.settings import ListenerSettings
 
@@ -38,81 +46,192 @@ log = logging.getLogger("listeners")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m listeners", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m listeners",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("worker", help="run the listener Faust worker (faust options follow)")
-    for name, text in (
-        ("migrate", "upgrade the listener database to the newest schema"),
-        ("replay", "rebuild the listener database from the start of the lifecycle topic"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("--database-url", help="instead of LISTENER_DATABASE_URL")
-    status = commands.add_parser("order-status", help="an order's status, service, timeline")
-    status.add_argument("order_id")
-    status.add_argument("--database-url", help="instead of LISTENER_DATABASE_URL")
-    status.add_argument("--json", action="store_true", help="print JSON")
-    listing = commands.add_parser("orders", help="orders in a status, newest first")
-    listing.add_argument("--status", required=True)
+    named: dict[str, Any] = {
+        "nargs": "*",
+        "metavar": "LISTENER",
+        "help": "module:attribute or built-in name",
+    }
+    url: dict[str, Any] = {"help": "database instead of LISTENER_DATABASE_URL(S)"}
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a listener worker",
+        epilog="Options after -- go to `faust worker` (e.g. -- --without-web).",
+    )
+    worker.add_argument("listeners", **named)
+    worker.add_argument("-l", "--loglevel", default="warn", help="faust log level")
+
+    migrate = commands.add_parser("migrate", help="upgrade listener tables to head")
+    migrate.add_argument("listeners", **named)
+    migrate.add_argument("--database-url", **url)
+
+    new = commands.add_parser("revision", help="write a listener migration from its model")
+    new.add_argument("listener", metavar="LISTENER")
+    new.add_argument("-m", "--message", required=True)
+    new.add_argument("--empty", action="store_true", help="do not autogenerate")
+    new.add_argument("--database-url", **url)
+
+    get = commands.add_parser("get", help="one entity: newest saga, timeline, history")
+    get.add_argument("listener", metavar="LISTENER")
+    get.add_argument("key")
+    get.add_argument("--json", action="store_true", help="print JSON")
+    get.add_argument("--database-url", **url)
+
+    listing = commands.add_parser("list", help="entities, most recently updated first")
+    listing.add_argument("listener", metavar="LISTENER")
+    listing.add_argument("--where", action="append", default=[], metavar="ATTR=VALUE")
     listing.add_argument("--limit", type=int, default=20)
-    listing.add_argument("--database-url", help="instead of LISTENER_DATABASE_URL")
+    listing.add_argument("--database-url", **url)
+
+    rebuild = commands.add_parser(
+        "replay", help="rebuild listener tables from the lifecycle topic into a fresh database"
+    )
+    rebuild.add_argument("listeners", **named)
+    rebuild.add_argument("--database-url", help="the live database (default: settings)")
+    rebuild.add_argument("--into", help="fresh database to build (default: derived, new)")
+    rebuild.add_argument("--no-swap", action="store_true", help="build only; do not swap")
+    rebuild.add_argument("--force", action="store_true", help="even if the topic lost events")
+
+    status = commands.add_parser("order-status", help="= get orders ORDER_ID")
+    status.add_argument("key", metavar="ORDER_ID")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--database-url", **url)
+    orders = commands.add_parser("orders", help="= list orders --where status=STATUS")
+    orders.add_argument("--status", required=True)
+    orders.add_argument("--limit", type=int, default=20)
+    orders.add_argument("--database-url", **url)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    faust_args: list[str] = []
+    if argv[:1] == ["worker"] and "--" in argv:
+        cut = argv.index("--")
+        argv, faust_args = argv[:cut], argv[cut + 1 :]
+    args = _parser().parse_args(argv)  # --help and usage errors exit here, untouched
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = ListenerSettings()
     except ValidationError as exc:
         print(f"error: invalid LISTENER_* settings: {exc}", file=sys.stderr)
         return 1
-    if argv[:1] == ["worker"]:
-        return _worker(settings, argv)
-    args = _parser().parse_args(argv)
-    url = getattr(args, "database_url", None) or settings.database_url
     try:
-        if args.command == "migrate":
-            upgrade(url)
-            print(f"listener database {_shown(url)} is at head")
-        elif args.command == "order-status":
-            _order_status(url, args.order_id, as_json=args.json)
-        elif args.command == "orders":
-            _orders(url, args.status, args.limit)
-        elif args.command == "replay":
-            report = asyncio.run(replay(settings, database_url=url))
-            print(
-                f"replayed {report.records} records up to offsets {report.end_offsets}: "
-                f"applied {report.applied}, stale {report.stale}, ignored {report.ignored}, "
-                f"dead letters {len(report.dead_letters)}"
-            )
+        if args.command == "worker":
+            return _worker(settings, args, faust_args)
+        _run(settings, args)
     except ListenerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0]
+        print(
+            f"error: listener database failed: {first}; check the database URL and that the "
+            "database server runs",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
-def _worker(settings: ListenerSettings, argv: list[str]) -> int:
+def _url(settings: ListenerSettings, args: argparse.Namespace, listener: Listener[Any]) -> str:
+    return getattr(args, "database_url", None) or settings.database_url_of(listener.name)
+
+
+def _run(settings: ListenerSettings, args: argparse.Namespace) -> None:
+    command = args.command
+    if command == "order-status":
+        command, args.listener = "get", "orders"
+    elif command == "orders":
+        command, args.listener, args.where = "list", "orders", [f"status={args.status}"]
+    if command == "migrate":
+        for listener in load_listeners(args.listeners, settings):
+            url = _url(settings, args, listener)
+            upgrade(url, [listener])
+            print(f"listener {listener.name!r}: database {_shown(url)} is at head")
+    elif command == "revision":
+        listener = load_listener(args.listener, settings)
+        path = revision(
+            listener, _url(settings, args, listener), args.message, autogenerate=not args.empty
+        )
+        print(f"listener {listener.name!r}: wrote {path}")
+    elif command == "get":
+        listener = load_listener(args.listener, settings)
+        entity = _query(_url(settings, args, listener), lambda s: get_entity(s, listener, args.key))
+        print(entity.model_dump_json(indent=2) if args.json else _render(listener, entity))
+    elif command == "list":
+        listener = load_listener(args.listener, settings)
+        filters = dict(_pair(item) for item in args.where)
+        found = _query(
+            _url(settings, args, listener),
+            lambda s: list_entities(s, listener, filters, limit=args.limit),
+        )
+        print(json.dumps([item.model_dump(mode="json") for item in found], indent=2))
+    elif command == "replay":
+        listeners = load_listeners(args.listeners, settings)
+        report = asyncio.run(
+            replay(
+                settings,
+                listeners=listeners,
+                database_url=args.database_url,
+                into=args.into,
+                swap=not args.no_swap,
+                force=args.force,
+            )
+        )
+        print(report.summary())
+
+
+def _pair(item: str) -> tuple[str, str]:
+    attr, sep, value = item.partition("=")
+    if not sep or not attr:
+        raise ListenerError(f"--where {item!r} is not ATTR=VALUE, e.g. --where status=completed")
+    return attr, value
+
+
+def _query(url: str, run: Any) -> Any:
+    engine = create_db_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            return run(session)
+    finally:
+        engine.dispose()
+
+
+def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: list[str]) -> int:
     from listeners.app import create_app
 
-    engine = create_db_engine(settings.database_url)
     try:
-        # The database may not be up yet: wait for it rather than crash at start.
-        for attempt in Retrying(
-            retry=retry_if_exception_type(OperationalError),
-            wait=wait_exponential(multiplier=0.2, max=settings.retry_max_delay.total_seconds()),
-            stop=stop_never,
-            before_sleep=lambda state: log.warning("waiting for the listener database..."),
-        ):
-            with attempt:
-                require_head(engine)
+        listeners = load_listeners(args.listeners, settings)
     except ListenerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        engine.dispose()
-    built = create_app(settings)
-    sys.argv = [sys.argv[0], *argv]
+    for listener in listeners:
+        engine = create_db_engine(settings.database_url_of(listener.name))
+        try:
+            # The database may not be up yet: wait for it rather than crash at start.
+            for attempt in Retrying(
+                retry=retry_if_exception_type(OperationalError),
+                wait=wait_exponential(multiplier=0.2, max=settings.retry_max_delay.total_seconds()),
+                stop=stop_never,
+                before_sleep=lambda state: log.warning("waiting for the listener database..."),
+            ):
+                with attempt:
+                    require_head(engine, [listener])
+        except ListenerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            engine.dispose()
+    built = create_app(settings, listeners=listeners)
+    sys.argv = [sys.argv[0], "worker", "-l", args.loglevel, *faust_args]
     built.app.main()
     return 0
 
@@ -121,26 +240,17 @@ def _shown(url: str) -> str:
     return create_db_engine(url).url.render_as_string(hide_password=True)
 
 
-def _order_status(url: str, order_id: str, *, as_json: bool) -> None:
-    engine = create_db_engine(url)
-    try:
-        with session_factory(engine)() as session:
-            order = get_order(session, order_id)
-    finally:
-        engine.dispose()
-    print(order.model_dump_json(indent=2) if as_json else _render(order))
-
-
-def _render(order: OrderView) -> str:
+def _render(listener: Listener[Any], entity: EntityView) -> str:
     lines = [
-        f"order {order.order_id} (saga {order.saga_id})",
-        f"  status:   {order.status}",
-        f"  with:     {order.current_service or '-'} ({order.current_step or '-'})",
+        f"{listener.name} {entity.business_key} (saga {entity.saga_id})",
+        f"  status:   {entity.status}",
+        f"  with:     {entity.current_service or '-'} ({entity.current_step or '-'})",
     ]
-    if order.last_error:
-        lines.append(f"  error:    {order.last_error}")
+    if entity.last_error:
+        lines.append(f"  error:    {entity.last_error}")
+    lines.extend(f"  {name}: {value}" for name, value in entity.fields.items())
     lines.append("  timeline:")
-    for entry in order.timeline:
+    for entry in entity.timeline:
         where = " ".join(filter(None, [entry.step, f"@{entry.service}" if entry.service else None]))
         attempt = f" attempt {entry.attempt}" if entry.attempt else ""
         error = f"  [{entry.error}]" if entry.error else ""
@@ -148,14 +258,6 @@ def _render(order: OrderView) -> str:
             f"    {entry.seq:>3} {entry.occurred_at.isoformat()} {entry.type:<24} {where}"
             f"{attempt}{error}"
         )
+    for saga in entity.history:
+        lines.append(f"  earlier saga {saga.saga_id}: {saga.status} ({len(saga.timeline)} events)")
     return "\n".join(lines)
-
-
-def _orders(url: str, status: str, limit: int) -> None:
-    engine = create_db_engine(url)
-    try:
-        with session_factory(engine)() as session:
-            found = list_orders(session, status, limit=limit)
-    finally:
-        engine.dispose()
-    print(json.dumps([order.model_dump(mode="json") for order in found], indent=2))

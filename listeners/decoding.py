@@ -1,4 +1,10 @@
-"""Raw Kafka records to lifecycle events, or to dead letters with the reason."""
+"""Raw Kafka records to lifecycle events, or to dead letters with the reason.
+
+A record larger than ``max_event_bytes`` is a dead letter ("too large"), and a dead
+letter never carries more than :data:`MAX_DEAD_LETTER_VALUE` bytes of the original value:
+a 1 MB record copied whole into a dead letter is itself too large for the broker, and
+the listener would retry sending it forever instead of going on.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,23 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from coordinator.events import DeadLetter, LifecycleEvent, parse_event
+from coordinator.events import DeadLetter
+from listeners.events import Event, parse_any_event
 
-__all__ = ["RawRecord", "dead_letter", "decode_batch", "decode_record"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_DEAD_LETTER_VALUE",
+    "RawRecord",
+    "dead_letter",
+    "decode_batch",
+    "decode_record",
+]
 
 _MAX_REASON = 2000
+#: Most bytes of the original value a dead letter keeps (base64 makes it 4/3 larger).
+MAX_DEAD_LETTER_VALUE = 64 * 1024
+#: Default largest lifecycle record a listener decodes (``LISTENER_MAX_EVENT_BYTES``).
+DEFAULT_MAX_EVENT_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,14 +45,19 @@ class RawRecord:
 
 
 def dead_letter(record: RawRecord, *, reason: str, error_type: str, agent: str) -> DeadLetter:
-    """A dead letter keeping ``record`` byte for byte, with why it could not be used."""
+    """A dead letter keeping ``record`` (its first 64 KiB), with why it could not be used."""
     key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
+    value = record.value or b""
+    if len(value) > MAX_DEAD_LETTER_VALUE:
+        reason = f"{reason} (value truncated to {MAX_DEAD_LETTER_VALUE} of {len(value)} bytes)"
+        value = value[:MAX_DEAD_LETTER_VALUE]
+        key = key[:1000] if key is not None else None
     return DeadLetter(
         source_topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         key=key,
-        value_b64=DeadLetter.encode_value(record.value),
+        value_b64=DeadLetter.encode_value(value),
         reason=reason[:_MAX_REASON],
         error_type=error_type,
         agent=agent,
@@ -42,14 +65,27 @@ def dead_letter(record: RawRecord, *, reason: str, error_type: str, agent: str) 
     )
 
 
-def decode_record(record: RawRecord, *, agent: str) -> LifecycleEvent | DeadLetter:
-    """The lifecycle event in ``record``, or a dead letter saying why there is none."""
+def decode_record(
+    record: RawRecord, *, agent: str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> Event | DeadLetter:
+    """The lifecycle event in ``record``, or a dead letter saying why there is none.
+
+    A well-formed event of a type the installed coordinator does not know is decoded
+    as a :class:`~listeners.events.GenericEvent`, never dead-lettered.
+    """
     if not record.value:
         return dead_letter(
             record, reason="empty message value", error_type="EmptyValue", agent=agent
         )
+    if len(record.value) > max_bytes:
+        reason = (
+            f"record of {len(record.value)} bytes is larger than the listener's limit of "
+            f"{max_bytes} bytes (LISTENER_MAX_EVENT_BYTES); lifecycle events are small, so "
+            "this is not one"
+        )
+        return dead_letter(record, reason=reason, error_type="RecordTooLarge", agent=agent)
     try:
-        event = parse_event(record.value)
+        event = parse_any_event(record.value)
     except ValidationError as exc:
         reason = f"not a valid lifecycle event: {exc}"
         return dead_letter(record, reason=reason, error_type="ValidationError", agent=agent)
@@ -65,13 +101,13 @@ def decode_record(record: RawRecord, *, agent: str) -> LifecycleEvent | DeadLett
 
 
 def decode_batch(
-    records: Iterable[RawRecord], *, agent: str
-) -> tuple[list[tuple[RawRecord, LifecycleEvent]], list[DeadLetter]]:
+    records: Iterable[RawRecord], *, agent: str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> tuple[list[tuple[RawRecord, Event]], list[DeadLetter]]:
     """Decode a batch: ``([(record, event)] in order, dead letters)``."""
-    events: list[tuple[RawRecord, LifecycleEvent]] = []
+    events: list[tuple[RawRecord, Event]] = []
     dead: list[DeadLetter] = []
     for record in records:
-        decoded = decode_record(record, agent=agent)
+        decoded = decode_record(record, agent=agent, max_bytes=max_bytes)
         if isinstance(decoded, DeadLetter):
             dead.append(decoded)
         else:

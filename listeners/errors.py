@@ -6,7 +6,8 @@ Every exception derives from one root, so callers can catch the package as a who
     ├── ListenerConfigError        a listener or its settings are inconsistent
     ├── SchemaNotAtHeadError       the listener database is not migrated to the newest
     │                              revision (run ``python -m listeners migrate``)
-    ├── OrderNotFoundError         a business-state query named an unknown order
+    ├── EntityNotFoundError        a business-state query named an unknown key
+    │   └── OrderNotFoundError     ... of the order-status listener
     ├── InvalidQueryError          a business-state query has a bad argument
     └── ReplayError                the lifecycle topic could not be replayed
 
@@ -17,6 +18,7 @@ holding its partitions, until the database answers again.
 from __future__ import annotations
 
 __all__ = [
+    "EntityNotFoundError",
     "InvalidQueryError",
     "ListenerConfigError",
     "ListenerError",
@@ -38,7 +40,11 @@ class SchemaNotAtHeadError(ListenerError):
     """The listener database is not at the newest Alembic revision."""
 
 
-class OrderNotFoundError(ListenerError, LookupError):
+class EntityNotFoundError(ListenerError, LookupError):
+    """No saga with the requested business key has been written by the listener."""
+
+
+class OrderNotFoundError(EntityNotFoundError):
     """No order with the requested id has been written by the order-status listener."""
 
 

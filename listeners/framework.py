@@ -1,78 +1,25 @@
-"""The listener contract and the idempotent batch apply every listener shares.
+"""The idempotent batch apply every listener shares.
 
-A listener turns lifecycle events into business state in its own database. It says
-which saga types and event types it handles, how to load the state of many sagas at
-once, how one event changes that state (a pure function), and how to write the changed
-states back in bulk. :func:`apply_batch` does the rest: it filters a batch, orders each
-saga's events by ``seq``, drops duplicates and anything not newer than the stored
-``seq``, and calls ``load`` and ``write`` once per batch, whatever its size.
+A listener (:class:`~listeners.declarative.Listener`) says which saga types it handles,
+loads the rows of many sagas at once, changes a row per event (pure, no I/O), and
+writes the changed rows back in bulk. :func:`apply_batch` does the rest: it filters a
+batch, orders each saga's events by ``seq``, drops duplicates and anything not newer
+than the ``seq`` stored *for that saga* (never compared across sagas that share a
+business key), and calls ``load`` and ``write`` once per batch, whatever its size.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from coordinator.events import LifecycleEvent
+from listeners.declarative import Listener
+from listeners.events import Event
 
-__all__ = ["BatchResult", "Listener", "apply_batch", "plan_batch"]
-
-StateT = TypeVar("StateT")
-
-
-class Listener(ABC, Generic[StateT]):
-    """Writes business state of one kind from lifecycle events.
-
-    Subclasses set :attr:`name`, :attr:`saga_types` and optionally :attr:`event_types`,
-    and implement the four methods below. ``apply`` must be pure (no I/O, no clock):
-    replaying the same events must give the same state.
-
-    Attributes:
-        name: Short, unique name, used in logs and dead letters.
-        saga_types: Saga types whose events this listener applies.
-        event_types: Event types it applies; ``None`` means all of them. Skipped types
-            leave gaps in the stored ``seq``, which is fine: only "newer than stored"
-            matters, never "exactly one more".
-    """
-
-    name: str
-    saga_types: frozenset[str]
-    event_types: frozenset[str] | None = None
-
-    def handles(self, event: LifecycleEvent) -> bool:
-        """Whether this listener applies ``event``."""
-        if event.saga_type not in self.saga_types:
-            return False
-        return self.event_types is None or event.type in self.event_types
-
-    @abstractmethod
-    def load(self, session: Session, saga_ids: Collection[str]) -> dict[str, StateT]:
-        """Load the stored state of ``saga_ids`` (one query), keyed by saga id."""
-
-    @abstractmethod
-    def last_seq(self, state: StateT) -> int:
-        """The ``seq`` of the newest event already applied to ``state``."""
-
-    @abstractmethod
-    def apply(self, state: StateT | None, event: LifecycleEvent) -> StateT:
-        """Return the state after ``event`` (``state`` is ``None`` for a new saga)."""
-
-    @abstractmethod
-    def write(
-        self,
-        session: Session,
-        changed: Sequence[StateT],
-        applied: Sequence[LifecycleEvent],
-    ) -> None:
-        """Write changed states and the events that changed them (bulk statements)."""
-
-    @abstractmethod
-    def reset(self, session: Session) -> None:
-        """Delete everything this listener wrote (before a replay from the start)."""
+__all__ = ["BatchResult", "apply_batch", "fold", "plan_batch"]
 
 
 @dataclass(frozen=True)
@@ -98,14 +45,14 @@ class BatchResult:
 
 
 def plan_batch(
-    listener: Listener[StateT], events: Iterable[LifecycleEvent]
-) -> tuple[dict[str, list[LifecycleEvent]], int, int]:
+    listener: Listener[Any], events: Iterable[Event]
+) -> tuple[dict[str, list[Event]], int, int]:
     """Group the handled events of a batch by saga, each saga's events by rising ``seq``.
 
     Returns:
         ``(events by saga id, ignored count, in-batch duplicate count)``.
     """
-    by_saga: dict[str, dict[int, LifecycleEvent]] = {}
+    by_saga: dict[str, dict[int, Event]] = {}
     ignored = duplicates = 0
     for event in events:
         if not listener.handles(event):
@@ -121,17 +68,17 @@ def plan_batch(
 
 
 def fold(
-    listener: Listener[StateT],
-    stored: Mapping[str, StateT],
-    planned: Mapping[str, Sequence[LifecycleEvent]],
-) -> tuple[list[StateT], list[LifecycleEvent], int]:
+    listener: Listener[Any],
+    stored: Mapping[str, Any],
+    planned: Mapping[str, Sequence[Event]],
+) -> tuple[list[Any], list[Event], int]:
     """Apply planned events newer than the stored ``seq``; pure, no I/O.
 
     Returns:
         ``(changed states, applied events, stale count)``.
     """
-    changed: list[StateT] = []
-    applied: list[LifecycleEvent] = []
+    changed: list[Any] = []
+    applied: list[Event] = []
     stale = 0
     for saga_id, saga_events in planned.items():
         state = stored.get(saga_id)
@@ -150,9 +97,7 @@ def fold(
     return changed, applied, stale
 
 
-def apply_batch(
-    session: Session, listener: Listener[StateT], events: Sequence[LifecycleEvent]
-) -> BatchResult:
+def apply_batch(session: Session, listener: Listener[Any], events: Sequence[Event]) -> BatchResult:
     """Apply a batch to ``listener`` inside the caller's transaction.
 
     Issues at most one ``load`` and one ``write`` whatever the batch size, and none at

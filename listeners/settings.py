@@ -41,6 +41,12 @@ class ListenerSettings(BaseSettings):
         batch_window: Longest wait for a batch to fill before it is applied anyway.
         retry_max_delay: Cap of the backoff between retries of a failing database.
         data_dir: Faust's data directory for this worker.
+        listeners: Listeners to run when the command line names none, as
+            ``module:attribute`` (a ``Listener``, or a function taking these settings
+            and returning one) or a built-in name (``orders``).
+        database_urls: Per-listener database, by listener name, instead of
+            ``database_url`` (e.g. ``'{"trips": "postgresql+psycopg://.../trips"}'``).
+        max_event_bytes: Larger lifecycle records are dead-lettered unread.
         order_saga_types: Saga types the order-status listener handles.
         order_status_by_step: Order status reached when a step succeeds.
     """
@@ -64,6 +70,9 @@ class ListenerSettings(BaseSettings):
     batch_window: timedelta = timedelta(milliseconds=200)
     retry_max_delay: timedelta = timedelta(seconds=5)
     data_dir: Path = Path(".listeners-data")
+    listeners: list[str] = Field(default_factory=lambda: ["orders"])
+    database_urls: dict[str, str] = Field(default_factory=dict)
+    max_event_bytes: int = Field(default=512 * 1024, ge=1024)
     order_saga_types: frozenset[str] = frozenset({"order_fulfillment"})
     order_status_by_step: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_ORDER_STATUS_BY_STEP)
@@ -86,6 +95,10 @@ class ListenerSettings(BaseSettings):
         if value <= timedelta(0):
             raise ValueError("must be a positive duration, e.g. 0.2 (seconds)")
         return value
+
+    def database_url_of(self, listener: str) -> str:
+        """The database URL of the listener named ``listener``."""
+        return self.database_urls.get(listener, self.database_url)
 
     @property
     def lifecycle_topic(self) -> str:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from listeners.orders.listener import OrderStatusListener
-from listeners.orders.models import metadata
+from listeners.orders.listener import OrderStatusListener, order_listener
+from listeners.orders.models import Order, OrderEvent, metadata
 from listeners.orders.queries import OrderListing, OrderView, TimelineEntry, get_order, list_orders
-from listeners.orders.status import ORDER_STATUSES, OrderState, StatusRules
+from listeners.orders.status import ORDER_STATUSES, StatusRules
 
 __all__ = [
     "ORDER_STATUSES",
+    "Order",
+    "OrderEvent",
     "OrderListing",
-    "OrderState",
     "OrderStatusListener",
     "OrderView",
     "StatusRules",
@@ -18,4 +19,5 @@ __all__ = [
     "get_order",
     "list_orders",
     "metadata",
+    "order_listener",
 ]

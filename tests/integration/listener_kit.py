@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from coordinator.events import DeadLetter
 from tests.integration.pg_cluster import free_port
 from tests.integration.processes import Process, eventually
 from tests.listener_events import EXPECTED
@@ -19,10 +20,18 @@ PARTITIONS = 4
 
 
 class ListenerWorker:
-    """``python -m listeners worker`` against a topic prefix and a database."""
+    """``python -m listeners worker [LISTENER ...]`` against a topic prefix and a database."""
 
-    def __init__(self, *, bootstrap: str, prefix: str, database_url: str) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        prefix: str,
+        database_url: str,
+        listeners: Sequence[str] = (),
+    ) -> None:
         self.prefix, self.database_url = prefix, database_url
+        self.listeners = list(listeners)
         self.web_port = free_port()
         self._data = tempfile.TemporaryDirectory(prefix="listener-data-")
         self.env = {
@@ -55,7 +64,9 @@ class ListenerWorker:
     def start(self) -> None:
         self.runs += 1
         self.process = Process(
-            ["-m", "listeners", "worker", "-l", "info"], env=self.env, name=f"listener{self.runs}"
+            ["-m", "listeners", "worker", *self.listeners, "-l", "info"],
+            env=self.env,
+            name=f"listener{self.runs}",
         )
         self.process.start()
         self.process.wait_for_output("LISTENER-READY", timeout=90)
@@ -87,7 +98,9 @@ async def produce(
     bootstrap: str, topic: str, events: Iterable[Any], raw: Iterable[bytes] = ()
 ) -> int:
     """Send events (keyed by saga id) and raw garbage values; returns how many were sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024
+    )
     await producer.start()
     sent = 0
     try:
@@ -103,6 +116,50 @@ async def produce(
     return sent
 
 
+async def create_topic(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    """Create ``topic`` with ``PARTITIONS`` partitions and ``config`` (before any worker)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, PARTITIONS, 1, topic_configs=config)], validate_only=False
+        )
+    finally:
+        await admin.close()
+
+
+def table_rows(url: str, table: str, order_by: str) -> list[tuple[Any, ...]]:
+    """Every row of ``table``, ordered, timestamps normalised to UTC ISO strings."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {order_by}")).all()
+    finally:
+        engine.dispose()
+    return [tuple(_plain(value) for value in row) for row in rows]
+
+
+async def read_dead_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
+    """Dead letters on ``topic`` until ``count`` distinct source records were seen (or 30 s)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    letters: list[DeadLetter] = []
+    try:
+        for _ in range(60):
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                letters.extend(DeadLetter.model_validate_json(r.value) for r in records)
+            if len({(x.partition, x.offset) for x in letters}) >= count:
+                break
+    finally:
+        await consumer.stop()
+    return letters
+
+
 def count_rows(url: str, table: str) -> int:
     engine = sa.create_engine(url)
     try:
@@ -114,17 +171,11 @@ def count_rows(url: str, table: str) -> int:
 
 def orders_table(url: str) -> list[tuple[Any, ...]]:
     """Every ``orders`` row, ordered, timestamps normalised to UTC ISO strings."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT * FROM orders ORDER BY order_id")).all()
-    finally:
-        engine.dispose()
-    return [tuple(_plain(value) for value in row) for row in rows]
+    return table_rows(url, "orders", "order_id, saga_id")
 
 
 def _plain(value: Any) -> Any:
-    from listeners.orders.status import utc
+    from listeners.rows import utc
 
     if hasattr(value, "isoformat") and hasattr(value, "tzinfo"):
         return utc(value).isoformat()
@@ -135,13 +186,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def wait_applied(url: str, events: int, worker: ListenerWorker, timeout: float = 120) -> None:
-    """Poll until ``order_events`` has ``events`` rows; the worker must stay alive."""
+def wait_applied(
+    url: str,
+    events: int,
+    worker: ListenerWorker,
+    timeout: float = 120,
+    table: str = "order_events",
+) -> None:
+    """Poll until ``table`` (a timeline) has ``events`` rows; the worker must stay alive."""
 
     def done() -> bool:
         assert worker.alive(), f"listener worker died:\n{worker.output()[-4000:]}"
         try:
-            return count_rows(url, "order_events") >= events
+            return count_rows(url, table) >= events
         except sa.exc.OperationalError:
             return False
 

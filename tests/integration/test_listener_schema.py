@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 
 from listeners.db import create_db_engine, session_factory
-from listeners.migrations import current_revisions, head_revisions, require_head, upgrade
-from listeners.orders import OrderStatusListener, metadata
+from listeners.migrations import (
+    current_revisions,
+    head_revisions,
+    require_head,
+    schema_diff,
+    upgrade,
+)
+from listeners.orders import OrderStatusListener
 from listeners.processor import commit_batch
 from tests.listener_events import mixed_sagas
 from tests.sqlcount import count_sql
@@ -34,24 +38,31 @@ def test_upgrade_head_yields_the_modelled_schema(empty_url: str) -> None:
             require_head(engine)
         upgrade(empty_url)
         require_head(engine)
-        assert current_revisions(engine) == head_revisions(empty_url) == {"0001_orders"}
+        listener = OrderStatusListener()
+        assert current_revisions(engine, listener) == head_revisions(listener)
+        assert head_revisions(listener) == {"0002_orders_per_saga"}
         with engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection), metadata)
-        assert diff == []
+            tables = set(sa.inspect(connection).get_table_names())
+        assert "alembic_version_orders" in tables and "alembic_version" not in tables
+        assert schema_diff(engine, listener) == []
         upgrade(empty_url)  # idempotent
     finally:
         engine.dispose()
 
 
-def test_statements_and_commits_per_batch_on_postgresql(pg_url: str) -> None:
+@pytest.mark.parametrize(("count", "batch"), [(1000, 200), (1600, 500)])
+def test_statements_and_commits_per_batch_on_postgresql(
+    pg_url: str, count: int, batch: int
+) -> None:
+    """The order listener on the listener API, counted at the driver."""
     upgrade(pg_url)
     engine = create_db_engine(pg_url)
     sessions = session_factory(engine)
     listener = OrderStatusListener()
     sagas = mixed_sagas(200)
     columns = zip(*(events for _, events in sagas.values()), strict=False)
-    events = [e for row in columns for e in row]
-    batch = 500
+    events = [e for row in columns for e in row][:count]
+    touched = len({e.saga_id for e in events})
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))  # open the pooled connection first
@@ -59,17 +70,16 @@ def test_statements_and_commits_per_batch_on_postgresql(pg_url: str) -> None:
             for start in range(0, len(events), batch):
                 commit_batch(sessions, [listener], events[start : start + batch])
         batches = -(-len(events) // batch)
-        per_event = sql.statements / len(events)
         print(
-            f"\n{len(events)} events in {batches} batches of {batch}: {sql.statements} statements "
-            f"({sql.kinds}), {sql.rows} parameter rows, {sql.commits} commits; "
-            f"{per_event:.4f} statements/event vs 3 for row-by-row read-modify-write"
+            f"\n{len(events)} order events ({touched} sagas) in {batches} batches of {batch}: "
+            f"{sql.commits} commits, {sql.statements} statements {sql.kinds}, {sql.rows} "
+            f"parameter rows = {sql.statements / touched:.3f} statements per saga, "
+            f"{sql.statements / len(events):.4f} per event"
         )
         assert sql.commits == batches
-        assert sql.statements <= 3 * batches
-        assert per_event < 0.05
+        assert sql.statements == 3 * batches  # SELECT, upsert, timeline insert per batch
+        assert sql.statements <= touched  # at most one statement per saga, amortized
         with sessions() as session:
-            count = session.scalar(sa.text("select count(*) from order_events"))
-        assert count == len(events)
+            assert session.scalar(sa.text("select count(*) from order_events")) == len(events)
     finally:
         engine.dispose()

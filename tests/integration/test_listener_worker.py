@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from coordinator.events import DeadLetter
 from tests.integration.listener_kit import (
     ListenerWorker,
     check_statuses,
     orders_table,
     produce,
+    read_dead_letters,
     sqlite_url,
     wait_applied,
 )
@@ -52,24 +51,6 @@ def _interleaved(sagas: dict[str, tuple[str, list[Any]]]) -> list[Any]:
     """Events of all sagas interleaved (each saga's own order kept)."""
     columns = zip_longest(*(events for _, events in sagas.values()))
     return [event for row in columns for event in row if event is not None]
-
-
-async def _dead_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    letters: list[DeadLetter] = []
-    try:
-        for _ in range(60):
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                letters.extend(DeadLetter.model_validate_json(r.value) for r in records)
-            if len(letters) >= count:
-                break
-    finally:
-        await consumer.stop()
-    return letters
 
 
 async def test_business_state_survives_duplicates_crash_and_replay(
@@ -104,7 +85,7 @@ async def test_business_state_survives_duplicates_crash_and_replay(
         wait_applied(url, total, worker)
 
         check_statuses(url, sagas)
-        letters = await _dead_letters(kafka_bootstrap, f"{topic_prefix}.deadletters", 3)
+        letters = await read_dead_letters(kafka_bootstrap, f"{topic_prefix}.deadletters", 3)
         # At least once: a garbage record read before the crash may be dead-lettered twice,
         # but always with its source offset, so the distinct records are exactly the garbage.
         distinct = {(letter.partition, letter.offset): letter.value() for letter in letters}
@@ -128,7 +109,7 @@ async def test_business_state_survives_duplicates_crash_and_replay(
 
         assert worker.stop() == 0, worker.output()[-3000:]
 
-        replayed = worker.cli("replay", "--database-url", replay_url, timeout=180)
+        replayed = worker.cli("replay", "--into", replay_url, "--no-swap", timeout=180)
         assert replayed.proc is not None and replayed.proc.returncode == 0, replayed.output()
         assert "dead letters 3" in replayed.output()
         assert orders_table(replay_url) == orders_table(url)

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001_orders"
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = ("orders",)
+branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 

@@ -1,0 +1,107 @@
+"""The CLI without services: --help has no side effects, mistakes give one error line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from listeners.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing may reach a broker
+    }
+    env.pop("LISTENER_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "listeners", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_worker_help_has_no_side_effects(tmp_path: Path) -> None:
+    done = _run(tmp_path, "worker", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m listeners worker" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # no orders.db, no data dir
+
+
+@pytest.mark.parametrize("command", ["migrate", "replay", "get", "list", "revision"])
+def test_help_of_every_command_has_no_side_effects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def _main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.delenv("LISTENER_DATABASE_URL", raising=False)
+    return main(list(args))
+
+
+def test_unknown_listener_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _main(tmp_path, monkeypatch, "get", "no_such_module:thing", "k1") == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("error: listener 'no_such_module:thing': cannot import module")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_worker_refuses_a_schema_behind_and_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LISTENER_DATABASE_URLS", '{"trips": "sqlite:///trips.db"}')
+    assert _main(tmp_path, monkeypatch, "worker", "examples.trips:trips", "-l", "info") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: listener 'trips': database sqlite:///trips.db is at revision")
+    assert "run `python -m listeners migrate`" in err
+    assert _main(tmp_path, monkeypatch, "migrate", "examples.trips:trips") == 0
+    assert "listener 'trips': database sqlite:///trips.db is at head" in capsys.readouterr().out
+
+
+def test_unknown_key_names_the_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "sqlite:///trips.db"
+    assert (
+        _main(tmp_path, monkeypatch, "migrate", "examples.trips:trips", "--database-url", url) == 0
+    )
+    assert (
+        _main(tmp_path, monkeypatch, "get", "examples.trips:trips", "t-1", "--database-url", url)
+        == 1
+    )
+    assert capsys.readouterr().err.startswith("error: trips 't-1' not found")
+
+
+def test_bad_filter_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "sqlite:///o.db"
+    assert _main(tmp_path, monkeypatch, "migrate", "--database-url", url) == 0
+    code = _main(
+        tmp_path, monkeypatch, "list", "orders", "--where", "colour=red", "--database-url", url
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: orders has no attribute 'colour'")
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,125 @@
+"""The declarative listener API on the example trips listener (in-memory SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from examples.trips import Trip, trips
+from listeners import EntityNotFoundError, InvalidQueryError, get_entity, list_entities
+from listeners.db import create_db_engine, session_factory
+from listeners.framework import BatchResult
+from listeners.processor import commit_batch
+from tests.trip_events import trip_saga
+
+
+@pytest.fixture
+def trip_sessions() -> Iterator[sessionmaker[Session]]:
+    engine = create_db_engine("sqlite://")
+    Trip.metadata.create_all(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def _apply(sessions: sessionmaker[Session], events: list[Any]) -> BatchResult:
+    return commit_batch(sessions, [trips], events)
+
+
+def _get(sessions: sessionmaker[Session], key: str) -> Any:
+    with sessions() as session:
+        return get_entity(session, trips, key)
+
+
+def test_handlers_and_the_standard_part(trip_sessions: sessionmaker[Session]) -> None:
+    events = trip_saga("s1", "trip-1", "completed")
+    assert _apply(trip_sessions, events) == BatchResult(applied=len(events))
+    trip = _get(trip_sessions, "trip-1")
+    assert (trip.status, trip.current_step, trip.current_service) == ("completed", None, None)
+    assert trip.fields["destination"] == "Lisbon"
+    assert (trip.fields["flight"], trip.fields["hotel"]) == ("R0", "R1")
+    assert trip.fields["confirmed_at"] is not None
+    assert trip.fields["events_seen"] == len(events)
+    assert [e.seq for e in trip.timeline] == list(range(1, len(events) + 1))
+
+
+def test_where_is_it_now_mid_flight_and_after_a_failure(
+    trip_sessions: sessionmaker[Session],
+) -> None:
+    _apply(trip_sessions, trip_saga("s1", "trip-1", "in_flight"))
+    trip = _get(trip_sessions, "trip-1")
+    assert (trip.status, trip.current_step, trip.current_service) == (
+        "running",
+        "book_hotel",
+        "hotels",
+    )
+    _apply(trip_sessions, trip_saga("s2", "trip-2", "hotel_failed"))
+    failed = _get(trip_sessions, "trip-2")
+    assert failed.status == "compensated"
+    assert failed.last_error == "NoRooms: hotel full"
+    assert failed.fields["flight"] is None  # on_compensation undid it
+
+
+def test_unknown_event_types_go_to_timeline_and_any_handler(
+    trip_sessions: sessionmaker[Session],
+) -> None:
+    events = trip_saga("s1", "trip-1", "completed", unknown_type=True)
+    assert _apply(trip_sessions, events).applied == len(events)
+    trip = _get(trip_sessions, "trip-1")
+    assert "trip_note" in [e.type for e in trip.timeline]
+    assert trip.fields["events_seen"] == len(events)
+    assert trip.status == "completed"
+
+
+def test_a_business_key_shared_by_two_sagas(trip_sessions: sessionmaker[Session]) -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    first = trip_saga("s-first", "trip-1", "hotel_failed", start=t0)
+    second = trip_saga("s-second", "trip-1", "completed", start=t0 + timedelta(minutes=5))
+    # The second saga's events first, then the first's (late, and with higher seqs):
+    # seq is compared per saga, and the most recently started saga is the trip.
+    _apply(trip_sessions, second)
+    assert _apply(trip_sessions, first).applied == len(first)
+    trip = _get(trip_sessions, "trip-1")
+    assert (trip.saga_id, trip.status) == ("s-second", "completed")
+    assert [h.saga_id for h in trip.history] == ["s-first"]
+    assert trip.history[0].status == "compensated"
+    assert len(trip.history[0].timeline) == len(first)
+    assert len(trip.timeline) == len(second)
+    with trip_sessions() as session:
+        listed = list_entities(session, trips, {"status": "compensated"})
+        assert listed == []  # the trip is its newest saga, which completed
+        assert [t.saga_id for t in list_entities(session, trips, {"business_key": "trip-1"})] == [
+            "s-second"
+        ]
+
+
+def test_list_filters(trip_sessions: sessionmaker[Session]) -> None:
+    for i, outcome in enumerate(["completed", "hotel_failed", "in_flight", "completed"]):
+        _apply(trip_sessions, trip_saga(f"s{i}", f"trip-{i}", outcome))
+    with trip_sessions() as session:
+        done = list_entities(session, trips, {"status": "completed"})
+        assert sorted(t.business_key for t in done) == ["trip-0", "trip-3"]
+        assert len(list_entities(session, trips, {"current_service": "hotels"})) == 1
+        assert len(list_entities(session, trips, {"events_seen": "4"})) == 1
+        with pytest.raises(InvalidQueryError, match="destination"):
+            list_entities(session, trips, {"nope": "x"})
+        with pytest.raises(InvalidQueryError, match="use one of"):
+            list_entities(session, trips, {"status": "paid"})
+        with pytest.raises(InvalidQueryError, match="not a int"):
+            list_entities(session, trips, {"events_seen": "many"})
+        with pytest.raises(EntityNotFoundError, match="trips 'trip-9' not found"):
+            get_entity(session, trips, "trip-9")
+
+
+def test_duplicates_are_stale_per_saga(trip_sessions: sessionmaker[Session]) -> None:
+    events = trip_saga("s1", "trip-1", "completed")
+    _apply(trip_sessions, events)
+    again = _apply(trip_sessions, [*events, *events])
+    assert again == BatchResult(stale=2 * len(events))
+    with trip_sessions() as session:
+        rows = session.scalar(sa.select(sa.func.count()).select_from(trips.timeline))
+    assert rows == len(events)

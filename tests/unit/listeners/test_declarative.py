@@ -123,3 +123,47 @@ def test_duplicates_are_stale_per_saga(trip_sessions: sessionmaker[Session]) -> 
     with trip_sessions() as session:
         rows = session.scalar(sa.select(sa.func.count()).select_from(trips.timeline))
     assert rows == len(events)
+
+
+def test_parked_resolved_and_late_success_events(trip_sessions: sessionmaker[Session]) -> None:
+    from coordinator import events as ev
+
+    started = trip_saga("s1", "trip-1", "in_flight")  # at book_hotel, attempt 1
+    last = started[-1]
+
+    def next_event(cls: type[Any], **fields: Any) -> Any:
+        seq = len(started) + 1
+        event = cls(
+            event_id=f"s1:{seq}",
+            saga_id="s1",
+            saga_type=last.saga_type,
+            saga_version=1,
+            seq=seq,
+            occurred_at=last.occurred_at + timedelta(seconds=seq),
+            business_key="trip-1",
+            **fields,
+        )
+        started.append(event)
+        return event
+
+    error = ev.ErrorInfo(type="Timeout", message="no answer", uncertain=True)
+    parked = next_event(ev.SagaParked, step="book_hotel", service="hotels", error=error)
+    _apply(trip_sessions, started)
+    trip = _get(trip_sessions, "trip-1")
+    assert (trip.status, trip.current_step, trip.last_error) == (
+        "parked",
+        "book_hotel",
+        "Timeout: no answer",
+    )
+    resolved = next_event(
+        ev.StepResolved, step="book_hotel", service="hotels", data={"resolution": "applied"}
+    )
+    late = next_event(ev.StepLateSuccess, step="book_flight", service="airline", attempt=1)
+    _apply(trip_sessions, [parked, resolved, late])
+    trip = _get(trip_sessions, "trip-1")
+    assert (trip.status, trip.current_step) == ("running", "book_hotel")  # late: timeline only
+    assert [e.type for e in trip.timeline[-3:]] == [
+        "saga_parked",
+        "step_resolved",
+        "step_late_success",
+    ]

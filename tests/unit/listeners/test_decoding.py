@@ -44,10 +44,10 @@ def _processor(sessions: sessionmaker[Session], sink: Any) -> BatchProcessor:
 
 
 def test_a_well_formed_event_of_a_new_type_is_generic() -> None:
-    value = _envelope(type="saga_parked", step="ship", extra_field={"x": 1})
+    value = _envelope(type="step_audited", step="ship", extra_field={"x": 1})
     event = decode_record(_raw(value), agent="a")
     assert isinstance(event, GenericEvent)
-    assert (event.type, event.step, event.seq) == ("saga_parked", "ship", 2)
+    assert (event.type, event.step, event.seq) == ("step_audited", "ship", 2)
     assert event.model_extra == {"extra_field": {"x": 1}}
 
 
@@ -57,8 +57,8 @@ def test_a_known_type_with_bad_fields_is_still_a_dead_letter() -> None:
 
 
 def test_a_new_type_without_the_envelope_or_with_naive_time_is_a_dead_letter() -> None:
-    naive = _envelope(type="saga_parked", occurred_at="2026-01-01T00:00:01")
-    for value in (b'{"type": "saga_parked", "saga_id": "s1"}', naive):
+    naive = _envelope(type="step_audited", occurred_at="2026-01-01T00:00:01")
+    for value in (b'{"type": "step_audited", "saga_id": "s1"}', naive):
         letter = decode_record(_raw(value), agent="a")
         assert isinstance(letter, DeadLetter), value
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from listeners.declarative import Listener
 from listeners.errors import ReplayError
 
-__all__ = ["fresh_database", "is_fresh", "swap_databases"]
+__all__ = ["drop_database", "fresh_database", "is_fresh", "swap_databases"]
 
 
 def _stamp() -> str:
@@ -50,7 +50,7 @@ def fresh_database(live: str) -> str:
         fresh = path.with_name(f"{path.stem}.replay-{_stamp()}{path.suffix or '.db'}")
         return url.set(database=str(fresh)).render_as_string(hide_password=False)
     if backend == "postgresql":
-        name = f"{(url.database or 'listeners')[:30]}_replay_{_stamp()}"
+        name = f"{(url.database or 'listeners')[:24]}_replay_{_stamp()}"
         engine = _maintenance(url)
         try:
             with engine.connect() as connection:
@@ -59,6 +59,22 @@ def fresh_database(live: str) -> str:
             engine.dispose()
         return url.set(database=name).render_as_string(hide_password=False)
     raise ReplayError(f"cannot create a fresh {backend} database; pass --into URL")
+
+
+def drop_database(url: str) -> None:
+    """Delete the database at ``url`` (a replay's unfinished build, never a live one)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_path(parsed)
+        for name in (str(path), f"{path}-wal", f"{path}-shm"):
+            Path(name).unlink(missing_ok=True)
+        return
+    engine = _maintenance(parsed)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{parsed.database}"'))
+    finally:
+        engine.dispose()
 
 
 def is_fresh(target: str, listeners: Sequence[Listener[Any]]) -> bool:
@@ -95,7 +111,7 @@ def swap_databases(*, live: str, fresh: str) -> str:
         return live_url.set(database=str(previous)).render_as_string(hide_password=False)
     if live_url.get_backend_name() != "postgresql" or fresh_url.get_backend_name() != "postgresql":
         raise ReplayError("swap needs both databases on SQLite or both on PostgreSQL")
-    previous_name = f"{(live_url.database or 'listeners')[:30]}_before_replay_{_stamp()}"
+    previous_name = f"{(live_url.database or 'listeners')[:24]}_before_replay_{_stamp()}"
     engine = _maintenance(live_url)
     try:
         with engine.connect() as connection:

@@ -60,6 +60,11 @@ def load_listeners(
     """Load ``specs`` (default: ``settings.listeners``); names must be unique."""
     settings = settings or ListenerSettings()
     loaded = [load_listener(spec, settings) for spec in specs or settings.listeners]
+    if not loaded:
+        raise ListenerConfigError(
+            "no listener to run; name them (module:attribute or a built-in name such as "
+            "orders) or set LISTENER_LISTENERS"
+        )
     names = [listener.name for listener in loaded]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

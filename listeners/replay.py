@@ -29,7 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from coordinator.events import DeadLetter
-from listeners.databases import fresh_database, is_fresh, swap_databases
+from listeners.databases import drop_database, fresh_database, is_fresh, swap_databases
 from listeners.db import create_db_engine, session_factory
 from listeners.declarative import Listener
 from listeners.decoding import RawRecord
@@ -144,29 +144,47 @@ async def replay(
         if swap:
             await _require_no_workers(settings)
         target = into or fresh_database(live)
-        if not is_fresh(target, listeners):
+        if into is not None and not is_fresh(target, listeners):
             raise ReplayError(
                 f"database {_shown(target)} already holds tables of {[i.name for i in listeners]}; "
                 "replay only into a fresh database: pass --into a new one, or drop it first"
             )
-        upgrade(target, listeners)
         report.built, report.live = _shown(target), _shown(live)
-        engine = create_db_engine(target)
         try:
-            processor = _processor(settings, listeners, engine, report)
-            await _consume(consumer, tps, settings, processor, report)
-            if swap:
-                await _require_no_workers(settings)
-                await _consume(consumer, tps, settings, processor, report)  # catch up
-            _count(processor, report)
-        finally:
-            engine.dispose()
+            await _build(consumer, tps, settings, listeners, target, report, swap=swap)
+        except BaseException:
+            if into is None:
+                drop_database(target)  # ours and unfinished; the live one is untouched
+            raise
         if swap and target != live:
             report.previous = _shown(swap_databases(live=live, fresh=target))
             report.swapped = True
     finally:
         await consumer.stop()
     return report
+
+
+async def _build(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    settings: ListenerSettings,
+    listeners: list[Listener[Any]],
+    target: str,
+    report: ReplayReport,
+    *,
+    swap: bool,
+) -> None:
+    upgrade(target, listeners)
+    engine = create_db_engine(target)
+    try:
+        processor = _processor(settings, listeners, engine, report)
+        await _consume(consumer, tps, settings, processor, report)
+        if swap:
+            await _require_no_workers(settings)
+            await _consume(consumer, tps, settings, processor, report)  # catch up
+        _count(processor, report)
+    finally:
+        engine.dispose()
 
 
 def _processor(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
@@ -13,8 +14,11 @@ from listeners.queries import MAX_LIMIT, SagaView, TimelineEntry, get_entity, li
 
 __all__ = ["MAX_LIMIT", "OrderListing", "OrderView", "TimelineEntry", "get_order", "list_orders"]
 
-# Queries read only the model and its tables, which every configuration shares.
-_ORDERS = OrderStatusListener()
+
+@cache
+def _orders() -> OrderStatusListener:
+    # Queries read only the model and its tables, which every configuration shares.
+    return OrderStatusListener()
 
 
 class OrderListing(BaseModel):
@@ -61,7 +65,7 @@ def get_order(session: Session, order_id: str) -> OrderView:
         OrderNotFoundError: No event of that order has been applied (yet).
     """
     try:
-        entity = get_entity(session, _ORDERS, order_id)
+        entity = get_entity(session, _orders(), order_id)
     except EntityNotFoundError as exc:
         raise OrderNotFoundError(
             f"order {order_id!r} not found in the order-status database; check the id, "
@@ -77,5 +81,5 @@ def list_orders(session: Session, status: str, *, limit: int = 100) -> list[Orde
     Raises:
         InvalidQueryError: ``status`` is not an order status or ``limit`` is out of range.
     """
-    found = list_entities(session, _ORDERS, {"status": status}, limit=limit)
+    found = list_entities(session, _orders(), {"status": status}, limit=limit)
     return [OrderListing(**_listing(saga)) for saga in found]

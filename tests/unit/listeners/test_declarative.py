@@ -10,11 +10,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator import events as ev
+from coordinator.events import DeadLetter
 from examples.trips import Trip, trips
 from listeners import EntityNotFoundError, InvalidQueryError, get_entity, list_entities
 from listeners.db import create_db_engine, session_factory
+from listeners.decoding import RawRecord
 from listeners.framework import BatchResult
-from listeners.processor import commit_batch
+from listeners.orders import OrderStatusListener, get_order
+from listeners.processor import BatchProcessor, Target, commit_batch
+from tests.listener_events import order_saga
+from tests.sqlcount import count_sql
 from tests.trip_events import trip_saga
 
 
@@ -126,8 +132,6 @@ def test_duplicates_are_stale_per_saga(trip_sessions: sessionmaker[Session]) -> 
 
 
 def test_parked_resolved_and_late_success_events(trip_sessions: sessionmaker[Session]) -> None:
-    from coordinator import events as ev
-
     started = trip_saga("s1", "trip-1", "in_flight")  # at book_hotel, attempt 1
     last = started[-1]
 
@@ -167,3 +171,32 @@ def test_parked_resolved_and_late_success_events(trip_sessions: sessionmaker[Ses
         "step_resolved",
         "step_late_success",
     ]
+
+
+async def test_listeners_with_databases_of_their_own_commit_once_each(
+    trip_sessions: sessionmaker[Session], sessions: sessionmaker[Session], engine: sa.Engine
+) -> None:
+
+    async def sink(letter: DeadLetter) -> None:
+        raise AssertionError(letter)
+
+    processor = BatchProcessor(
+        targets=[Target(sessions, [OrderStatusListener()]), Target(trip_sessions, [trips])],
+        dead_letters=sink,
+        agent="test",
+        max_delay=timedelta(milliseconds=10),
+    )
+    events = [
+        *order_saga("o-s", "completed", order_id="o1"),
+        *trip_saga("t-s", "trip-1", "completed"),
+    ]
+    records = [RawRecord("t", 0, i, e.saga_id.encode(), e.to_json()) for i, e in enumerate(events)]
+    with count_sql(engine) as orders_sql:
+        result = await processor.process(records)
+    assert result.applied == len(events)
+    assert orders_sql.commits == 1
+    with sessions() as session:
+        assert get_order(session, "o1").status == "completed"
+    assert _get(trip_sessions, "trip-1").status == "completed"
+    with trip_sessions() as session:  # each database holds only its own listener's rows
+        assert session.scalar(sa.select(sa.func.count()).select_from(trips.table)) == 1

@@ -141,8 +141,8 @@ def revision(
     """
     listener.migrations.mkdir(parents=True, exist_ok=True)
     init = listener.migrations / "__init__.py"
-    if not init.exists():
-        init.write_text("")  # a package, so the revisions ship in the wheel
+    if not init.exists():  # a package, so the revisions ship in the wheel
+        init.write_text(f'"""Alembic revisions of the {listener.name} listener."""\n')
     config = alembic_config(listener, database_url)
     config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     written = command.revision(

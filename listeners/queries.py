@@ -146,6 +146,8 @@ def list_entities(
     """Entities (their newest saga) matching ``filters``, most recently updated first.
 
     Args:
+        session: Session of the listener's database.
+        listener: Whose entities.
         filters: Model attribute to the value it must equal, e.g. ``{"status": "paid"}``
             (compared as text for non-text columns).
         limit: Most entities returned (1..1000).

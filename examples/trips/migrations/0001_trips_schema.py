@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Create trips and trips_timeline."""
 
     op.create_table(
         "trips",
@@ -71,6 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop trips and trips_timeline."""
 
     with op.batch_alter_table("trips_timeline", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_trips_timeline_business_key_seq"))

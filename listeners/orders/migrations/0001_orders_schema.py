@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Create orders and order_events."""
     op.create_table(
         "orders",
         sa.Column("order_id", sa.String(length=200), nullable=False),
@@ -59,6 +60,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop orders and order_events."""
     op.drop_index(op.f("ix_order_events_order_id_seq"), table_name="order_events")
     op.drop_table("order_events")
     op.drop_index(op.f("ix_orders_updated_at"), table_name="orders")

@@ -19,6 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Key orders by saga_id; index order_id, created_at."""
     with op.batch_alter_table("orders", recreate="always") as batch:
         batch.drop_constraint("uq_orders_saga_id", type_="unique")
         batch.drop_constraint("pk_orders", type_="primary")
@@ -27,6 +28,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Key orders by order_id again, keeping each order's newest saga."""
     # Keeps each order's most recently started saga: the primary key is order_id again.
     op.execute(
         "DELETE FROM orders WHERE EXISTS (SELECT 1 FROM orders newer "

@@ -1,0 +1,1 @@
+"""Alembic revisions of the order-status listener (shipped with the package)."""

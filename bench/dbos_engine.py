@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg
 
+from bench.durability import postgres_wal_syncs
 from bench.harness import EngineContext, SqlCounts
 from bench.scenarios import Outcome, SagaInput
 
@@ -212,6 +213,9 @@ class DbosEngine:
 
     async def kafka_messages(self) -> int | None:
         return None
+
+    async def fsyncs(self) -> int | None:
+        return await postgres_wal_syncs(self._admin_url)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -92,6 +92,11 @@ class Engine(Protocol):
         """Cumulative Kafka messages produced by the engine so far, or None."""
         ...
 
+    async def fsyncs(self) -> int | None:
+        """Cumulative fsyncs of the engine's durable store so far, or None (see
+        ``bench.durability``)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """Configuration worth reporting (processes, pool sizes, ...)."""
         ...
@@ -148,6 +153,7 @@ class _Snapshot:
     cpu: sysinfo.CpuSnapshot
     sql: SqlCounts
     kafka: int | None
+    fsyncs: int | None
 
 
 class Driver:
@@ -203,8 +209,9 @@ class Driver:
     async def _snapshot(self) -> _Snapshot:
         sql = await self.engine.sql_counts()
         kafka = await self.engine.kafka_messages()
+        fsyncs = await self.engine.fsyncs()
         cpu = sysinfo.CpuSnapshot.take(self._groups())
-        return _Snapshot(time.monotonic(), self._phase.terminals, cpu, sql, kafka)
+        return _Snapshot(time.monotonic(), self._phase.terminals, cpu, sql, kafka, fsyncs)
 
     async def _start(
         self, scenario: Scenario, scheduled: float, measured: bool, on_done: Callable[[], None]
@@ -230,6 +237,7 @@ class Driver:
         cpu = a.cpu.delta(b.cpu)
         sql = b.sql - a.sql
         kafka = None if a.kafka is None or b.kafka is None else b.kafka - a.kafka
+        fsyncs = None if a.fsyncs is None or b.fsyncs is None else b.fsyncs - a.fsyncs
         div = max(n, 1)
         return {
             "sagas": n,
@@ -245,6 +253,7 @@ class Driver:
             ),
             "kafka_messages": kafka,
             "kafka_messages_per_saga": None if kafka is None else round(kafka / div, 3),
+            "fsyncs_per_saga": None if fsyncs is None else round(fsyncs / div, 3),
         }
 
     def _phase_summary(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.durability import postgres_wal_syncs
 from bench.harness import EngineContext, SqlCounts
 from bench.scenarios import Outcome, SagaInput
 from coordinator.client import SagaClient, ensure_topics
@@ -225,6 +226,10 @@ class OursEngine:
                 await client.get(f"http://127.0.0.1:{self.listener_port}/listeners/stats")
             ).json()
         return SqlCounts(statements=stats["sql_statements"], commits=stats["sql_commits"])
+
+    async def fsyncs(self) -> int | None:
+        """The listener's PostgreSQL WAL syncs; the broker adds none (page cache)."""
+        return await postgres_wal_syncs(self.ctx.postgres_admin_url) if self.listener else 0
 
     async def kafka_messages(self) -> int | None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.ctx.kafka_bootstrap)

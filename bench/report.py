@@ -36,6 +36,10 @@ ROWS: list[tuple[str, Getter]] = [
         "log messages/saga (ours: Kafka records; Restate: log records)",
         lambda r: r["open_loop"]["whole_phase"]["kafka_messages_per_saga"],
     ),
+    (
+        "fsyncs/saga (PostgreSQL WAL syncs, server-wide; Restate log-server WAL syncs)",
+        lambda r: r["open_loop"]["whole_phase"].get("fsyncs_per_saga"),
+    ),
     ("invalid or error outcomes", lambda r: _bad(r)),
     ("noise: other processes' CPU in window (s)", lambda r: _noise(r)),
 ]
@@ -277,6 +281,10 @@ NOTES = """## Method and caveats
   (acks=all with one replica, no fsync). Restate runs with its defaults (read back from
   `restate-server --dump-config`, listed under Engines): the replicated loglet with one
   copy on this node's log-server, which acknowledges a record after its RocksDB WAL fsync.
+- fsyncs/saga, over the open-loop phase: PostgreSQL's `pg_stat_wal.wal_sync` is
+  server-wide (other databases on the shared server add to it: an upper bound); Restate's
+  is its log-server's RocksDB WAL syncs; the Kafka broker does not fsync per message, so
+  ours counts only its listener's PostgreSQL (see `bench/durability.py`).
 - Restate: the saga is one handler of a Python `restate-sdk` service (Hypercorn, HTTP/2,
   2 processes like DBOS), every step and every compensation a `ctx.run` side effect,
   compensations in reverse as in Restate's saga guide; the driver calls it through the

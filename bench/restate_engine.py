@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from bench.durability import restate_log_syncs
 from bench.harness import EngineContext, SqlCounts
 from bench.http_services import free_port
 from bench.restate_server import VERSION, RestateServer
@@ -167,6 +168,12 @@ class RestateEngine:
             for name in _APPEND_METRICS:
                 if re.search(rf"^{name}(\{{|\s)", text, re.M):
                     return name
+        return None
+
+    async def fsyncs(self) -> int | None:
+        """WAL syncs of Restate's log-server (its durable log)."""
+        with contextlib.suppress(httpx.HTTPError):
+            return restate_log_syncs(await self._metrics_text())
         return None
 
     async def kafka_messages(self) -> int | None:

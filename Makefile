@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export SAGA_CACHE_DIR ?= $(HOME)/.cache/saga-coordinator
 
-.PHONY: install node-participant test unit integration lint format schemas demo bench bench-full bench-deps kafka-up kafka-down postgres-up clean
+.PHONY: install node-participant test unit integration chaos lint format schemas demo bench bench-full bench-deps kafka-up kafka-down postgres-up clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
@@ -24,6 +24,12 @@ test: install postgres-up node-participant
 node-participant:
 	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 18+ (e.g. apt-get install nodejs npm)"; exit 1; }
 	cd examples/remote_participant && npm ci --no-audit --no-fund --loglevel=error
+
+## The chaos suite in full (1,000 sagas / 10 worker kills, broker crashes, poison, ...); prints
+## its table at the end (also in $$TMPDIR/saga-chaos/report.txt). `make test` runs it reduced.
+chaos: install postgres-up
+	$(BIN)/python -m infra.kafka jars
+	SAGA_CHAOS=full $(BIN)/pytest tests/chaos
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -194,8 +194,14 @@ def _read_pid(cfg: BrokerConfig) -> int | None:
     return pid
 
 
-def up(cfg: BrokerConfig | None = None, *, timeout: float = 120.0) -> tuple[str, bool]:
-    """Make a broker answer. Returns ``(bootstrap, started_by_us)``."""
+def up(
+    cfg: BrokerConfig | None = None, *, timeout: float = 120.0, keep_data: bool = False
+) -> tuple[str, bool]:
+    """Make a broker answer. Returns ``(bootstrap, started_by_us)``.
+
+    ``keep_data=True`` restarts on the data dir a previous run left (after
+    ``down(keep_data=True)`` or :func:`kill`): topics, offsets and records survive.
+    """
     cfg = cfg or BrokerConfig()
     external = external_bootstrap()
     if external:
@@ -206,35 +212,12 @@ def up(cfg: BrokerConfig | None = None, *, timeout: float = 120.0) -> tuple[str,
         return cfg.bootstrap, False
     java = _require("java", "Java 17+ (Debian: apt-get install -y openjdk-17-jre-headless)")
     lib = ensure_jars(cfg)
-    shutil.rmtree(cfg.run_dir, ignore_errors=True)
-    (cfg.run_dir / "data").mkdir(parents=True)
-    props = cfg.run_dir / "server.properties"
-    props.write_text(_server_properties(cfg, cfg.run_dir / "data"))
-    log4j = cfg.run_dir / "log4j.properties"
-    log4j.write_text(_LOG4J.format(path=cfg.run_dir / "server.log"))
-    cluster_id = _cluster_id()
     classpath = f"{lib}/*"
-    fmt = subprocess.run(
-        [
-            java,
-            "-cp",
-            classpath,
-            f"-Dlog4j.configuration=file:{log4j}",
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            cluster_id,
-            "-c",
-            str(props),
-            "-g",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if fmt.returncode != 0:
-        raise KafkaProvisionError(f"kafka storage format failed:\n{fmt.stdout}{fmt.stderr}")
-    stdout = (cfg.run_dir / "stdout.log").open("wb")
+    props = cfg.run_dir / "server.properties"
+    log4j = cfg.run_dir / "log4j.properties"
+    if not (keep_data and (cfg.run_dir / "data" / "meta.properties").exists()):
+        _format(cfg, java, classpath, props, log4j)
+    stdout = (cfg.run_dir / "stdout.log").open("ab")
     proc = subprocess.Popen(
         [
             java,
@@ -260,6 +243,35 @@ def up(cfg: BrokerConfig | None = None, *, timeout: float = 120.0) -> tuple[str,
     return cfg.bootstrap, True
 
 
+def _format(cfg: BrokerConfig, java: str, classpath: str, props: Path, log4j: Path) -> None:
+    """A fresh run dir: config files and a newly formatted KRaft storage."""
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    (cfg.run_dir / "data").mkdir(parents=True)
+    props.write_text(_server_properties(cfg, cfg.run_dir / "data"))
+    log4j.write_text(_LOG4J.format(path=cfg.run_dir / "server.log"))
+    cluster_id = _cluster_id()
+    fmt = subprocess.run(
+        [
+            java,
+            "-cp",
+            classpath,
+            f"-Dlog4j.configuration=file:{log4j}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            "-g",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fmt.returncode != 0:
+        raise KafkaProvisionError(f"kafka storage format failed:\n{fmt.stdout}{fmt.stderr}")
+
+
 def down(cfg: BrokerConfig | None = None, *, keep_data: bool = False) -> bool:
     """Stop the broker started by :func:`up`. Returns whether one was running."""
     cfg = cfg or BrokerConfig()
@@ -280,6 +292,23 @@ def down(cfg: BrokerConfig | None = None, *, keep_data: bool = False) -> bool:
     if not keep_data:
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
     return pid is not None
+
+
+def kill(cfg: BrokerConfig | None = None) -> bool:
+    """SIGKILL the broker started by :func:`up` (a crash: nothing flushed); keep its data.
+    Returns whether one was running."""
+    cfg = cfg or BrokerConfig()
+    pid = _read_pid(cfg)
+    if pid is None:
+        return False
+    os.killpg(pid, signal.SIGKILL)
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        _reap(pid)
+        time.sleep(0.1)
 
 
 def _reap(pid: int) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 import socket
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from coordinator.settings import CoordinatorSettings
 from examples.order_fulfillment.saga import service_urls
 from tests.integration.processes import Process
 
+COORDINATOR_READY = "coordinator ready"
 READY = re.compile(r"services ready on (http://127\.0\.0\.1:\d+)")
 
 
@@ -76,7 +78,11 @@ class OrderStack:
         name: str = "coordinator",
         web_port: int | None = None,
         definitions: str = "examples.order_fulfillment.saga:ORDER_SAGA",
+        env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> Process:
+        """Start a coordinator worker; ``wait=False`` returns before it is ready (start
+        several, then ``proc.wait_for_output(COORDINATOR_READY)`` each)."""
         env = {
             "SAGA_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "SAGA_TOPIC_PREFIX": self.prefix,
@@ -87,10 +93,12 @@ class OrderStack:
             "SAGA_DEFINITIONS": definitions,
             "SAGA_SERVICE_URLS": json.dumps(service_urls(self.base_url)),
             "SAGA_EXECUTORS": ",".join(executors or []),
+            **(env or {}),
         }
         proc = Process(["-m", "coordinator", "worker", "-l", "info"], env=env, name=name)
         self.processes.append(proc.start())
-        proc.wait_for_output("coordinator ready", timeout=90)
+        if wait:
+            proc.wait_for_output(COORDINATOR_READY, timeout=90)
         return proc
 
     async def admin(self, method: str, path: str, body: Any = None) -> Any:
@@ -106,13 +114,25 @@ class OrderStack:
 
 
 class Lifecycle:
-    """Reads the lifecycle topic from the beginning into per-saga event lists."""
+    """Reads the lifecycle topic from the beginning into per-saga event lists.
+
+    Records that are not lifecycle events (poison injected by chaos tests) are counted in
+    ``undecodable`` and skipped; ``terminal_seen`` holds when (``time.monotonic()``) each
+    saga's first terminal event was read.
+    """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
         )
         self.events: dict[str, list[LifecycleEvent]] = defaultdict(list)
+        self.terminal_seen: dict[str, float] = {}
+        self.undecodable = 0
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Lifecycle:
@@ -132,8 +152,14 @@ class Lifecycle:
             batch = await self.consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
-                    event = parse_event(record.value)
+                    try:
+                        event = parse_event(record.value)
+                    except (ValueError, TypeError):  # ValidationError is a ValueError
+                        self.undecodable += 1
+                        continue
                     self.events[event.saga_id].append(event)
+                    if event.type in TERMINAL_EVENT_TYPES:
+                        self.terminal_seen.setdefault(event.saga_id, time.monotonic())
 
     def terminal(self, saga_id: str) -> LifecycleEvent | None:
         found = [e for e in self.events.get(saga_id, []) if e.type in TERMINAL_EVENT_TYPES]

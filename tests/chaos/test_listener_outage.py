@@ -1,0 +1,49 @@
+"""The listener's database is down for a while under load (full run only): the listener
+stalls, loses nothing, and its rows agree with the coordinator once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from tests.chaos.conftest import ClusterFactory
+from tests.chaos.scenario import SIZES, scenario
+from tests.chaos.workload import plan, submit
+from tests.integration.pg_cluster import PgCluster
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.chaos,
+    pytest.mark.skipif(not SIZES.listener_outage, reason="full chaos run only (make chaos)"),
+]
+
+
+@pytest.fixture
+def pg() -> Iterator[PgCluster]:
+    server = PgCluster()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.mark.timeout(SIZES.listener_outage * 3 + SIZES.settle + 240)
+async def test_listener_database_down(chaos_cluster: ClusterFactory, pg: PgCluster) -> None:
+    cluster = chaos_cluster(database_url=pg.url)
+    await cluster.start()
+    window = SIZES.listener_outage * 2
+    async with scenario(cluster, f"listener db down {SIZES.listener_outage:.0f}s") as run:
+        sagas = plan(cluster.prefix, int(window * 5))
+        submitting = asyncio.create_task(
+            submit(run.client, sagas, run.submitted, interval=window / len(sagas))
+        )
+        await asyncio.sleep(window / 4)
+        await asyncio.to_thread(pg.stop)
+        run.fault("listener db down")
+        await asyncio.sleep(SIZES.listener_outage)
+        await asyncio.to_thread(pg.start)
+        await submitting
+        await run.finish()

@@ -253,7 +253,11 @@ async def judge(
     views = await cluster.order_views([p.order_id for p in submitted.sagas.values()])
     for saga_id, planned in submitted.sagas.items():
         oracle.judge_effects(verdict, planned, shown[saga_id], views[planned.order_id])
-    oracle.judge_idempotency(verdict, await cluster.stack.admin("GET", "/admin/stats"))
+    stats = await cluster.stack.admin("GET", "/admin/stats")
+    oracle.judge_idempotency(verdict, stats)
+    by_saga = oracle.ledgers(stats)
+    for saga_id, planned in submitted.sagas.items():
+        oracle.judge_ledger(verdict, planned, shown[saga_id], by_saga.get(saga_id, {}))
     oracle.judge_recovery(verdict, life.terminal_seen)
     await _judge_status(cluster, life, submitted, verdict, shown, cli_samples)
     await _judge_listener(cluster, life, submitted, verdict, shown)

@@ -161,7 +161,7 @@ def judge_lifecycle(
             saga_id, f"{saga_id} ({planned.kind.name}): {status}, expected {planned.kind.status}"
         )
     compensated = tuple(e.step for e in events if e.type == "compensation_succeeded")
-    if status != "completed" and compensated != planned.kind.compensations:
+    if status != "completed" and compensated not in planned.kind.compensation_orders():
         verdict.wrong_compensations.add(
             saga_id,
             f"{saga_id} ({planned.kind.name}): compensated {list(compensated)}, "
@@ -222,6 +222,50 @@ def judge_idempotency(verdict: Verdict, stats: dict[str, Any]) -> None:
                 f"service {name}",
                 f"service {name}: a key applied {service['max_applications_per_key']} times",
             )
+
+
+#: the action of every step of the order saga, as the services' ledgers name it
+LEDGER_ACTIONS = {
+    "create_order": "create",
+    "reserve_inventory": "reserve",
+    "charge_payment": "charge",
+    "ship": "ship",
+    "notify": "notify",
+}
+
+
+def ledgers(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Every service's ledger regrouped per saga: ``{saga_id: {"charge:<key>": state}}``.
+
+    An action key is ``{saga_id}:{step}:do``; the ledger names it ``{operation}:{key}``."""
+    per_saga: dict[str, dict[str, str]] = defaultdict(dict)
+    for service in stats["services"].values():
+        for entry, state in service.get("ledger", {}).items():
+            _, _, key = entry.partition(":")
+            saga_id = key.rsplit(":", 2)[0]
+            per_saga[saga_id][entry] = state
+    return per_saga
+
+
+def judge_ledger(
+    verdict: Verdict, planned: Planned, status: str | None, ledger: dict[str, str]
+) -> None:
+    """By idempotency key: an ``applied`` do belongs to a completed saga (which applied
+    every step's), otherwise it was undone (``undone``) or refused (``tombstone``)."""
+    if status is None or status in ("compensation_failed", "parked"):
+        return  # still open: an operator acts on it
+    who = f"{planned.saga_id} ({planned.kind.name}, {status})"
+    applied = sorted(entry for entry, state in ledger.items() if state == "applied")
+    if status == "completed":
+        wanted = {f"{op}:{planned.saga_id}:{step}:do" for step, op in LEDGER_ACTIONS.items()}
+        if set(applied) != wanted:
+            verdict.wrong_compensations.add(
+                planned.saga_id, f"{who}: ledger applied {applied}, expected every step's do"
+            )
+    elif applied:
+        verdict.wrong_compensations.add(
+            planned.saga_id, f"{who}: ledger keeps applied and never undone {applied}"
+        )
 
 
 def judge_listener(

@@ -65,12 +65,13 @@ def inbox_poison(topic: str, tag: str) -> list[Poison]:
 
 
 def step_poison(topic: str, tag: str) -> list[Poison]:
-    # a valid request under the wrong key, for a saga version no one has: an executor may
-    # run it (it is well-formed) but no participant can be called for it
+    # a well-formed request under the wrong key, for a saga that does not exist, expired
+    # and with an input the step cannot use: an executor may take it (it is well-formed),
+    # but no participant may be called for it
     request = StepRequest(
         saga_id=f"{tag}-nosuch",
         saga_type="order_fulfillment",
-        saga_version=999,
+        saga_version=1,
         step="create_order",
         service="order",
         phase="action",
@@ -78,7 +79,7 @@ def step_poison(topic: str, tag: str) -> list[Poison]:
         idempotency_key=f"{tag}-nosuch:create_order:do",
         input={},
         outputs={},
-        deadline=datetime.now(UTC) + timedelta(minutes=5),
+        deadline=datetime.now(UTC) - timedelta(minutes=5),
     )
     return [
         *malformed(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -69,7 +70,12 @@ async def client_oversized(run: Run, saga_id: str) -> Planned:
     planned = Planned(saga_id, saga_id, OK)
     try:
         await run.client.start(
-            "order_fulfillment", oversized(planned), saga_id=saga_id, business_key=saga_id
+            "order_fulfillment",
+            oversized(planned),
+            saga_id=saga_id,
+            business_key=saga_id,
+            confirm=True,  # the coordinator's verdict: started, or rejected with the reason
+            timeout=timedelta(seconds=20),
         )
     except Exception as exc:  # the refusal must name the limit
         if "size" not in str(exc).lower() and "large" not in str(exc).lower():

@@ -33,9 +33,18 @@ class Kind:
     name: str
     status: str
     compensations: tuple[str, ...] = ()
+    #: a step whose last outcome was uncertain (5xx, timeout): it may have applied, so it
+    #: may be compensated first (issue #9); ``compensations`` with or without it is right
+    uncertain: str | None = None
     card: str = "tok_ok"
     sku: str = "SKU-1"
     zip_code: str = "10001"
+
+    def compensation_orders(self) -> list[tuple[str, ...]]:
+        """Every right order of compensations (an uncertain step may come first)."""
+        if self.uncertain is None:
+            return [self.compensations]
+        return [self.compensations, (self.uncertain, *self.compensations)]
 
 
 OK = Kind("ok", "completed")
@@ -43,7 +52,9 @@ DECLINED = Kind(
     "declined", "compensated", ("reserve_inventory", "create_order"), card="tok_declined"
 )
 OUT_OF_STOCK = Kind("out_of_stock", "compensated", ("create_order",), sku="SKU-OOS")
-SHIPPING_OUTAGE = Kind("shipping_outage", "compensated", FULL_UNWIND, zip_code="99999")
+SHIPPING_OUTAGE = Kind(
+    "shipping_outage", "compensated", FULL_UNWIND, uncertain="ship", zip_code="99999"
+)
 FLAKY_SHIPPING = Kind("flaky_shipping", "completed", zip_code="55555")
 #: the payment service is slower than the step timeout on every attempt: the charge is
 #: applied after the last attempt timed out, so the step is *maybe applied* and must be

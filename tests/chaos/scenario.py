@@ -37,7 +37,7 @@ class Sizes:
 REDUCED = Sizes(
     kill_sagas=200,
     kills=3,
-    kill_window=40.0,
+    kill_window=30.0,
     broker_sagas=80,
     broker_rounds=1,
     poison_rounds=1,

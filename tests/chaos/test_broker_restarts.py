@@ -19,7 +19,7 @@ from tests.integration.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-DOWN_FOR = 5.0  # seconds the broker stays down
+DOWN_FOR = 3.0  # seconds the broker stays down
 
 
 @pytest.fixture

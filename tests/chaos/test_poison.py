@@ -53,7 +53,7 @@ async def test_poison_and_oversized_sagas(chaos_cluster: ClusterFactory) -> None
             landed += await poison.inject(cluster.stack.bootstrap, records)
             run.fault(f"poison {n + 1}")
             special += [("oversized", big), ("wrong key", rerouted)]
-            special.append(("client oversized", await client_oversized(run, f"{tag}-cbig")))
+            special.append(await client_oversized(run, f"{tag}-cbig"))
         rest = plan(cluster.prefix, per_round, start=SIZES.poison_rounds * per_round)
         await submit(run.client, rest, run.submitted, interval=0.05)
         await run.finish()
@@ -64,7 +64,7 @@ def oversized(planned: Planned) -> dict[str, object]:
     return planned.order(customer_id="c" * OVERSIZED).model_dump()
 
 
-async def client_oversized(run: Run, saga_id: str) -> Planned:
+async def client_oversized(run: Run, saga_id: str) -> tuple[str, Planned]:
     """``SagaClient.start`` with an input over the size limit: refused at dispatch with an
     error, or accepted and then failing visibly like the raw record (judged later)."""
     planned = Planned(saga_id, saga_id, OK)
@@ -82,8 +82,8 @@ async def client_oversized(run: Run, saga_id: str) -> Planned:
             run.verdict.other.add(
                 saga_id, f"client refused {saga_id} without naming the size: {exc!r}"
             )
-        return Planned(saga_id, saga_id, OK)  # nothing may exist for it: judged as oversized
-    return planned
+        return "client refused", planned  # no dead letter owed; no effect may exist
+    return "client oversized", planned
 
 
 async def judge_poison(
@@ -121,7 +121,7 @@ async def judge_poison(
         who = f"{what} saga {planned.saga_id}"
         if what == "wrong key" and shown == "saga_completed":
             continue  # re-routed to its partition and run: fine (effects judged like others)
-        if not {planned.saga_id, f"not-{planned.saga_id}"} & keys:
+        if what != "client refused" and not {planned.saga_id, f"not-{planned.saga_id}"} & keys:
             run.verdict.other.add(
                 planned.saga_id, f"{who}: no dead letter keyed by it (lifecycle: {shown})"
             )

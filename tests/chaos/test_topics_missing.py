@@ -12,7 +12,7 @@ from tests.chaos.workload import plan, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-SETTLE = 30.0  # no fault here: sagas of an idle-free cluster finish in seconds
+SETTLE = 25.0  # no fault here: sagas of an idle-free cluster finish in seconds
 
 
 @pytest.mark.timeout(SIZES.topic_starts * (SETTLE + 90) + 60)

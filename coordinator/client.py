@@ -31,6 +31,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
 from coordinator.commands import Resolution, resolve_message, start_message
+from coordinator.deadletters import matches
 from coordinator.definition import Saga
 from coordinator.errors import (
     CommandError,
@@ -371,7 +372,7 @@ class SagaClient:
                     if record.topic == topics.deadletters:
                         with contextlib.suppress(ValidationError):
                             letter = DeadLetter.model_validate_json(record.value)
-                            if letter.value() == payload:
+                            if matches(letter, payload):
                                 raise SagaRejected(saga_id, letter.reason)
                 if loop.time() >= next_lookup:
                     next_lookup = loop.time() + 0.5

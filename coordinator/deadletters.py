@@ -20,7 +20,21 @@ from coordinator.events import DeadLetter
 from coordinator.settings import CoordinatorSettings
 from coordinator.watch import partition_counts, partition_for
 
-__all__ = ["DeadLetterEntry", "DeadLetterLog", "parse_ref"]
+__all__ = ["DeadLetterEntry", "DeadLetterLog", "matches", "parse_ref", "truncated"]
+
+#: how an agent marks a dead letter that keeps only the start of an oversized value
+_TRUNCATED = "[value truncated:"
+
+
+def truncated(letter: DeadLetter) -> bool:
+    """True when the dead letter keeps only the first bytes of the original value."""
+    return _TRUNCATED in letter.reason
+
+
+def matches(letter: DeadLetter, payload: bytes) -> bool:
+    """Whether ``letter`` is the dead letter of ``payload`` (or of its start, if truncated)."""
+    kept = letter.value()
+    return kept == payload or (truncated(letter) and bool(kept) and payload.startswith(kept))
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,11 @@ class DeadLetterLog:
         """Send the dead letter's original bytes back to its source topic, same key."""
         entry = await self.get(ref)
         letter, topics = entry.letter, self.settings.topics
+        if truncated(letter):
+            raise CommandError(
+                f"dead letter {ref} keeps only the start of the original message (it was too "
+                "large), so it cannot be re-submitted; send the original again from its source"
+            )
         ours = letter.source_topic in (topics.inbox, topics.lifecycle) or (
             letter.source_topic.startswith(topics.step(""))
         )

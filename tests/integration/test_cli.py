@@ -3,17 +3,21 @@ every command reports its outcome with a distinct exit code and one line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from coordinator.cli import Exit
+from coordinator.events import DeadLetter
 from tests.integration.processes import ROOT, Process, eventually
 from tests.integration.stack import free_port
 
@@ -256,3 +260,32 @@ def test_resolve_a_parked_saga(deployment: Deployment) -> None:
     assert out.returncode == Exit.OK, out.stderr
     assert out.stdout.startswith(f"cancel accepted: saga {cancelled} is ")
     eventually(lambda: deployment.status(cancelled) == "cancelled", timeout=60, what="cancel")
+
+
+def test_resubmit_refuses_a_truncated_dead_letter(deployment: Deployment) -> None:
+    """An oversized message's dead letter keeps only its start: re-sending it would send
+    a different, broken message."""
+    letter = DeadLetter(
+        source_topic=f"{deployment.env['SAGA_TOPIC_PREFIX']}.inbox",
+        key="errand:big",
+        value_b64=DeadLetter.encode_value(b"x" * 1024),
+        reason="too large [value truncated: first 1024 of 900000 bytes kept]",
+        error_type="RecordTooLarge",
+        agent="inbox",
+        occurred_at=datetime.now(UTC),
+    )
+
+    async def write() -> str:
+        producer = AIOKafkaProducer(bootstrap_servers=deployment.env["KAFKA_BOOTSTRAP_SERVERS"])
+        await producer.start()
+        try:
+            topic = f"{deployment.env['SAGA_TOPIC_PREFIX']}.deadletters"
+            sent = await producer.send_and_wait(topic, letter.to_json(), key=b"errand:big")
+        finally:
+            await producer.stop()
+        return f"{sent.partition}:{sent.offset}"
+
+    ref = asyncio.run(write())
+    out = deployment.cli("dead-letters", "--resubmit", ref)
+    assert out.returncode == Exit.USAGE
+    assert "keeps only the start of the original message" in error_line(out)

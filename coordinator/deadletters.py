@@ -23,7 +23,7 @@ from coordinator.watch import partition_counts, partition_for
 __all__ = ["DeadLetterEntry", "DeadLetterLog", "matches", "parse_ref", "truncated"]
 
 #: how an agent marks a dead letter that keeps only the start of an oversized value
-_TRUNCATED = "[value truncated:"
+_TRUNCATED = "value truncated"
 
 
 def truncated(letter: DeadLetter) -> bool:

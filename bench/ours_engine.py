@@ -63,6 +63,7 @@ class OursEngine:
         self._comps: dict[str, list[int]] = {}
         self._client: SagaClient | None = None
         self._topics: list[str] = []
+        self._offsets: AIOKafkaConsumer | None = None
 
     async def setup(self, ctx: EngineContext) -> None:
         self.ctx = ctx
@@ -190,6 +191,8 @@ class OursEngine:
             await self._consumer.stop()
         if self._client:
             await self._client.__aexit__(None, None, None)
+        if self._offsets is not None:
+            await self._offsets.stop()
         for name, proc in zip(self.names, self.procs, strict=True):
             cpu = _cpu_seconds(proc.pid)
             print(f"[bench] ours: {name} used {cpu:.1f} CPU-s in total", file=sys.stderr)
@@ -232,14 +235,14 @@ class OursEngine:
         return await postgres_wal_syncs(self.ctx.postgres_admin_url) if self.listener else 0
 
     async def kafka_messages(self) -> int | None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.ctx.kafka_bootstrap)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(t, p) for t in self._topics for p in range(self.partitions)]
-            ends = await consumer.end_offsets(tps)
-            return sum(ends.values())
-        finally:
-            await consumer.stop()
+        # One long-lived client: a new one per snapshot cost seconds on a loaded machine,
+        # stretching the measured windows.
+        if self._offsets is None:
+            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.ctx.kafka_bootstrap)
+            await self._offsets.start()
+        tps = [TopicPartition(t, p) for t in self._topics for p in range(self.partitions)]
+        ends = await self._offsets.end_offsets(tps)
+        return sum(ends.values())
 
     def describe(self) -> dict[str, Any]:
         return {

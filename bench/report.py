@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -345,7 +346,18 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join([*lines, NOTES])
 
 
+#: Sections other tools write into RESULTS.md (e.g. ``python -m bench longrun``) between
+#: ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``; a rewrite carries them over.
+_KEPT_BLOCK = re.compile(r"<!-- (?P<name>[\w-]+):begin -->.*?<!-- (?P=name):end -->", re.S)
+
+
+def kept_blocks(markdown: str) -> list[str]:
+    """The marked sections of an existing RESULTS.md, in order."""
+    return [m.group(0) for m in _KEPT_BLOCK.finditer(markdown)]
+
+
 def write(results: dict[str, Any], out_dir: Path, md_path: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    md_path.write_text(render(results))
+    kept = kept_blocks(md_path.read_text()) if md_path.exists() else []
+    md_path.write_text("\n".join([render(results), *kept]) + ("\n" if kept else ""))

@@ -125,3 +125,16 @@ def test_a_baseline_without_our_engine_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"engines": {"dbos": {}}}))
     with pytest.raises(KeyError):
         report.load_baseline(path)
+
+
+def test_a_rewrite_keeps_the_sections_other_tools_wrote(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    block = "<!-- longrun:begin -->\n## Long run\n\n| a | b |\n<!-- longrun:end -->"
+    md.write_text(f"# old results\n\n{block}\n")
+    report.write(_results(), tmp_path / "out", md)
+    text = md.read_text()
+    assert text.startswith("# Benchmark results")
+    assert "# old results" not in text
+    assert text.count(block) == 1
+    report.write(_results(), tmp_path / "out", md)  # and again: not duplicated
+    assert md.read_text().count(block) == 1

@@ -15,14 +15,13 @@ import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from enum import IntEnum
-from typing import Any, NoReturn
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from coordinator.cli_parser import LOG_LEVELS, Exit, build_parser, env_name, fail
 from coordinator.errors import (
     CommandError,
     CoordinatorUnavailable,
@@ -37,42 +36,8 @@ from coordinator.settings import CoordinatorSettings
 __all__ = ["Exit", "main"]
 
 
-class Exit(IntEnum):
-    """Exit codes of ``python -m coordinator``."""
-
-    OK = 0
-    #: an unexpected failure (a bug: please report it with the output)
-    FAILED = 1
-    #: the command line, its input or a setting is wrong; nothing was sent
-    USAGE = 2
-    #: the coordinator refused the command; the reason is printed
-    REJECTED = 3
-    #: no such saga (or dead letter)
-    NOT_FOUND = 4
-    #: the saga's status does not allow the command (e.g. it already finished)
-    NOT_APPLICABLE = 5
-    #: no answer in time: the broker or the coordinator is unreachable, or busy
-    UNAVAILABLE = 6
-
-
 class UsageError(Exception):
     """A mistake in the command line or the environment; the message names the fix."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{message}; see `{self.prog} --help`", Exit.USAGE)
-
-
-def _fail(message: str, code: Exit) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(int(code))
-
-
-def _env_name(field: str) -> str:
-    if field == "kafka_bootstrap_servers":
-        return "KAFKA_BOOTSTRAP_SERVERS"
-    return f"SAGA_{field.upper()}"
 
 
 _FIELD = re.compile(r'field "(\w+)"')
@@ -91,40 +56,19 @@ def load_settings() -> CoordinatorSettings:
         field = match.group(1) if match else "?"
         example = _EXAMPLES.get(field, "")
         raise UsageError(
-            f"{_env_name(field)} is not valid JSON"
+            f"{env_name(field)} is not valid JSON"
             + (f": write it as '{example}'" if example else "")
         ) from exc
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
         raise UsageError(
-            f"{_env_name(field)}={error.get('input')!r}: {error['msg']}"
+            f"{env_name(field)}={error.get('input')!r}: {error['msg']}"
             + (f"; e.g. '{_EXAMPLES[field]}'" if field in _EXAMPLES else "")
         ) from exc
 
 
 # -- worker ------------------------------------------------------------------------------
-
-
-def _settings_help() -> str:
-    lines = ["settings (environment variables, default in brackets):"]
-    for name, field in CoordinatorSettings.model_fields.items():
-        default = field.default
-        shown = ",".join(default) if isinstance(default, list) else default
-        lines.append(f"  {_env_name(name):<34} [{shown if shown not in ('', None) else '-'}]")
-    return "\n".join(lines)
-
-
-#: our level names (and the usual aliases) -> faust's
-_LOG_LEVELS = {
-    "debug": "debug",
-    "info": "info",
-    "warn": "warn",
-    "warning": "warn",
-    "error": "error",
-    "crit": "crit",
-    "critical": "crit",
-}
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -145,7 +89,7 @@ def worker(args: argparse.Namespace) -> int:
     # CPU) because mode leaves the root logger at DEBUG and filters in the handler.
     for name in ("faust.topics", "aiokafka"):
         logging.getLogger(name).setLevel(logging.INFO)
-    faust_args = ["worker", "-l", _LOG_LEVELS[args.loglevel]]
+    faust_args = ["worker", "-l", LOG_LEVELS[args.loglevel]]
     if not settings.web_enabled:
         faust_args.append("--without-web")  # faust's CLI default would re-enable it
     sys.argv = ["coordinator", *faust_args]
@@ -172,16 +116,6 @@ def _read_json(raw: str, name: str = "INPUT", what: str = "saga input") -> dict[
             f"not a JSON {type(value).__name__}"
         )
     return value
-
-
-def _seconds(value: str) -> timedelta:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("the timeout must be positive")
-    return timedelta(seconds=seconds)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -316,117 +250,6 @@ _COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[int]]] = {
 # -- parser ------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m coordinator``."""
-    parser = _Parser(
-        prog="python -m coordinator",
-        description="Run a coordinator worker, start and operate sagas, read dead letters.",
-        epilog="exit codes: "
-        + ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in Exit),
-    )
-    parser.add_argument("--url", help="a coordinator's web URL (default: SAGA_WEB_HOST/PORT)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, **kwargs)
-        return p
-
-    w = command(
-        "worker",
-        "run a coordinator worker (settings from the environment)",
-        epilog=_settings_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    w.add_argument(
-        "-l",
-        "--loglevel",
-        default="info",
-        choices=sorted(_LOG_LEVELS),
-        metavar="LEVEL",
-        help="debug, info, warn, error or crit (default: info)",
-    )
-
-    def confirmable(p: argparse.ArgumentParser, what: str) -> None:
-        p.add_argument(
-            "--no-wait",
-            action="store_true",
-            help=f"send the command and return; do not wait for the coordinator to {what}",
-        )
-        p.add_argument(
-            "--timeout",
-            type=_seconds,
-            default=timedelta(seconds=30),
-            metavar="SECONDS",
-            help="how long to wait for the coordinator (default: 30)",
-        )
-
-    s = command("start", "start a saga and wait until the coordinator started or rejected it")
-    s.add_argument("saga_type", metavar="SAGA_TYPE")
-    s.add_argument("input", metavar="INPUT", help="the saga input as a JSON object, - for stdin")
-    s.add_argument("--id", help="the saga id (default: SAGA_TYPE:BUSINESS_KEY)")
-    s.add_argument("--business-key", help="e.g. the order id; the saga id derives from it")
-    s.add_argument("--version", type=int, help="definition version (default: the latest)")
-    confirmable(s, "start it")
-
-    st = command("status", "print a saga's state")
-    st.add_argument("saga_id", metavar="SAGA_ID")
-    st.add_argument("--json", action="store_true", help="print JSON")
-
-    c = command("cancel", "cancel a running saga: its completed steps are compensated")
-    c.add_argument("saga_id", metavar="SAGA_ID")
-    c.add_argument("--reason", default="cancelled by operator", help="recorded in the events")
-    confirmable(c, "accept it")
-
-    r = command("retry-compensation", "resume a compensation_failed saga at its cursor")
-    r.add_argument("saga_id", metavar="SAGA_ID")
-    confirmable(r, "resume it")
-
-    v = command(
-        "resolve",
-        "resolve a parked saga: say whether its uncertain step's effect happened",
-    )
-    v.add_argument("saga_id", metavar="SAGA_ID")
-    verdict = v.add_mutually_exclusive_group(required=True)
-    verdict.add_argument(
-        "--applied",
-        dest="resolution",
-        action="store_const",
-        const="applied",
-        help="the effect happened: the saga goes on (with --output as the step's output)",
-    )
-    verdict.add_argument(
-        "--not-applied",
-        dest="resolution",
-        action="store_const",
-        const="not_applied",
-        help="nothing happened: the earlier steps are compensated",
-    )
-    verdict.add_argument(
-        "--retry",
-        dest="resolution",
-        action="store_const",
-        const="retry",
-        help="run the step again (same idempotency key, fresh retry budget)",
-    )
-    v.add_argument("--output", metavar="JSON", help="with --applied: the step's output")
-    v.add_argument("--step", help="the parked step (default: the one the saga is parked on)")
-    confirmable(v, "apply it")
-
-    d = command("dead-letters", "list recent dead letters with their reasons, or re-submit one")
-    d.add_argument("--saga-id", help="only this saga's dead letters")
-    d.add_argument("--limit", type=int, default=20, help="how many to show (default: 20)")
-    d.add_argument("--json", action="store_true", help="print one JSON object per line")
-    d.add_argument(
-        "--resubmit",
-        metavar="PARTITION:OFFSET",
-        help="send this dead letter's original message back to its topic (after a fix)",
-    )
-
-    t = command("topics", "create the saga topics (and step topics of SERVICE...)")
-    t.add_argument("services", nargs="*", metavar="SERVICE")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (see :class:`Exit`)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -437,23 +260,23 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         return asyncio.run(_run(args))
     except (UsageError, CommandError) as exc:
-        _fail(str(exc), Exit.USAGE)
+        fail(str(exc), Exit.USAGE)
     except SagaRejected as exc:
-        _fail(str(exc), Exit.REJECTED)
+        fail(str(exc), Exit.REJECTED)
     except SagaNotFoundError as exc:
-        _fail(str(exc), Exit.NOT_FOUND)
+        fail(str(exc), Exit.NOT_FOUND)
     except SagaStatusError as exc:
-        _fail(str(exc), Exit.NOT_APPLICABLE)
+        fail(str(exc), Exit.NOT_APPLICABLE)
     except CoordinatorUnavailable as exc:
-        _fail(str(exc), Exit.UNAVAILABLE)
+        fail(str(exc), Exit.UNAVAILABLE)
     except KafkaError as exc:
         servers = load_settings().kafka_bootstrap_servers
-        _fail(
+        fail(
             f"Kafka at {servers}: {exc}: is the broker running, and is "
             "KAFKA_BOOTSTRAP_SERVERS right?",
             Exit.UNAVAILABLE,
         )
     except SagaError as exc:
-        _fail(str(exc), Exit.FAILED)
+        fail(str(exc), Exit.FAILED)
     except KeyboardInterrupt:
         return 130

@@ -261,6 +261,8 @@ async def judge(
     oracle.judge_recovery(verdict, life.terminal_seen)
     await _judge_status(cluster, life, submitted, verdict, shown, cli_samples)
     await _judge_listener(cluster, life, submitted, verdict, shown)
+    for saga_id in sorted(verdict.troubled(besides=("status_failures",)))[:40]:
+        verdict.timelines[saga_id] = oracle.timeline(life.events.get(saga_id, []))
     return verdict
 
 

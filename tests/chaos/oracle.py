@@ -87,6 +87,8 @@ class Verdict:
     other: Problems = field(default_factory=Problems)
     faults: list[Fault] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)  # where the process logs were kept
+    #: lifecycle of every saga with a finding, for the detail file
+    timelines: dict[str, list[str]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)  # for the table's duration
 
     CHECKS = (
@@ -114,6 +116,11 @@ class Verdict:
         lines.extend(f"  process logs: {where}" for where in self.logs)
         return "\n".join(lines)
 
+    def troubled(self, *, besides: tuple[str, ...] = ()) -> set[str]:
+        """Every saga (or record) a check other than ``besides`` found wrong."""
+        names = [name for name in self.CHECKS if name not in besides]
+        return set().union(*(getattr(self, name).subjects for name in names))
+
 
 def unique_by_seq(events: list[LifecycleEvent]) -> tuple[list[LifecycleEvent], list[str]]:
     """Events by ``seq`` (re-sent duplicates dropped) and the conflicts: two different
@@ -127,6 +134,17 @@ def unique_by_seq(events: list[LifecycleEvent]) -> tuple[list[LifecycleEvent], l
         if len(shapes) > 1:
             conflicts.append(f"seq {seq} carries {sorted(shapes, key=str)}")
     return [by_seq[s][0] for s in sorted(by_seq)], conflicts
+
+
+def timeline(events: list[LifecycleEvent]) -> list[str]:
+    """One line per event (by seq): what a bug report needs."""
+    lines = []
+    for e in unique_by_seq(events)[0]:
+        attempt = getattr(e, "attempt", None)
+        error = f" {e.error.type}: {e.error.message[:80]}" if e.error else ""
+        where = f" {e.step}#{attempt}" if e.step else ""
+        lines.append(f"{e.seq:>3} {e.occurred_at:%H:%M:%S.%f} {e.type}{where}{error}")
+    return lines
 
 
 def resting_status(events: list[LifecycleEvent]) -> str | None:

@@ -69,7 +69,11 @@ def record(verdict: Verdict) -> None:
     REPORT.write_text(table() + "\n")
     if not verdict.ok:
         detail = ARTIFACTS / f"{verdict.scenario}.txt"
-        detail.write_text(verdict.explain(limit=50) + "\n")
+        timelines = [
+            f"\n{saga_id}:\n" + "\n".join(f"  {line}" for line in lines)
+            for saga_id, lines in sorted(verdict.timelines.items())
+        ]
+        detail.write_text(verdict.explain(limit=50) + "\n" + "".join(timelines) + "\n")
 
 
 def table() -> str:

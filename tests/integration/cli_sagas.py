@@ -22,7 +22,7 @@ from coordinator import (
 
 
 class Errand(BaseModel):
-    hold: float = 0.0  # seconds the "work" step takes
+    hold_while: str | None = None  # "work" runs until this file disappears
     fail_at: str | None = None  # step that refuses (business failure)
     undo_blocked_by: str | None = None  # "prepare" cannot be undone while this file exists
 
@@ -46,7 +46,9 @@ async def unprepare(ctx: StepContext[Errand]) -> None:
 
 
 async def work(ctx: StepContext[Errand]) -> Done:
-    await asyncio.sleep(ctx.input.hold)
+    hold = ctx.input.hold_while
+    while hold and await asyncio.to_thread(Path(hold).exists):
+        await asyncio.sleep(0.1)
     if ctx.input.fail_at == ctx.step:
         raise BusinessFailure(f"{ctx.step} refused")
     return Done(step=ctx.step)

@@ -110,10 +110,10 @@ def test_start_waits_until_the_saga_started(deployment: Deployment) -> None:
 
 
 def test_start_rejected_prints_the_reason_and_fails(deployment: Deployment) -> None:
-    bad_input = deployment.cli("start", "errand", '{"hold": "soon"}', "--id", f"bad-{key()}")
+    bad_input = deployment.cli("start", "errand", '{"fail_at": 7}', "--id", f"bad-{key()}")
     assert bad_input.returncode == Exit.REJECTED
     line = error_line(bad_input)
-    assert "was rejected: saga 'errand' v1: input does not match Errand: hold:" in line
+    assert "was rejected: saga 'errand' v1: input does not match Errand: fail_at:" in line
 
     unknown = deployment.cli("start", "invoice", "{}", "--business-key", key())
     assert unknown.returncode == Exit.REJECTED
@@ -148,17 +148,23 @@ def test_status_of_an_unknown_saga(deployment: Deployment) -> None:
     assert error_line(out) == "error: no saga 'errand:never': it was never started, or not yet"
 
 
-def test_cancel_reports_what_happened(deployment: Deployment) -> None:
+def test_cancel_reports_what_happened(deployment: Deployment, tmp_path: Path) -> None:
     unknown = deployment.cli("cancel", "errand:never")
     assert unknown.returncode == Exit.NOT_FOUND
     assert "no saga 'errand:never'" in error_line(unknown)
 
     k = key()
     saga_id = f"errand:{k}"
-    assert deployment.cli("start", "errand", '{"hold": 3}', "--business-key", k).returncode == 0
+    hold = tmp_path / "hold"
+    hold.touch()  # "work" is in flight until the file goes
+    errand = json.dumps({"hold_while": str(hold)})
+    assert deployment.cli("start", "errand", errand, "--business-key", k).returncode == 0
     accepted = deployment.cli("cancel", saga_id)
     assert accepted.returncode == Exit.OK, accepted.stderr
-    assert accepted.stdout.startswith(f"cancel accepted: saga {saga_id}")
+    assert accepted.stdout == (
+        f"cancel accepted: saga {saga_id} compensates once its step in flight (work) answers\n"
+    )
+    hold.unlink()
     eventually(lambda: deployment.status(saga_id) == "cancelled", timeout=60, what="cancel")
 
     finished = deployment.cli("cancel", saga_id)

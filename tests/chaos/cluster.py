@@ -98,10 +98,11 @@ class ChaosCluster:
         for proc in self.workers.values():
             proc.wait_for_output(COORDINATOR_READY, timeout=WORKER_READY_TIMEOUT)
 
-    def _spawn(self, name: str) -> Process:
+    def _spawn(self, name: str, extra_env: dict[str, str] | None = None) -> Process:
         env = {
             "SAGA_DATADIR": str(self.stack.datadir / name),
             **self.worker_env,
+            **(extra_env or {}),
         }
         return self.stack.coordinator(
             name=name,
@@ -115,9 +116,11 @@ class ChaosCluster:
         """SIGKILL one worker: nothing flushed, nothing committed."""
         self.workers[name].kill()
 
-    def restart(self, name: str, *, wait: bool = True) -> Process:
+    def restart(
+        self, name: str, *, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Process:
         self.restarts += 1
-        self.workers[name] = proc = self._spawn(name)
+        self.workers[name] = proc = self._spawn(name, env)
         if wait:
             proc.wait_for_output(COORDINATOR_READY, timeout=WORKER_READY_TIMEOUT)
         return proc

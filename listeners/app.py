@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
+import pydantic_core
 import sqlalchemy as sa
 from faust.streams import Stream
 from faust.types import EventT
@@ -213,7 +214,29 @@ def _add_pages(app: faust.App, listener: Listener[Any], processor: BatchProcesso
             return web.json({"error": str(exc)}, status=400)
         return web.json({"listener": name, **filters, name: found})
 
+    for path, query in listener.pages.items():
+        app.page(path, name=f"{name}-{path}")(_custom_page(query, sessions))
     one.__doc__ = f"One {name} entity: its newest saga, timeline and history."
     many.__doc__ = f"{name} entities filtered by attribute: ?status=...&limit=N."
     app.page(f"/{name}/{{key}}", name=f"{name}-one")(one)
     app.page(f"/{name}", name=f"{name}-list")(many)
+
+
+def _custom_page(query: Any, sessions: Any) -> Any:
+    """A Faust view running a listener's own ``@listener.page`` query in a thread."""
+
+    async def view(web: View, request: Request, **params: Any) -> Response:
+        def run() -> Any:
+            with sessions() as session:
+                found = query(session, **params)
+            return pydantic_core.to_jsonable_python(found)
+
+        try:
+            return web.json(await asyncio.to_thread(run))
+        except EntityNotFoundError as exc:
+            return web.json({"error": str(exc)}, status=404)
+        except InvalidQueryError as exc:
+            return web.json({"error": str(exc)}, status=400)
+
+    view.__doc__ = query.__doc__
+    return view

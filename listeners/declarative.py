@@ -41,6 +41,7 @@ RowT = TypeVar("RowT", bound=SagaRow)
 #: A handler updates the row of one saga for one event; it returns nothing.
 Handler = Callable[[RowT, Event], None]
 _H = TypeVar("_H", bound=Callable[..., None])
+_Q = TypeVar("_Q", bound=Callable[..., Any])
 
 
 class Listener(Generic[RowT]):
@@ -100,6 +101,7 @@ class Listener(Generic[RowT]):
         }
         self._by_type: dict[str, list[tuple[frozenset[str] | None, Handler[RowT]]]] = {}
         self._any: list[Handler[RowT]] = []
+        self.pages: dict[str, Callable[..., Any]] = {}
 
     # -- declaring handlers -------------------------------------------------------------
 
@@ -126,9 +128,13 @@ class Listener(Generic[RowT]):
         """Decorator: an attempt of one of ``steps`` (any if none) failed."""
         return self.on("step_failed", steps=steps)
 
-    def on_compensation(self, *compensations: str) -> Callable[[_H], _H]:
-        """Decorator: one of ``compensations`` (any if none) undid its step."""
-        return self.on("compensation_succeeded", steps=compensations)
+    def on_compensation(self, *steps: str) -> Callable[[_H], _H]:
+        """Decorator: the effect of one of ``steps`` (any if none) was undone.
+
+        Compensation events name the step they undo (``event.step``), not the
+        compensation action.
+        """
+        return self.on("compensation_succeeded", steps=steps)
 
     def on_compensating(self, handler: _H) -> _H:
         """Decorator: unwinding began (``saga_compensating``)."""
@@ -150,6 +156,24 @@ class Listener(Generic[RowT]):
         """Decorator: every applied event, after the specific handlers (new types too)."""
         self._any.append(handler)
         return handler
+
+    def page(self, path: str) -> Callable[[_Q], _Q]:
+        """Decorator: serve ``GET {path}`` on the worker, next to the standard queries.
+
+        The function gets a read-only ``Session`` of this listener's database and the
+        path's ``{parameters}`` as keyword arguments, runs in a thread, and returns
+        something JSON-serialisable (pydantic models are dumped)::
+
+            @trips.page("/trips-to/{destination}")
+            def to(session: Session, destination: str) -> list[str]:
+                return list(session.scalars(select(Trip.business_key).where(...)))
+        """
+
+        def register(query: _Q) -> _Q:
+            self.pages[path] = query
+            return query
+
+        return register
 
     # -- what the framework calls (framework.apply_batch) -------------------------------
 

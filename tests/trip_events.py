@@ -9,11 +9,7 @@ from coordinator import events as ev
 from listeners.events import GenericEvent
 
 SAGA_TYPE = "trip_booking"
-STEPS = [
-    ("book_flight", "airline", "cancel_flight"),
-    ("book_hotel", "hotels", "cancel_hotel"),
-    ("book_car", "cars", None),
-]
+STEPS = [("book_flight", "airline"), ("book_hotel", "hotels"), ("book_car", "cars")]
 
 
 def trip_saga(
@@ -50,7 +46,7 @@ def trip_saga(
     add(ev.SagaStarted, data={"destination": "Lisbon"})
     if unknown_type:
         add(GenericEvent, type="trip_note", data={"note": "window seat"})
-    for index, (step, service, _) in enumerate(STEPS):
+    for index, (step, service) in enumerate(STEPS):
         add(ev.StepStarted, step=step, service=service, attempt=1)
         if outcome == "in_flight" and index == 1:
             return events
@@ -58,8 +54,9 @@ def trip_saga(
             error = ev.ErrorInfo(type="NoRooms", message="hotel full", retryable=False)
             add(ev.StepFailed, step=step, service=service, attempt=1, error=error)
             add(ev.SagaCompensating, data={"reason": "step_failed"})
-            add(ev.CompensationStarted, step="cancel_flight", service="airline", attempt=1)
-            add(ev.CompensationSucceeded, step="cancel_flight", service="airline", attempt=1)
+            # Compensation events name the step they undo, as the coordinator sends them.
+            add(ev.CompensationStarted, step="book_flight", service="airline", attempt=1)
+            add(ev.CompensationSucceeded, step="book_flight", service="airline", attempt=1)
             add(ev.SagaCompensated)
             return events
         add(

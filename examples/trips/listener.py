@@ -7,14 +7,15 @@ service, last error, updated at) plus the trip's own. Run it with::
     python -m listeners migrate examples.trips:trips
     python -m listeners worker examples.trips:trips
     python -m listeners get examples.trips:trips TRIP_ID
+    curl localhost:6067/trips/TRIP_ID            # and /trips?status=..., /trips-to/Lisbon
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, MetaData, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import DateTime, Integer, MetaData, String, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from listeners import NAMING_CONVENTION, Event, Listener, SagaRow
 
@@ -54,9 +55,9 @@ def booked(trip: Trip, event: Event) -> None:
         trip.hotel = reference
 
 
-@trips.on_compensation("cancel_flight", "cancel_hotel")
+@trips.on_compensation("book_flight", "book_hotel")
 def unbooked(trip: Trip, event: Event) -> None:
-    if event.step == "cancel_flight":
+    if event.step == "book_flight":
         trip.flight = None
     else:
         trip.hotel = None
@@ -70,3 +71,14 @@ def confirmed(trip: Trip, event: Event) -> None:
 @trips.on_any
 def counted(trip: Trip, event: Event) -> None:
     trip.events_seen += 1
+
+
+@trips.page("/trips-to/{destination}")
+def to_destination(session: Session, destination: str) -> dict[str, int]:
+    """How many trip sagas to ``destination`` are in each status (a page of our own)."""
+    rows = session.execute(
+        select(Trip.status, func.count())
+        .where(Trip.destination == destination)
+        .group_by(Trip.status)
+    )
+    return {status: count for status, count in rows.tuples()}

@@ -145,6 +145,9 @@ async def test_trips_listener_declared_migrated_run_queried_and_replayed(
         assert sorted(t["business_key"] for t in compensated) == sorted(
             f"trip-{i}" for i in range(30) if i % 3 == 1
         )
+        # A page the listener added itself (@trips.page).
+        per_status = worker.get("/trips-to/Lisbon").json()
+        assert per_status == {"completed": 10, "compensated": 11, "running": 10}  # sagas
         assert worker.get("/trips/no-such-trip").status_code == 404
         assert worker.get("/trips?status=paid").status_code == 400
         assert worker.get("/trips?colour=red").status_code == 400
@@ -216,3 +219,63 @@ async def test_replay_refuses_a_topic_that_lost_its_beginning(
         assert len(rows) == len(events) - 1
     finally:
         worker.close()
+
+
+async def test_trips_from_a_real_coordinator(
+    kafka_bootstrap: str, topic_prefix: str, pg_url: str, tmp_path: Path
+) -> None:
+    """Real lifecycle events: the trip saga run by a coordinator worker, then listened to."""
+    from coordinator import SagaClient
+    from tests.integration.processes import eventually
+    from tests.integration.stack import OrderStack
+
+    stack = OrderStack(kafka_bootstrap, topic_prefix, tmp_path / "coordinator")
+    worker = ListenerWorker(
+        bootstrap=kafka_bootstrap, prefix=topic_prefix, database_url=pg_url, listeners=[TRIPS]
+    )
+
+    def trip(key: str, status: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def arrived() -> bool:
+            assert worker.alive(), worker.output()[-3000:]
+            response = worker.get(f"/trips/{key}")
+            found.update(response.json() if response.status_code == 200 else {})
+            return found.get("status") == status
+
+        eventually(arrived, timeout=90, what=f"trip {key} {status}: {found}")
+        return found
+
+    try:
+        assert worker.cli("migrate", TRIPS).proc.returncode == 0  # type: ignore[union-attr]
+        stack.coordinator(definitions="examples.trips.saga:TRIP_SAGA")
+        worker.start()
+        async with SagaClient(stack.settings()) as client:
+            for saga_id, key, destination in [("t1", "T-1", "Lisbon"), ("t2a", "T-2", "Nowhere")]:
+                request = {"trip_id": key, "destination": destination}
+                await client.start("trip_booking", request, saga_id=saga_id, business_key=key)
+            t1 = trip("T-1", "completed")
+            assert (t1["fields"]["flight"], t1["fields"]["hotel"]) == (
+                "book_flight-T-1",
+                "book_hotel-T-1",
+            )
+            assert t1["fields"]["confirmed_at"] and t1["current_service"] is None
+            refused = trip("T-2", "compensated")
+            assert refused["fields"]["flight"] is None  # booked, then undone
+            assert "no hotel in Nowhere" in refused["last_error"]
+            # The traveller tries again: a new saga for the same trip.
+            request = {"trip_id": "T-2", "destination": "Porto"}
+            await client.start("trip_booking", request, saga_id="t2b", business_key="T-2")
+            again = trip("T-2", "completed")
+        assert again["saga_id"] == "t2b" and again["fields"]["destination"] == "Porto"
+        assert [(h["saga_id"], h["status"]) for h in again["history"]] == [("t2a", "compensated")]
+        undone = [
+            e["step"]
+            for e in again["history"][0]["timeline"]
+            if e["type"] == "compensation_succeeded"
+        ]
+        assert undone == ["book_flight"]
+        assert worker.stop() == 0, worker.output()[-3000:]
+    finally:
+        worker.close()
+        stack.close()

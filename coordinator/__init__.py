@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from compensations import NO_RETRY, RetryPolicy
 from coordinator.client import SagaClient
 from coordinator.commands import derive_saga_id
-from coordinator.definition import Http, Saga, Service, Step, StepContext, http
+from coordinator.definition import Http, Remote, Saga, Service, Step, StepContext, http, remote
 from coordinator.errors import (
     BusinessFailure,
     BusinessHttpError,
@@ -47,6 +47,7 @@ __all__ = [
     "DefinitionError",
     "Http",
     "OutputValidationError",
+    "Remote",
     "RetryPolicy",
     "Saga",
     "SagaClient",
@@ -67,6 +68,7 @@ __all__ = [
     "create_app",
     "derive_saga_id",
     "http",
+    "remote",
 ]
 
 

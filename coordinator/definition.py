@@ -142,6 +142,23 @@ def http(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Remote:
+    """A step action (or compensation) that a remote participant runs, in any language.
+
+    The participant consumes the service's step topic and replies to the inbox (README,
+    "Remote participants"); the coordinator only sends the requests and records the
+    results. ``output`` is the model a successful reply's output is validated against.
+    """
+
+    output: type[BaseModel] | None = None
+
+
+def remote(*, output: type[BaseModel] | None = None) -> Remote:
+    """Declare the action or compensation of a ``Service(..., remote=True)`` step."""
+    return Remote(output=output)
+
+
 @dataclass(frozen=True)
 class Step:
     """One step: its action, the service it belongs to, and its compensation.
@@ -149,10 +166,11 @@ class Step:
     Args:
         name: unique within the saga.
         service: the participant that runs it.
-        action: ``async def action(ctx) -> OutputModel | None`` or :func:`http`.
+        action: ``async def action(ctx) -> OutputModel | None``, :func:`http`, or
+            :func:`remote` for a step of a remote service.
         compensation: undoes the action; None when there is nothing to undo.
-        output: the action's output model (inferred from the return annotation or
-            ``http(output=...)`` when omitted).
+        output: the action's output model (inferred from the return annotation,
+            ``http(output=...)`` or ``remote(output=...)`` when omitted).
         retry: durable retry policy of the action.
         compensation_retry: durable retry policy of the compensation.
         timeout: how long one attempt may take before it counts as failed and is retried
@@ -167,8 +185,8 @@ class Step:
 
     name: str
     service: Service = field(kw_only=True)
-    action: Action | Http = field(kw_only=True)
-    compensation: Action | Http | None = field(default=None, kw_only=True)
+    action: Action | Http | Remote = field(kw_only=True)
+    compensation: Action | Http | Remote | None = field(default=None, kw_only=True)
     output: type[BaseModel] | None = field(default=None, kw_only=True)
     retry: RetryPolicy = field(default=DEFAULT_RETRY, kw_only=True)
     compensation_retry: RetryPolicy = field(default=DEFAULT_COMPENSATION_RETRY, kw_only=True)
@@ -179,7 +197,7 @@ class Step:
         """The action's output model: ``output=``, http()'s, or the return annotation."""
         if self.output is not None:
             return self.output
-        if isinstance(self.action, Http):
+        if isinstance(self.action, Http | Remote):
             return self.action.output
         try:
             hint = typing.get_type_hints(self.action).get("return")
@@ -253,6 +271,7 @@ def _validate(saga: Saga[Any]) -> None:
             raise DefinitionError(
                 f"{at}: on_uncertain={step.on_uncertain!r}; use 'compensate' or 'park'"
             )
+        _check_remote(at, step)
         _check_callable(at, "action", step.action)
         if step.compensation is not None:
             _check_callable(at, "compensation", step.compensation)
@@ -263,8 +282,23 @@ def _validate(saga: Saga[Any]) -> None:
             _check_template(saga, at, step.compensation, available=(*earlier, step))
 
 
+def _check_remote(at: str, step: Step) -> None:
+    service = step.service.name
+    for role, fn in (("action", step.action), ("compensation", step.compensation)):
+        if step.service.remote and fn is not None and not isinstance(fn, Remote):
+            raise DefinitionError(
+                f"{at}: service {service!r} is remote, so its participant runs the {role}; "
+                f"pass {role}=remote() (with output= on the action), not a function"
+            )
+        if not step.service.remote and isinstance(fn, Remote):
+            raise DefinitionError(
+                f"{at}: {role}=remote() needs Service({service!r}, remote=True), whose "
+                "participant consumes its step topic; or pass an async function or http()"
+            )
+
+
 def _check_callable(at: str, role: str, fn: object) -> None:
-    if isinstance(fn, Http):
+    if isinstance(fn, Http | Remote):
         return
     if not callable(fn):
         raise DefinitionError(

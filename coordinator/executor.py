@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from coordinator.definition import Http, Saga, Step, StepContext
+from coordinator.definition import Http, Remote, Saga, Step, StepContext
 from coordinator.errors import OutputValidationError, SagaError, StepFailure, UnknownSagaError
 from coordinator.events import ErrorInfo
 from coordinator.http import send_json
@@ -128,6 +128,12 @@ class StepExecutor:
         fn = step.action if request.phase == "action" else step.compensation
         if fn is None:
             return None
+        if isinstance(fn, Remote):
+            raise StepFailure(
+                f"step {step.name!r} runs in the remote participant {step.service.name!r}, "
+                "not in this process (in tests: SagaTestKit.replace stands in for it)",
+                retryable=False,
+            )
         ctx = self.context(saga, step, request)
         timeout = min(step.timeout.total_seconds(), budget)
         try:

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from coordinator import BusinessFailure, Saga, Service, Step, StepContext
+from coordinator import BusinessFailure, Saga, Service, Step, StepContext, remote
 
 
 class Checkout(BaseModel):
@@ -46,10 +46,6 @@ async def release(ctx: StepContext[Checkout]) -> None:
     return None
 
 
-async def in_node(ctx: StepContext[Checkout]) -> Charge:
-    raise AssertionError("never called: the payment-node service runs participant.js")
-
-
 async def issue_receipt(ctx: StepContext[Checkout]) -> Receipt:
     if ctx.input.refuse_receipt:
         raise BusinessFailure(f"no receipt for order {ctx.input.order_id}")
@@ -58,7 +54,7 @@ async def issue_receipt(ctx: StepContext[Checkout]) -> Receipt:
 
 CHECKOUT = Saga("checkout", input=Checkout, steps=[
     Step("reserve", service=STOCK, action=reserve, compensation=release),
-    Step("charge", service=PAYMENTS, action=in_node, compensation=in_node,
+    Step("charge", service=PAYMENTS, action=remote(output=Charge), compensation=remote(),
          timeout=timedelta(seconds=3)),
     Step("receipt", service=RECEIPTS, action=issue_receipt),
 ])  # fmt: skip

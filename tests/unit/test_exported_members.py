@@ -28,6 +28,7 @@ def test_coordinator_exports_are_pinned() -> None:
         "Http",
         "NO_RETRY",
         "OutputValidationError",
+        "Remote",
         "RetryPolicy",
         "Saga",
         "SagaClient",
@@ -48,6 +49,7 @@ def test_coordinator_exports_are_pinned() -> None:
         "create_app",
         "derive_saga_id",
         "http",
+        "remote",
     ]
 
 

@@ -30,8 +30,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from coordinator.client import SagaClient
-from coordinator.settings import CoordinatorSettings
+from coordinator import CoordinatorSettings, SagaClient
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.saga import ORDER_SAGA, service_urls
 from infra import kafka

@@ -55,12 +55,14 @@ class Deployment:
             self.worker.close()
             self.worker = None
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
         return subprocess.run(
             [sys.executable, "-m", "coordinator", *args],
             cwd=ROOT,
-            env={**env, **self.env},
+            env={**clean, **self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=120,
@@ -140,6 +142,27 @@ def test_start_without_a_worker_times_out(deployment: Deployment, tmp_path: Path
     assert (
         f"no worker's web endpoint answered at http://127.0.0.1:{idle.env['SAGA_WEB_PORT']}" in line
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["start", "errand", "{oops"], {}, "error: INPUT is not valid JSON"),
+        (["start", "errand", "[1]"], {}, "error: INPUT must be a JSON object"),
+        (["start", "errand", "{}", "--id", "x" * 201], {}, "at most 200 characters"),
+        (["start", "errand", "{}"], {}, "pass saga_id= or business_key="),
+        (["status", "s"], {"SAGA_SERVICE_URLS": "{payment: x}"}, "SAGA_SERVICE_URLS is not"),
+        (["worker"], {"SAGA_DEFINITIONS": "shop.sagas:ORDER"}, "error: SAGA_DEFINITIONS: "),
+        (["worker"], {"SAGA_DEFINITIONS": ""}, "error: no saga definitions: set SAGA_DEF"),
+    ],
+    ids=["not-json", "json-list", "long-id", "no-id", "service-urls", "no-module", "no-defs"],
+)
+def test_user_errors_are_one_line_naming_the_fix(
+    deployment: Deployment, args: list[str], env: dict[str, str], message: str
+) -> None:
+    out = deployment.cli(*args, env=env)
+    assert out.returncode == Exit.USAGE
+    assert message in error_line(out)
 
 
 def test_status_of_an_unknown_saga(deployment: Deployment) -> None:

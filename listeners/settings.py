@@ -36,7 +36,7 @@ class ListenerSettings(BaseSettings):
         replication_factor: Replication factor of topics the listener creates.
         kafka_bootstrap_servers: ``host:port[,host:port]`` of the Kafka cluster.
         web_host: Interface the worker's HTTP endpoint binds to.
-        web_port: Port of the worker's HTTP endpoint (``GET /orders/...``).
+        web_port: Port of the worker's HTTP endpoint (``GET /{listener}/{key}``, ...).
         batch_size: Most events applied in one SQL transaction.
         batch_window: Longest wait for a batch to fill before it is applied anyway.
         retry_max_delay: Cap of the backoff between retries of a failing database.

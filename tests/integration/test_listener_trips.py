@@ -8,6 +8,7 @@ into a fresh database that is swapped in: the result must be identical.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import zip_longest
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from tests.integration.listener_kit import (
     ListenerWorker,
+    count_rows,
     create_topic,
     produce,
     read_dead_letters,
@@ -224,15 +226,21 @@ async def test_replay_refuses_a_topic_that_lost_its_beginning(
 async def test_trips_from_a_real_coordinator(
     kafka_bootstrap: str, topic_prefix: str, pg_url: str, tmp_path: Path
 ) -> None:
-    """Real lifecycle events: the trip saga run by a coordinator worker, then listened to."""
+    """Real lifecycle events: the trip saga run by a coordinator worker, listened to by a
+    worker running two listeners with a database each (trips: PostgreSQL, orders: SQLite)."""
     from coordinator import SagaClient
     from tests.integration.processes import eventually
     from tests.integration.stack import OrderStack
 
     stack = OrderStack(kafka_bootstrap, topic_prefix, tmp_path / "coordinator")
+    orders_url = sqlite_url(tmp_path, "orders.db")
     worker = ListenerWorker(
-        bootstrap=kafka_bootstrap, prefix=topic_prefix, database_url=pg_url, listeners=[TRIPS]
+        bootstrap=kafka_bootstrap,
+        prefix=topic_prefix,
+        database_url=orders_url,
+        listeners=[TRIPS, "orders"],
     )
+    worker.env["LISTENER_DATABASE_URLS"] = json.dumps({"trips": pg_url})
 
     def trip(key: str, status: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -247,7 +255,10 @@ async def test_trips_from_a_real_coordinator(
         return found
 
     try:
-        assert worker.cli("migrate", TRIPS).proc.returncode == 0  # type: ignore[union-attr]
+        migrated = worker.cli("migrate", TRIPS, "orders")
+        assert migrated.proc is not None and migrated.proc.returncode == 0, migrated.output()
+        assert "listener 'orders': database sqlite:///" in migrated.output()
+        assert "listener 'trips': database postgresql+psycopg://" in migrated.output()
         stack.coordinator(definitions="examples.trips.saga:TRIP_SAGA")
         worker.start()
         async with SagaClient(stack.settings()) as client:
@@ -275,6 +286,9 @@ async def test_trips_from_a_real_coordinator(
             if e["type"] == "compensation_succeeded"
         ]
         assert undone == ["book_flight"]
+        assert worker.get("/orders?status=completed").json()["orders"] == []
+        assert count_rows(orders_url, "order_events") == 0  # trip events are not its type
+        assert worker.get("/listeners/stats").json()["ignored"] > 0
         assert worker.stop() == 0, worker.output()[-3000:]
     finally:
         worker.close()

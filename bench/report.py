@@ -4,116 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Getter = Callable[[dict[str, Any]], Any]
-
-#: (label, getter over one scenario result) — rows of every scenario table.
-ROWS: list[tuple[str, Getter]] = [
-    ("throughput at saturation (sagas/s)", lambda r: r["closed_loop"]["throughput_sagas_per_s"]),
-    ("in-flight sagas (closed loop)", lambda r: r["closed_loop"]["concurrency"]),
-    ("latency p50 at half rate (ms)", lambda r: r["open_loop"]["latency"].get("p50_ms")),
-    ("latency p95 at half rate (ms)", lambda r: r["open_loop"]["latency"].get("p95_ms")),
-    ("latency p99 at half rate (ms)", lambda r: r["open_loop"]["latency"].get("p99_ms")),
-    ("half rate offered (sagas/s)", lambda r: r["open_loop"]["offered_rate_sagas_per_s"]),
-    ("CPU ms/saga, engine processes", lambda r: _cpu(r, "engine")),
-    ("CPU ms/saga, PostgreSQL (all backends)", lambda r: _cpu(r, "postgres")),
-    ("CPU ms/saga, Kafka broker", lambda r: _cpu(r, "kafka_broker")),
-    ("CPU ms/saga, HTTP services", lambda r: _cpu(r, "http_services")),
-    ("CPU ms/saga, all the engine uses (see notes)", lambda r: _cpu_all(r)),
-    ("peak RSS, engine processes (MiB)", lambda r: r["engine_peak_rss_mib"]),
-    (
-        "SQL statements/saga (driver)",
-        lambda r: r["open_loop"]["whole_phase"]["sql_statements_per_saga"],
-    ),
-    ("SQL commits/saga (driver)", lambda r: r["open_loop"]["whole_phase"]["sql_commits_per_saga"]),
-    (
-        "commits/saga (server, pg_stat_database)",
-        lambda r: r["open_loop"]["whole_phase"]["server_commits_per_saga"],
-    ),
-    (
-        "log messages/saga (ours: Kafka records; Restate: log records)",
-        lambda r: r["open_loop"]["whole_phase"]["kafka_messages_per_saga"],
-    ),
-    (
-        "fsyncs/saga (PostgreSQL WAL syncs, server-wide; Restate log-server WAL syncs)",
-        lambda r: r["open_loop"]["whole_phase"].get("fsyncs_per_saga"),
-    ),
-    ("invalid or error outcomes", lambda r: _bad(r)),
-    ("noise: other processes' CPU in window (s)", lambda r: _noise(r)),
-]
-
-
-def _cpu(r: dict[str, Any], group: str) -> Any:
-    return r["closed_loop"]["window"]["cpu_ms_per_saga"].get(group)
-
-
-#: Process groups each engine really uses (the others' CPU in its window is noise from
-#: other work on the machine: the broker and PostgreSQL are shared).
-USES: dict[str, tuple[str, ...]] = {
-    "ours": ("engine", "postgres", "kafka_broker", "http_services"),
-    "dbos": ("engine", "postgres", "http_services"),
-    "dbos-sync-off": ("engine", "postgres", "http_services"),
-    "restate": ("engine", "http_services"),
-}
-
-
-def _cpu_all(r: dict[str, Any]) -> Any:
-    groups = USES.get(r.get("engine", ""), ())
-    values = [_cpu(r, g) for g in groups]
-    return round(sum(v for v in values if v is not None), 3) if groups else None
-
-
-def _bad(r: dict[str, Any]) -> int:
-    return sum(
-        r[p]["invalid_outcomes"] + r[p]["error_outcomes"] + r[p]["not_terminated_after_drain"]
-        for p in ("closed_loop", "open_loop")
-    )
-
-
-def _noise(r: dict[str, Any]) -> Any:
-    return r["closed_loop"]["window"]["cpu_seconds"].get("other_processes")
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
-    return str(v)
-
-
-def _quotient(a: Any, b: Any) -> float | None:
-    if isinstance(a, int | float) and isinstance(b, int | float) and b:
-        return round(a / b, 3)
-    return None
-
-
-def _ratio(a: Any, b: Any) -> str:
-    if isinstance(a, int | float) and isinstance(b, int | float) and b:
-        return f"{a / b:.2f}x"
-    return "n/a"
-
-
-#: Column titles, in the order engines appear in the tables.
-TITLES: dict[str, str] = {
-    "ours": "ours",
-    "dbos": "DBOS",
-    "dbos-sync-off": "DBOS sync_commit=off",
-    "restate": "Restate",
-}
-#: Ratio columns: ours / each of these.
-VERSUS = ("dbos", "dbos-sync-off", "restate")
-
-
-def _label(row: str) -> str:
-    return next(label for label, _ in ROWS if label.startswith(row))
-
-
-def _getter(row: str) -> Getter:
-    return next(get for label, get in ROWS if label.startswith(row))
+from bench.report_rows import ROWS, TITLES, VERSUS
+from bench.report_rows import fmt as _fmt
+from bench.report_rows import getter as _getter
+from bench.report_rows import label as _label
+from bench.report_rows import quotient as _quotient
+from bench.report_rows import ratio as _ratio
 
 
 def _scenario_table(name: str, results: dict[str, Any], kafka_rate: float | None) -> list[str]:
@@ -307,6 +206,53 @@ NOTES = """## Method and caveats
 """
 
 
+#: (column title, ROWS label prefix) of the summary table.
+SUMMARY = (
+    ("sagas/s", "throughput"),
+    ("p50 ms", "latency p50"),
+    ("p99 ms", "latency p99"),
+    ("SQL stmts/saga", "SQL statements"),
+    ("log msgs/saga", "log messages"),
+    ("fsyncs/saga", "fsyncs"),
+    ("CPU ms/saga (all)", "CPU ms/saga, all"),
+    ("bad", "invalid"),
+)
+
+
+def _noise_share(r: dict[str, Any]) -> str:
+    cpu = r["closed_loop"]["window"]["cpu_seconds"]
+    busy = cpu.get("machine_busy") or 0.0
+    return f"{cpu.get('other_processes', 0.0) / busy:.0%}" if busy else "n/a"
+
+
+def _summary_section(results: dict[str, Any], names: list[str]) -> list[str]:
+    titles = [t for t, _ in SUMMARY]
+    lines = [
+        "## Summary",
+        "",
+        "Throughput at saturation; latency at half that rate; per-saga counts over the "
+        "open-loop phase. `noise` = share of the machine's busy CPU in the measured window "
+        "used by processes outside the bench (other work on the shared machine): figures "
+        "with a high share are depressed by it, and only ratios within one run compare.",
+        "",
+        "| scenario | engine | " + " | ".join(titles) + " | noise |",
+        "|---|---|" + "---:|" * (len(titles) + 1),
+    ]
+    for scenario in names:
+        for eng_name in [*TITLES, *(n for n in results["engines"] if n not in TITLES)]:
+            r = results["engines"].get(eng_name, {}).get("scenarios", {}).get(scenario)
+            if r is None:
+                continue
+            row = {**r, "engine": eng_name}
+            cells = [_fmt(_getter(prefix)(row)) for _, prefix in SUMMARY]
+            lines.append(
+                f"| {scenario} | {TITLES.get(eng_name, eng_name)} | "
+                + " | ".join(cells)
+                + f" | {_noise_share(r)} |"
+            )
+    return [*lines, ""]
+
+
 def render(results: dict[str, Any]) -> str:
     m, v, mode = results["machine"], results["versions"], results["mode"]
     lines = [
@@ -332,12 +278,12 @@ def render(results: dict[str, Any]) -> str:
         else:
             cfg = ", ".join(f"{k}={val}" for k, val in eng["config"].items())
             lines.append(f"- **{name}**: {cfg}")
-    lines += ["", "## Scenarios", ""]
-    kafka = results.get("kafka_limit")
-    kafka_rate = kafka["saturation"]["throughput_msgs_per_s"] if kafka else None
     names: list[str] = []
     for eng in results["engines"].values():
         names += [n for n in eng.get("scenarios", {}) if n not in names]
+    lines += ["", *_summary_section(results, names), "## Scenarios", ""]
+    kafka = results.get("kafka_limit")
+    kafka_rate = kafka["saturation"]["throughput_msgs_per_s"] if kafka else None
     for name in names:
         lines += _scenario_table(name, results, kafka_rate)
     if kafka:

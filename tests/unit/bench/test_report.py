@@ -138,3 +138,15 @@ def test_a_rewrite_keeps_the_sections_other_tools_wrote(tmp_path: Path) -> None:
     assert text.count(block) == 1
     report.write(_results(), tmp_path / "out", md)  # and again: not duplicated
     assert md.read_text().count(block) == 1
+
+
+def test_summary_has_one_row_per_engine_and_scenario_with_the_noise_share() -> None:
+    results = _results()
+    window = results["engines"]["ours"]["scenarios"]["simple"]["closed_loop"]["window"]
+    window["cpu_seconds"] = {"other_processes": 1.0, "machine_busy": 4.0}
+    md = report.render(results)
+    summary = md[md.index("## Summary") : md.index("## Scenarios")]
+    assert _row(summary, "simple | ours") == [
+        "ours", "400.0", "10.0", "30.0", "0.000", "10.0", "n/a", "3.500", "0", "25%"
+    ]  # fmt: skip
+    assert summary.count("| simple |") == 4

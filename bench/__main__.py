@@ -355,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KafkaProvisionError, RestateSetupError, BenchSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; figures of finished engines are in " + str(args.out))
+        return 130
     finally:
         if started_kafka:
             from infra import kafka

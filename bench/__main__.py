@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; figures of finished engines are in " + str(args.out))
+        print(f"error: interrupted; finished engines are in {args.out}", file=sys.stderr)
         return 130
     finally:
         if started_kafka:

@@ -264,6 +264,9 @@ async def judge(
     oracle.judge_recovery(verdict, life.terminal_seen)
     await _judge_status(cluster, life, submitted, verdict, shown, cli_samples)
     await _judge_listener(cluster, life, submitted, verdict, shown)
+    for proc in [*cluster.workers.values(), cluster.listener.process]:
+        if proc is not None and not proc.alive():  # a fault stalls a worker, never ends it
+            verdict.other.add(proc.name, f"{proc.name} died: {proc.output()[-300:]!r}")
     for saga_id in sorted(verdict.troubled(besides=("status_failures",)))[:40]:
         verdict.timelines[saga_id] = oracle.timeline(life.events.get(saga_id, []))
     return verdict

@@ -68,6 +68,8 @@ class Fault:
     at: float
     before: list[str]
     recovered_in: float | None = None
+    #: measured by the scenario itself (e.g. the listener catching up), not from sagas
+    measured: bool = False
 
 
 @dataclass
@@ -308,6 +310,8 @@ def judge_listener(
 def judge_recovery(verdict: Verdict, terminal_seen: dict[str, float]) -> None:
     """Recovery time of each fault: until every saga submitted before it had finished."""
     for fault in verdict.faults:
+        if fault.measured:
+            continue
         times = [terminal_seen.get(saga_id) for saga_id in fault.before]
         if any(t is None for t in times):
             fault.recovered_in = None

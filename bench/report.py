@@ -200,6 +200,9 @@ NOTES = """## Method and caveats
   adds little (PostgreSQL competes for the same cores), a third none, and more than
   ~100 in flight per process lowers throughput. HTTP steps use aiohttp: httpx 0.28's pool
   fell from ~1,000 req/s at 10 concurrent requests to ~90 req/s at 100 in one process.
+- Earlier runs stay in git: the full-mode run (40 s windows) of ours vs DBOS is
+  `git show 25039c4:bench/RESULTS.md`; the quick run of the engine before this session's
+  changes is `bench/results/baseline-28c377a.json` (the before/after table above).
 - Noise: 2 cores shared with other engineers' test runs; the "other processes" row is the
   machine's busy CPU not used by any measured group. Treat differences under ~20 % as noise
   for quick runs.

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import pytest
+
 from coordinator.client import SagaClient
 from tests.chaos import report
 from tests.chaos.cluster import ChaosCluster, judge
@@ -63,6 +65,12 @@ FULL = Sizes(
     settle=120.0,
 )
 SIZES = FULL if report.mode() == "full" else REDUCED
+
+
+def xfail_reduced(reason: str) -> pytest.MarkDecorator:
+    """A known bug, not fixed yet: strict xfail in the reduced run (``make test``) only, so
+    CI stays green and fails loudly once the fix lands; ``make chaos`` always asserts."""
+    return pytest.mark.xfail(report.mode() == "reduced", reason=reason, strict=True)
 
 
 @dataclass

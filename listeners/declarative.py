@@ -94,10 +94,11 @@ class Listener(Generic[RowT]):
         self._ensure_indexes()
         self.migrations = Path(migrations) if migrations is not None else _beside(model)
         self.version_table = f"alembic_version_{name}"
+        # Column defaults (scalar, or callables taking no argument) fill a new saga's row.
         self._defaults = {
-            attr: col.default.arg
+            attr: col.default
             for attr, col in self._columns.items()
-            if col.default is not None and col.default.is_scalar
+            if col.default is not None and (col.default.is_scalar or col.default.is_callable)
         }
         self._by_type: dict[str, list[tuple[frozenset[str] | None, Handler[RowT]]]] = {}
         self._any: list[Handler[RowT]] = []
@@ -204,7 +205,11 @@ class Listener(Generic[RowT]):
         """``row`` after ``event``: the standard part, then the handlers, in order."""
         if row is None:
             row = self.model()
-            start_row(row, event, self._defaults)
+            defaults = {
+                attr: default.arg(None) if default.is_callable else default.arg
+                for attr, default in self._defaults.items()
+            }
+            start_row(row, event, defaults)
         advance(row, event)
         for steps, handler in self._by_type.get(event.type, ()):
             if steps is None or event.step in steps:

@@ -8,12 +8,20 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import JSON, Integer, MetaData
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from coordinator import events as ev
 from coordinator.events import DeadLetter
 from examples.trips import Trip, trips
-from listeners import EntityNotFoundError, InvalidQueryError, get_entity, list_entities
+from listeners import (
+    EntityNotFoundError,
+    InvalidQueryError,
+    Listener,
+    SagaRow,
+    get_entity,
+    list_entities,
+)
 from listeners.db import create_db_engine, session_factory
 from listeners.decoding import RawRecord
 from listeners.framework import BatchResult
@@ -200,3 +208,33 @@ async def test_listeners_with_databases_of_their_own_commit_once_each(
     assert _get(trip_sessions, "trip-1").status == "completed"
     with trip_sessions() as session:  # each database holds only its own listener's rows
         assert session.scalar(sa.select(sa.func.count()).select_from(trips.table)) == 1
+
+
+def test_column_defaults_fill_a_new_saga_row() -> None:
+    class Base(DeclarativeBase):
+        metadata = MetaData()
+
+    class Counted(SagaRow, Base):
+        __tablename__ = "counted"
+        visits: Mapped[int] = mapped_column(Integer, default=0)
+        tags: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+
+    counted = Listener("counted", model=Counted, saga_types={"trip_booking"}, migrations=".")
+
+    @counted.on_any
+    def visit(row: Counted, event: Any) -> None:
+        row.visits += 1
+        row.tags[event.type] = row.tags.get(event.type, 0) + 1
+
+    engine = create_db_engine("sqlite://")
+    try:
+        Base.metadata.create_all(engine)
+        sessions = session_factory(engine)
+        events = trip_saga("s1", "trip-1", "completed")
+        commit_batch(sessions, [counted], events)
+        with sessions() as session:
+            view = get_entity(session, counted, "trip-1")
+    finally:
+        engine.dispose()
+    assert view.fields["visits"] == len(events)
+    assert view.fields["tags"]["step_succeeded"] == 3

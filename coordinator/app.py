@@ -1,46 +1,91 @@
 """The coordinator's Faust app: a thin imperative shell around the pure state machine.
 
-* ``saga-inbox`` agent: decode → ``machine.transition`` → send step requests and lifecycle
-  events → write the saga record to the changelog-backed table. Invalid messages go to
-  the dead-letter topic; the agent never raises (Faust would ack and drop the message).
-* ``executor-<service>`` agents: run step actions (callables or HTTP) and reply to the
-  inbox. Remote services (any language) consume their step topic themselves instead.
-* a timer: sends ``timer`` messages for deadlines that passed, for the sagas in the
-  partitions this worker holds (an in-memory index, rebuilt from the table periodically).
-* ``GET /sagas/{saga_id}/``: the saga's state as JSON, routed to the worker owning it.
+* Before the consumer subscribes, every topic the worker uses is created (or found) and
+  visible in the broker's metadata (``topics``), so no subscription is ever ignored.
+* ``saga-inbox`` agent: hands each record to its partition's lane (``lanes``); a lane
+  applies its records in batches in the durable order of effects (``inbox``): saga
+  records acknowledged by the changelog, then everything derived from them
+  acknowledged, then the inbox offsets acked.
+* ``executor-<service>`` agents: run step actions in-process (``step_worker``), per
+  partition, results acknowledged before the request is acked. Remote services (any
+  language) consume their step topic themselves instead.
+* a timer: sends ``timer`` records for deadlines that passed (``deadlines``: a heap over
+  the partitions this worker owns, rebuilt from the table after each rebalance).
+* ``GET /sagas/{saga_id}/``: the saga's state as JSON, routed to the worker owning it
+  (table keys are the raw saga id, so routing agrees with the inbox partitioner).
 
 Zero SQL: application state lives in Kafka only.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
-from aiokafka.errors import KafkaError
-from faust.exceptions import ProducerSendError
+from faust.types import TP
 from faust.web import Request, Response, View
-from pydantic import ValidationError
 
-from coordinator.events import DeadLetter
+from coordinator.deadlines import DeadlineIndex
+from coordinator.delivery import Record, is_too_large
 from coordinator.executor import StepExecutor
-from coordinator.faust_app import app_class
-from coordinator.machine import Transition, transition
-from coordinator.messages import StepRequest, TimerFired, parse_inbox
+from coordinator.faust_app import HookedApp, app_class
+from coordinator.inbox import InboxProcessor
+from coordinator.lanes import Lanes
+from coordinator.messages import TimerFired
 from coordinator.queries import saga_view
 from coordinator.registry import SagaRegistry, load_definitions
+from coordinator.routing import partition_for, saga_table
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import SagaState
+from coordinator.step_worker import StepWorker
+from coordinator.topics import TABLE_NAME, changelog_topic, ensure_topics
 
 log = logging.getLogger("coordinator")
 
-#: failures of the broker connection: retried in place, never dead-lettered
-TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ProducerSendError)
+
+class TableStore:
+    """The saga table's local store, written directly: the shell writes the changelog
+    record itself and awaits its acknowledgement (Faust's ``table[k] = v`` would send it
+    in the background, unchecked)."""
+
+    def __init__(self, table: Any, partitions: int) -> None:
+        self.table = table
+        self.partitions = partitions
+
+    def get(self, saga_id: str) -> bytes | None:
+        raw = self.table.data.get(saga_id)
+        return raw if isinstance(raw, bytes) else None
+
+    def put(self, saga_id: str, raw: bytes) -> None:
+        store = self.table.data
+        store[saga_id] = raw
+        # Faust's memory store tracks each key's partition to drop revoked ones
+        key_partition = getattr(store, "_key_partition", None)
+        if key_partition is not None:
+            key_partition[saga_id] = partition_for(saga_id, self.partitions)
+
+    def delete(self, saga_id: str) -> None:
+        store = self.table.data
+        if saga_id in store:
+            del store[saga_id]
+        key_partition = getattr(store, "_key_partition", None)
+        if key_partition is not None:
+            key_partition.pop(saga_id, None)
+
+    def items(self) -> list[tuple[str, bytes]]:
+        return [(k, v) for k, v in list(self.table.data.items()) if isinstance(v, bytes)]
+
+
+class AppProducer:
+    """The app's producer, looked up at send time (Faust builds it when the app starts)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.app.producer.send(*args, **kwargs)
 
 
 class Coordinator:
@@ -57,26 +102,34 @@ class Coordinator:
             "partitions": settings.partitions,
             "internal": True,
         }
-        # the broker stamps inbox records: transitions never read a sender's clock
-        self.inbox = self.app.topic(
-            self.topics.inbox, config={"message.timestamp.type": "LogAppendTime"}, **raw
-        )
-        self.lifecycle = self.app.topic(self.topics.lifecycle, **raw)
-        self.deadletters = self.app.topic(self.topics.deadletters, **raw)
+        self.inbox = self.app.topic(self.topics.inbox, **raw)
         self.services = self.registry.services()
         self.inline_services = {n for n, svc in self.services.items() if svc.inline}
         self.step_topics = {
             name: self.app.topic(self.topics.step(name), **raw) for name in self.services
         }
-        self.table = self.app.Table("saga-state", partitions=settings.partitions, key_type=str)
+        self.table = saga_table(self.app, TABLE_NAME, settings.partitions)
+        self.store = TableStore(self.table, settings.partitions)
         self.executor = StepExecutor(self.registry, service_urls=settings.service_urls)
-        self.deadlines: dict[str, float] = {}
-        self._live: dict[str, SagaState] = {}
+        self.deadlines = DeadlineIndex()
+        self.producer = AppProducer(self.app)
+        self.processor = InboxProcessor(
+            settings,
+            self.registry,
+            self.producer,
+            self.store,
+            self.deadlines,
+            self.executor,
+            self.inline_services,
+        )
+        self.processor.changelog = changelog_topic(settings)
+        self.inbox_lanes = self._lanes("inbox", self.processor.handle, settings.batch_size)
+        self.step_worker = StepWorker(settings, self.executor, self.producer)
+        self.executor_lanes: dict[str, Lanes] = {}
         self._ready = False
-        self._rescan = True  # index the table's pending deadlines once partitions settle
         self._wire()
 
-    def _make_app(self) -> faust.App:
+    def _make_app(self) -> HookedApp:
         s = self.settings
         s.datadir.mkdir(parents=True, exist_ok=True)
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap_servers.split(",")]
@@ -98,271 +151,130 @@ class Coordinator:
             broker_commit_every=1000,
             broker_commit_interval=1.0,
             producer_linger_ms=1,
+            # lanes hold un-acked records on purpose; a rebalance stops them instead
+            stream_wait_empty=False,
+        )
+
+    def _lanes(self, name: str, handler: Any, batch_size: int) -> Lanes:
+        topic = self.topics.inbox if name == "inbox" else self.topics.step(name)
+
+        def tp(partition: int) -> Any:
+            return TP(topic, partition)
+
+        def forget(events: list[Any]) -> None:
+            unacked = self.app.consumer.unacked
+            for event in events:
+                unacked.discard(event.message)
+
+        return Lanes(
+            name,
+            handler,
+            batch_size=batch_size,
+            buffer=self.settings.partition_buffer,
+            pause=lambda p: self.app.consumer.pause_partitions([tp(p)]),
+            resume=lambda p: self.app.consumer.resume_partitions([tp(p)]),
+            forget=forget,
         )
 
     def _wire(self) -> None:
         app = self.app
-        app.agent(self.inbox, name="saga-inbox")(self._inbox_agent)
+        app.setup_hooks.append(self._create_topics)
+        app.revoke_hooks.append(self._on_revoke)
+        app.agent(self.inbox, name="saga-inbox")(self._make_agent(self.inbox_lanes))
         wanted = set(self.settings.executors)
         if self.settings.run_executors:
             for name, service in self.services.items():
                 if service.remote or service.inline or (wanted and name not in wanted):
                     continue
-                app.agent(
-                    self.step_topics[name],
-                    name=f"executor-{name}",
-                    concurrency=self.settings.executor_concurrency,
-                )(self._executor_agent)
+                lanes = self._lanes(
+                    name, self.step_worker.handle, self.settings.executor_concurrency
+                )
+                self.executor_lanes[name] = lanes
+                app.agent(self.step_topics[name], name=f"executor-{name}")(self._make_agent(lanes))
         app.timer(self.settings.timer_interval, name="saga-deadlines")(self._fire_deadlines)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
-        app.task(self._declare_topics)
-        table = self.table
+        app.task(self._announce)
+        store = self.store
 
         @app.page("/sagas/{saga_id}/")
-        @app.table_route(table=table, match_info="saga_id")
+        @app.table_route(table=self.table, match_info="saga_id")
         async def get_saga(web: View, request: Request, saga_id: str) -> Response:
-            raw = table.get(saga_id)
+            raw = store.get(saga_id)
             if raw is None:
                 return web.json({"error": f"no saga {saga_id!r} on this coordinator"}, status=404)
-            return web.json(saga_view(SagaState.model_validate(raw)))
+            return web.json(saga_view(SagaState.model_validate_json(raw)))
 
-    async def _declare_topics(self) -> None:
-        for topic in (self.lifecycle, self.deadletters, *self.step_topics.values()):
-            await topic.maybe_declare()
+    @staticmethod
+    def _make_agent(lanes: Lanes) -> Any:
+        async def agent(stream: faust.StreamT[Any]) -> None:
+            async for event in cast(Any, stream).noack().events():
+                lanes.dispatch(event)
+
+        return agent
+
+    async def _create_topics(self) -> None:
+        await ensure_topics(self.settings, sorted(self.services), changelog=True)
+
+    async def _announce(self) -> None:
         self._ready = True
         print(f"coordinator ready: {self.settings.app_id} ({len(self.registry)} sagas)", flush=True)
 
-    # -- agents -------------------------------------------------------------------------
+    # -- rebalances ---------------------------------------------------------------------
 
-    async def _inbox_agent(self, stream: faust.StreamT[Any]) -> None:
-        async for event in stream.events():
-            await self._handle_holding_partition(event)
-
-    async def _handle_holding_partition(self, event: Any) -> None:
-        """Apply one inbox message; never let an exception escape (Faust would drop it).
-
-        Kafka unavailable: retry in place with backoff, holding the partition, so nothing
-        is lost. Anything else is a bug: the message goes to the dead-letter topic.
-        """
-        delay = 0.1
-        while True:
-            try:
-                try:
-                    await self.handle_inbox(event.key, event.value, event.message)
-                except TRANSIENT:
-                    raise
-                except Exception as exc:
-                    log.exception("inbox: unexpected error")
-                    self._live.clear()  # a transition that raised may have half-updated one
-                    await self.dead_letter(event.message, f"internal error: {exc!r}", exc, "inbox")
-                return
-            except TRANSIENT as exc:
-                # the failed attempt advanced the cached state in place; ``_load`` would
-                # notice it no longer matches the table, but do not rely on that alone
-                self._live.clear()
-                log.warning("inbox: Kafka unavailable (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def handle_inbox(self, key: bytes | None, value: bytes, message: Any) -> None:
-        """Apply one inbox record: decode, transition, send what it emits, store it."""
-        try:
-            msg = parse_inbox(value)
-        except ValidationError as exc:
-            await self.dead_letter(message, f"invalid inbox message: {exc}", exc, "inbox")
-            return
-        if key is None or key.decode(errors="replace") != msg.saga_id:
-            reason = f"inbox key {key!r} must equal saga_id {msg.saga_id!r} (partitioning)"
-            await self.dead_letter(message, reason, ValueError(reason), "inbox")
-            return
-        state = self._load(msg.saga_id)
-        msg_id = f"{message.partition}:{message.offset}"
-        out = transition(
-            self.registry,
-            state,
-            msg,
-            now=broker_time(message),
-            message_id=msg_id,
-            reply_to=self.topics.inbox,
-            copy=False,  # ``state`` was decoded for this message alone; no one else holds it
-            retention=self.settings.retention_policy,
-        )
-        if out.deleted:  # retention ended: a tombstone on the changelog
-            self.table.pop(msg.saga_id, None)
-            self.deadlines.pop(msg.saga_id, None)
-            self._live.pop(msg.saga_id, None)
-            return
-        if out.rejected:
-            await self.dead_letter(message, out.rejected, None, "inbox")
-        outbox, final = list(out.outbox), out.state
-        if out.changed and final is not None:
-            final, outbox = await self._run_inline(out, final, msg_id, outbox)
-        # send before the table write: a crash in between replays the message, which
-        # re-emits this outbox (same seq, same idempotency keys) — duplicates, never loss
-        for item in outbox:
-            if item["kind"] == "event":
-                await self._send(self.lifecycle, key, item["payload"].encode())
-            elif item["service"] not in self.inline_services:
-                await self._send(self.step_topics[item["service"]], key, item["payload"].encode())
-        if out.changed and final is not None:
-            self.table[msg.saga_id] = final.model_dump(mode="json")
-            self._index(final)
-            if final.resting:
-                self._live.pop(msg.saga_id, None)
-            else:
-                self._live[msg.saga_id] = final
-
-    async def _run_inline(
-        self, out: Transition, state: SagaState, msg_id: str, outbox: list[dict[str, str]]
-    ) -> tuple[SagaState, list[dict[str, str]]]:
-        """Run requests of inline services now and apply their results (local activities).
-
-        The whole chain belongs to this inbox message: its combined outbox is stored as
-        the message's outbox, so a redelivery after a crash re-sends all of it.
-        """
-        requests = [r for r in out.requests if r.service in self.inline_services]
-        chained = False
-        while requests:
-            request = requests.pop(0)
-            result = await self.executor.execute(request)
-            step = transition(
-                self.registry,
-                state,
-                result,
-                now=datetime.now(UTC),  # the chain's record is stored before it is sent
-                reply_to=self.topics.inbox,
-                copy=False,
-            )
-            if step.changed:
-                chained = True
-                outbox.extend(step.outbox)
-                requests.extend(r for r in step.requests if r.service in self.inline_services)
-            if step.state is not None:
-                state = step.state
-        if chained:
-            state.last_message, state.last_outbox = msg_id, outbox
-        return state, outbox
-
-    def _load(self, saga_id: str) -> SagaState | None:
-        """The saga's record; the decoded object is reused while the table agrees with it.
-
-        The table is the truth: after a rebalance another worker may have moved the saga
-        on, which shows as a different ``seq``/``last_message``, and the record is decoded
-        again. Only sagas in flight are cached.
-        """
-        raw = self.table.get(saga_id)
-        if raw is None:
-            self._live.pop(saga_id, None)
-            return None
-        cached = self._live.get(saga_id)
-        if cached is not None and (cached.seq, cached.last_message) == (
-            raw.get("seq"),
-            raw.get("last_message"),
-        ):
-            return cached
-        return SagaState.model_validate(raw)
-
-    async def _executor_agent(self, stream: faust.StreamT[Any]) -> None:
-        async for event in stream.events():
-            try:
-                request = StepRequest.model_validate_json(event.value)
-            except ValidationError as exc:
-                with contextlib.suppress(*TRANSIENT):
-                    await self.dead_letter(
-                        event.message, f"invalid step request: {exc}", exc, "executor"
-                    )
-                continue
-            result = await self.executor.execute(request)
-            try:
-                await self._send(self.inbox, request.saga_id.encode(), result.to_json())
-            except Exception:
-                # the saga's durable deadline re-sends this attempt, same idempotency key
-                log.exception("executor: could not deliver the result of %s", request.step)
-
-    async def _send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
-        """Produce without Faust's per-message bookkeeping (~40% of a send's cost).
-
-        Faust flushes this same producer before it commits offsets, so the at-least-once
-        ordering (outputs on the broker before the inbox offset moves) is unchanged.
-        """
-        await self.app.producer.send(topic.get_topic_name(), key, value, None, None, None)
-
-    # -- deadlines ----------------------------------------------------------------------
-
-    def _index(self, state: SagaState) -> None:
-        wake = state.wake_at()
-        if wake is None:
-            self.deadlines.pop(state.saga_id, None)
-        else:
-            self.deadlines[state.saga_id] = wake.timestamp()
+    async def _on_revoke(self, revoked: set[Any]) -> None:
+        for lanes in (self.inbox_lanes, *self.executor_lanes.values()):
+            await lanes.stop()
+        self.processor.forget()
 
     def _on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        self._rescan = True  # partitions (and their sagas' deadlines) may have moved here
+        held = {
+            tp.partition
+            for tp in self.app.consumer.assignment()
+            if tp.topic == self.inbox.get_topic_name()
+        }
+        n = self.settings.partitions
+        records = ((partition_for(k, n), v) for k, v in self.store.items())
+        self.deadlines.rebuild(held, records)
+        log.info(
+            "deadline index rebuilt: %d sagas in partitions %s", len(self.deadlines), sorted(held)
+        )
+
+    # -- deadlines ----------------------------------------------------------------------
 
     async def _fire_deadlines(self) -> None:
         if not self._ready:  # the producer may not run yet
             return
         # A timer that raises crashes the whole Faust app: log and try again next tick.
         try:
-            await self._fire_due_deadlines()
+            await self._fire_due()
         except Exception:
             log.exception("deadline timer: unexpected error (retrying next tick)")
 
-    async def _fire_due_deadlines(self) -> None:
-        now = time.time()
-        if self._rescan:
-            # only after a rebalance: a full scan grows with every saga ever run, and
-            # the agent keeps the index current for the partitions it processes
-            self._rescan = False
-            for saga_id, raw in list(self.table.items()):
-                wake = SagaState.model_validate(raw).wake_at()
-                if wake is not None:
-                    self.deadlines.setdefault(saga_id, wake.timestamp())
-        due = [saga_id for saga_id, at in self.deadlines.items() if at <= now]
-        for saga_id in due:
-            # the inbox agent may have moved this saga on while we awaited a send
-            if self.deadlines.pop(saga_id, None) is None:
-                continue
+    async def _fire_due(self) -> None:
+        due = self.deadlines.due(time.time())
+        if not due:
+            return
+        sent: list[tuple[tuple[str, float, int], Any]] = []
+        for entry in due:
+            saga_id, _, partition = entry
             fired = TimerFired(saga_id=saga_id).to_json()
-            await self._send(self.inbox, saga_id.encode(), fired)
+            r = Record(self.topics.inbox, saga_id.encode(), fired, partition)
+            try:
+                fut = await self.producer.send(r.topic, r.key, r.value, r.partition, None, None)
+                sent.append((entry, fut))
+            except Exception as exc:
+                self._timer_failed(entry, exc)
+        for entry, fut in sent:
+            try:
+                await fut
+            except Exception as exc:
+                self._timer_failed(entry, exc)
 
-    # -- dead letters -------------------------------------------------------------------
-
-    async def dead_letter(
-        self, message: Any, reason: str, exc: BaseException | None, agent: str
-    ) -> None:
-        """Send a message this agent cannot use to the dead-letter topic, with why."""
-        letter = DeadLetter(
-            source_topic=getattr(message, "topic", "?"),
-            partition=getattr(message, "partition", None),
-            offset=getattr(message, "offset", None),
-            key=(message.key.decode(errors="replace") if getattr(message, "key", None) else None),
-            value_b64=DeadLetter.encode_value(getattr(message, "value", b"")),
-            reason=reason[:4000],
-            error_type=type(exc).__name__ if exc else "Rejected",
-            agent=agent,
-            occurred_at=datetime.now(UTC),
-        )
-        log.warning("dead letter from %s: %s", agent, reason[:300])
-        await self.deadletters.send(
-            key=message.key if getattr(message, "key", None) else None, value=letter.to_json()
-        )
-
-
-LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker
-
-
-def broker_time(message: Any) -> datetime:
-    """The one clock of a transition: the broker's log-append timestamp of the record.
-
-    An inbox created by someone else with ``CreateTime`` carries the *sender's* clock;
-    then the owning worker's clock is used instead (the record is stored before anything
-    derived from it is sent, and a redelivery re-sends the stored outbox).
-    """
-    timestamp = getattr(message, "timestamp", None)
-    if not timestamp or getattr(message, "timestamp_type", None) != LOG_APPEND_TIME:
-        return datetime.now(UTC)
-    return datetime.fromtimestamp(float(timestamp), UTC)
+    def _timer_failed(self, entry: tuple[str, float, int], exc: BaseException) -> None:
+        saga_id, deadline, partition = entry
+        level = logging.ERROR if is_too_large(exc) else logging.WARNING
+        log.log(level, "timer for saga %r not sent (%r); retrying next tick", saga_id, exc)
+        self.deadlines.restore(saga_id, deadline, partition)
 
 
 def create_app(

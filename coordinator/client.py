@@ -26,8 +26,6 @@ from urllib.parse import quote
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
 from coordinator.commands import Resolution, resolve_message, start_message
@@ -44,40 +42,13 @@ from coordinator.events import DeadLetter
 from coordinator.messages import CancelSaga, RetryCompensation
 from coordinator.queries import SagaView
 from coordinator.settings import CoordinatorSettings
+from coordinator.topics import ensure_topics
 from coordinator.watch import KeyWatch, partition_counts
 
 __all__ = ["SagaClient", "ensure_topics"]
 
 #: how long ``confirm=True`` waits for the coordinator's answer by default
 DEFAULT_CONFIRM_TIMEOUT = timedelta(seconds=30)
-
-
-async def ensure_topics(settings: CoordinatorSettings, services: Sequence[str] = ()) -> None:
-    """Create the saga topics (same partition count, keyed by saga id) if missing."""
-    t = settings.topics
-    names = [t.inbox, t.lifecycle, t.deadletters, *(t.step(s) for s in services)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            n,
-                            num_partitions=settings.partitions,
-                            replication_factor=settings.replication_factor,
-                            topic_configs=(
-                                {"message.timestamp.type": "LogAppendTime"} if n == t.inbox else {}
-                            ),
-                        )
-                        for n in missing
-                    ]
-                )
-    finally:
-        await admin.close()
 
 
 class SagaClient:

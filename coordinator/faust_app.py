@@ -1,4 +1,9 @@
-"""A Faust app class whose Kafka consumer long-polls briefly.
+"""A Faust app class whose Kafka consumer long-polls briefly, with two lifecycle hooks.
+
+* ``setup_hooks`` run once before any child service starts: the consumer subscribes only
+  after they return (the coordinator creates its topics there).
+* ``revoke_hooks`` run first thing in a rebalance, before Faust waits for in-flight
+  messages (the coordinator stops its partition lanes there).
 
 faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its aiokafka consumer. aiokafka
 sends one fetch per broker for the partitions that have no buffered records; a partition
@@ -10,6 +15,7 @@ inbox), so under a steady trickle of traffic every hop paid up to 1.5 s (measure
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -17,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as driver
 
 
-def app_class(fetch_max_wait_ms: int) -> type[faust.App]:
+def app_class(fetch_max_wait_ms: int) -> type[HookedApp]:
     """A ``faust.App`` subclass whose consumer waits at most ``fetch_max_wait_ms``."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -33,8 +39,31 @@ def app_class(fetch_max_wait_ms: int) -> type[faust.App]:
     class Transport(driver.Transport):
         Consumer = ShortPollConsumer
 
-    class App(faust.App):
+    class App(HookedApp):
         def _new_transport(self) -> Any:
             return Transport(self.conf.broker_consumer, self)
 
     return App
+
+
+class HookedApp(faust.App):
+    """``faust.App`` with ``setup_hooks`` and ``revoke_hooks`` (see the module doc)."""
+
+    setup_hooks: list[Callable[[], Awaitable[None]]]
+    revoke_hooks: list[Callable[[set[Any]], Awaitable[None]]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setup_hooks = []
+        self.revoke_hooks = []
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        for hook in self.setup_hooks:
+            await hook()
+
+    async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
+        if not self.should_stop:
+            for hook in self.revoke_hooks:
+                await hook(revoked)
+        await super()._on_partitions_revoked(revoked)

@@ -45,9 +45,28 @@ class CoordinatorSettings(BaseSettings):
     service_urls: dict[str, str] = {}
     #: services run by this worker's executors (empty = every non-remote service)
     executors: Annotated[list[str], NoDecode] = []
-    executor_concurrency: int = Field(default=64, ge=1)
+    #: step attempts run at once per step-topic partition (results are acked in order)
+    executor_concurrency: int = Field(default=8, ge=1)
     run_executors: bool = True
+    #: seconds between looks at the deadline heap (a look costs O(due sagas))
     timer_interval: float = Field(default=0.1, gt=0)
+    #: inbox records applied per partition per batch (one broker round trip per batch)
+    batch_size: int = Field(default=500, ge=1)
+    #: records buffered per partition before its fetching pauses
+    partition_buffer: int = Field(default=2000, ge=1)
+    #: largest inbox record accepted; a larger step result fails its step, others are
+    #: dead-lettered
+    max_inbox_bytes: int = Field(default=512 * 1024, ge=1024)
+    #: largest step request sent; a larger one fails its step before it is sent
+    max_request_bytes: int = Field(default=512 * 1024, ge=1024)
+    #: largest saga record, lifecycle event or dead letter written (under the broker's
+    #: ``message.max.bytes``, 1 MiB by default)
+    max_record_bytes: int = Field(default=960 * 1024, ge=1024)
+    #: fault injection for tests: the worker kills itself (SIGKILL) right after its Nth
+    #: batch of saga records is acknowledged, before anything derived is sent (0: never)
+    fault_kill_after_records: int = Field(default=0, ge=0)
+    #: lifecycle topic retention when the coordinator creates it ("forever": None)
+    lifecycle_retention: timedelta | None = timedelta(days=30)
     #: longest Kafka long-poll; bounds the wait of each hop (faust hard-codes 1500 ms)
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     #: a crashed worker's partitions move to the survivors after this long
@@ -71,7 +90,7 @@ class CoordinatorSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("retention", mode="before")
+    @field_validator("retention", "lifecycle_retention", mode="before")
     @classmethod
     def _none_keeps_forever(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off", "forever"):
@@ -82,6 +101,16 @@ class CoordinatorSettings(BaseSettings):
     def retention_policy(self) -> Retention:
         """Retention of finished sagas, for the state machine."""
         return Retention(keep=self.retention, dedupe=self.dedupe_retention)
+
+    @field_validator("store")
+    @classmethod
+    def _memory_store(cls, value: str) -> str:
+        if not value.startswith("memory://"):
+            raise ValueError(
+                f"SAGA_STORE={value!r}: only memory:// is supported (the coordinator writes "
+                "its table records itself and restores them from the changelog at start)"
+            )
+        return value
 
     @property
     def topics(self) -> Topics:

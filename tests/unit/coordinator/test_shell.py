@@ -1,190 +1,307 @@
-"""The coordinator's Faust shell without a broker: the real ``Coordinator`` with its table,
-producer and dead-letter topic replaced by in-memory recorders."""
+"""The inbox batch processor without a broker: durable order of effects, redelivery,
+dead letters, inline chains, size limits, re-routing (in-memory producer and store)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from coordinator.app import Coordinator
-from coordinator.messages import StartSaga, StepRequest
+from coordinator import Saga, Service, Step, StepContext
+from coordinator.delivery import Abandoned
+from coordinator.messages import StepRequest
 from coordinator.registry import SagaRegistry
-from coordinator.settings import CoordinatorSettings
+from coordinator.routing import partition_for
+from coordinator.state import SagaState
 from tests.integration.inline_sagas import MIXED
 from tests.unit.coordinator.sagas import linear_saga
+from tests.unit.coordinator.shell_kit import (
+    AT,
+    CHANGELOG,
+    PARTITIONS,
+    DictStore,
+    FakeProducer,
+    Inbox,
+    never,
+    processor,
+    start,
+)
 
-AT = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class FakeMessage:
-    key: bytes | None
-    value: bytes
-    partition: int = 0
-    offset: int = 0
-    topic: str = "t.inbox"
-
-
-@dataclass
-class FakeEvent:
-    key: bytes | None
-    value: bytes
-    message: FakeMessage
+REGISTRY = SagaRegistry([linear_saga(2), MIXED])
 
 
-class Recorder:
-    def __init__(self, coordinator: Coordinator) -> None:
-        self.sent: list[tuple[str, bytes | None, dict[str, Any]]] = []
-        self.dead: list[str] = []
-        self.table: dict[str, Any] = {}
-        coordinator.table = self.table  # type: ignore[assignment]
-
-        async def send(topic: Any, key: bytes | None, value: bytes) -> None:
-            self.sent.append((topic.get_topic_name(), key, json.loads(value)))
-
-        async def dead_letter(message: Any, reason: str, exc: Any, agent: str) -> None:
-            self.dead.append(reason)
-
-        coordinator._send = send  # type: ignore[method-assign]
-        coordinator.dead_letter = dead_letter  # type: ignore[method-assign]
-
-    def topics(self) -> list[str]:
-        return [topic for topic, _, _ in self.sent]
+def stored(store: DictStore, saga_id: str) -> SagaState:
+    return SagaState.model_validate_json(store[saga_id])
 
 
-@pytest.fixture
-def shell(tmp_path: Path) -> Iterator[tuple[Coordinator, Recorder]]:
-    settings = CoordinatorSettings(topic_prefix="t", datadir=tmp_path, web_enabled=False)
-    coordinator = Coordinator(settings, SagaRegistry([linear_saga(2), MIXED]))
-    yield coordinator, Recorder(coordinator)
+def types(producer: FakeProducer) -> list[str]:
+    return [s.body()["type"] for s in producer.to("t.lifecycle")]
 
 
-def start(saga_type: str, saga_id: str = "s1", **input: Any) -> bytes:
-    return StartSaga(saga_id=saga_id, at=AT, saga_type=saga_type, input=input).to_json()
+def result_for(producer: FakeProducer, step: str, **output: Any) -> bytes:
+    body = next(s.body() for s in producer.to("t.step.svc") if s.body()["step"] == step)
+    return StepRequest.model_validate(body).result(at=AT, output=output).to_json()
 
 
-async def test_start_sends_request_and_events_then_writes_the_table(shell) -> None:  # type: ignore[no-untyped-def]
-    coordinator, rec = shell
-    await coordinator.handle_inbox(b"s1", start("linear2"), FakeMessage(b"s1", b"", offset=7))
-    assert rec.topics() == ["t.step.svc", "t.lifecycle", "t.lifecycle"]
-    assert [body.get("type") for _, _, body in rec.sent[1:]] == ["saga_started", "step_started"]
-    assert rec.table["s1"]["status"] == "running" and rec.table["s1"]["last_message"] == "0:7"
-    assert "s1" in coordinator.deadlines and rec.dead == []
+async def test_the_record_is_acknowledged_before_anything_derived_is_sent() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    event = inbox.event("s1", start("linear2", "s1"))
+    producer.hold = True
+    task = asyncio.create_task(proc.handle(event.message.partition, [event], never))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert [s.topic for s in producer.enqueued] == [CHANGELOG], "only the record, unacked"
+    assert "s1" not in store, "the local store follows the broker, not the other way"
+    producer.release()
+    producer.hold = True
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert "s1" in store
+    assert {s.topic for s in producer.enqueued[1:]} == {"t.step.svc", "t.lifecycle"}
+    assert not task.done(), "the batch waits for the outbox acknowledgements too"
+    producer.release()
+    await task
+    assert types(producer) == ["saga_started", "step_started"]
 
 
-async def test_redelivered_message_re_sends_the_same_payloads(shell) -> None:  # type: ignore[no-untyped-def]
-    coordinator, rec = shell
-    message = FakeMessage(b"s1", b"", offset=7)
-    await coordinator.handle_inbox(b"s1", start("linear2"), message)
-    first, table = list(rec.sent), json.dumps(rec.table, sort_keys=True)
-    await coordinator.handle_inbox(b"s1", start("linear2"), message)  # after a crash
-    assert rec.sent[len(first) :] == first
-    assert json.dumps(rec.table, sort_keys=True) == table
-    await coordinator.handle_inbox(b"s1", start("linear2"), FakeMessage(b"s1", b"", offset=8))
-    assert len(rec.sent) == 2 * len(first), "a duplicate start (new offset) emits nothing"
+async def test_one_record_per_saga_per_batch_holding_the_whole_batch_outbox() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    first = inbox.event("s1", start("linear2", "s1"))
+    await proc.handle(first.message.partition, [first], never)
+    producer.sent.clear()
+    result = inbox.event("s1", result_for_first(store))
+    dup = inbox.event("s1", start("linear2", "s1"))  # a duplicate start changes nothing
+    await proc.handle(result.message.partition, [result, dup], never)
+    assert len(producer.to(CHANGELOG)) == 1
+    state = stored(store, "s1")
+    assert state.last_message == f"{result.message.partition}:{result.message.offset}"
+    sent = [s.body() for s in producer.sent if s.topic != CHANGELOG]
+    assert [json.loads(o["payload"]) for o in state.last_outbox] == sent
+    assert types(producer) == ["step_succeeded", "step_started"]
+
+
+def result_for_first(store: DictStore) -> bytes:
+    request = json.loads(stored(store, "s1").last_outbox[0]["payload"])
+    return StepRequest.model_validate(request).result(at=AT, output={"ref": "x"}).to_json()
+
+
+async def test_a_redelivered_batch_re_sends_every_unacknowledged_outbox() -> None:
+    """Two records change one saga in a batch; the record is stored, then the process
+    dies before the sends are acknowledged: the redelivered batch sends both outboxes."""
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    begin = inbox.event("s1", start("linear2", "s1"))
+    await proc.handle(begin.message.partition, [begin], never)
+    s0 = inbox.event("s1", result_for(producer, "s0", ref="a"))
+    batch = [s0]
+    producer.failures = {"t.lifecycle": 1000}
+    crashed = lambda: True  # noqa: E731 - the partition is gone at the first retry
+    with pytest.raises(Abandoned):
+        await proc.handle(s0.message.partition, batch, crashed)
+    s1_request = [s for s in producer.to("t.step.svc") if s.body()["step"] == "s1"]
+    s1 = inbox.event("s1", StepRequest.model_validate(s1_request[0].body()).result(
+        at=AT, output={"ref": "b"}).to_json())  # fmt: skip
+    producer.failures = {"t.lifecycle": 1000}
+    with pytest.raises(Abandoned):
+        await proc.handle(s0.message.partition, [s0, s1], crashed)
+    assert stored(store, "s1").status == "completed"
+    outbox = stored(store, "s1").last_outbox
+
+    producer.failures, producer.sent = {}, []
+    fresh = processor(REGISTRY, producer, store)  # a restarted worker
+    await fresh.handle(s0.message.partition, [s0, s1], never)
+    assert producer.to(CHANGELOG) == [], "nothing new to store: both were applied"
+    assert [s.value.decode() for s in producer.sent] == [
+        o["payload"] for o in outbox if o["kind"] == "event" or o["service"] == "svc"
+    ]
+    assert types(producer) == ["step_succeeded", "step_started", "step_succeeded", "saga_completed"]
+
+
+async def test_records_before_the_applied_offset_are_skipped() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    begin = inbox.event("s1", start("linear2", "s1"))
+    await proc.handle(begin.message.partition, [begin], never)
+    cancel = inbox.event("s1", b'{"kind":"cancel","saga_id":"s1","at":"2026-01-01T00:00:00Z"}')
+    await proc.handle(cancel.message.partition, [cancel], never)
+    before = store["s1"]
+    producer.sent.clear()
+    await proc.handle(begin.message.partition, [begin], never)  # older than last_message
+    assert producer.sent == [] and store["s1"] == before
 
 
 @pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
         (b"s1", b"\xff not json", "invalid inbox message"),
-        (b"other", start("linear2"), "must equal saga_id"),
-        (b"s1", start("nope"), "saga type 'nope' is not registered"),
-        (b"s1", start("mixed", fail_at=3), "input does not match Job"),
+        (b"other", start("linear2", "s1"), "must equal saga_id"),
+        (b"s1", start("nope", "s1"), "saga type 'nope' is not registered"),
+        (b"s1", start("mixed", "s1", fail_at=3), "input does not match Job"),
     ],
 )
-async def test_invalid_messages_go_to_dead_letters(shell, key, value, reason) -> None:  # type: ignore[no-untyped-def]
-    coordinator, rec = shell
-    await coordinator.handle_inbox(key, value, FakeMessage(key, value))
-    assert len(rec.dead) == 1 and reason in rec.dead[0]
-    assert rec.sent == [] and rec.table == {}
+async def test_invalid_records_go_to_dead_letters(key: bytes, value: bytes, reason: str) -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    event = inbox.event("s1", value)
+    event.message.key = key
+    await proc.handle(event.message.partition, [event], never)
+    [letter] = producer.sent
+    assert letter.topic == "t.deadletters" and reason in letter.body()["reason"]
+    assert store == {}
 
 
-async def test_inline_steps_run_inside_the_inbox_agent(shell) -> None:  # type: ignore[no-untyped-def]
-    coordinator, rec = shell
-    await coordinator.handle_inbox(b"m1", start("mixed", "m1"), FakeMessage(b"m1", b""))
-    # a and b ran inline; c is queued for its executor; nothing went to the inline topic
-    assert "t.step.inline-work" not in rec.topics()
-    assert rec.topics().count("t.step.queued-work") == 1
-    done = [b["step"] for t, _, b in rec.sent if b.get("type") == "step_succeeded"]
+async def test_inline_steps_run_in_the_batch_and_their_chain_is_one_record() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    event = inbox.event("m1", start("mixed", "m1"))
+    await proc.handle(event.message.partition, [event], never)
+    assert [s.topic for s in producer.sent].count("t.step.queued-work") == 1
+    assert "t.step.inline-work" not in {s.topic for s in producer.sent}
+    done = [
+        b["step"] for b in (s.body() for s in producer.sent) if b.get("type") == "step_succeeded"
+    ]
     assert done == ["a", "b"]
-    stored = rec.table["m1"]
-    assert [s["status"] for s in stored["steps"]] == [
+    assert [s.status for s in stored(store, "m1").steps] == [
         "succeeded",
         "succeeded",
         "running",
         "pending",
     ]
-    # the stored outbox is the whole chain, so a redelivery re-sends all of it
-    outbox = stored["last_outbox"]
-    sendable = [o for o in outbox if o.get("service") != "inline-work"]
-    assert [json.loads(o["payload"]) for o in sendable] == [body for _, _, body in rec.sent]
 
 
-async def test_an_internal_error_is_dead_lettered_and_the_agent_goes_on(shell) -> None:  # type: ignore[no-untyped-def]
-    coordinator, rec = shell
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("bug")
-
-    good = start("linear2", "s2")
-    events = [
-        FakeEvent(b"s1", start("linear2"), FakeMessage(b"s1", b"")),
-        FakeEvent(b"s2", good, FakeMessage(b"s2", good, offset=1)),
-    ]
-    original = coordinator.registry.get
-    calls = {"n": 0}
+async def test_an_internal_error_dead_letters_that_record_and_the_batch_goes_on() -> None:
+    producer, store = FakeProducer(), DictStore()
+    registry = SagaRegistry([linear_saga(2)])
+    proc, inbox = processor(registry, producer, store), Inbox()
+    original, calls = registry.get, {"n": 0}
 
     def flaky_get(name: str, version: int | None = None) -> Any:
         calls["n"] += 1
-        return broken() if calls["n"] == 1 else original(name, version)
+        if calls["n"] == 1:
+            raise RuntimeError("bug")
+        return original(name, version)
 
-    coordinator.registry.get = flaky_get  # type: ignore[method-assign]
-    coordinator._live["stale"] = object()  # type: ignore[assignment]
-
-    class Stream:
-        async def events(self) -> AsyncIterator[FakeEvent]:
-            for event in events:
-                yield event
-
-    await coordinator._inbox_agent(Stream())  # type: ignore[arg-type]
-    assert len(rec.dead) == 1 and "internal error: RuntimeError('bug')" in rec.dead[0]
-    assert "stale" not in coordinator._live
-    assert rec.table["s2"]["status"] == "running"
-
-
-async def test_kafka_unavailable_is_retried_in_place_not_dead_lettered(shell) -> None:  # type: ignore[no-untyped-def]
-    """Sends fail while a result for a running (cached) saga is applied: the message is
-    retried in place, never dead-lettered, and the table ends as if nothing had failed
-    (the failed attempt's in-place update of the cached state is not taken for a replay,
-    which would skip the table write)."""
-    from aiokafka.errors import KafkaConnectionError
-
-    coordinator, rec = shell
-    await coordinator._handle_holding_partition(
-        FakeEvent(b"s1", start("linear2"), FakeMessage(b"s1", b"", offset=1))
+    registry.get = flaky_get  # type: ignore[method-assign]
+    ids = ["x1", "x2"]
+    partition = partition_for("x1", PARTITIONS)
+    same = next(f"y{i}" for i in range(100) if partition_for(f"y{i}", PARTITIONS) == partition)
+    events = [
+        inbox.event(ids[0], start("linear2", ids[0])),
+        inbox.event(same, start("linear2", same)),
+    ]
+    await proc.handle(partition, events, never)
+    letters = producer.to("t.deadletters")
+    assert (
+        len(letters) == 1 and "internal error: RuntimeError('bug')" in letters[0].body()["reason"]
     )
-    request = StepRequest.model_validate(rec.sent[0][2])
-    result = request.result(at=AT, output={"ref": "x"}).to_json()
-    real_send, failures = coordinator._send, {"left": 2}
+    assert set(store) == {same}
 
-    async def flaky_send(topic: Any, key: bytes | None, value: bytes) -> None:
-        if failures["left"]:
-            failures["left"] -= 1
-            raise KafkaConnectionError("broker down")
-        await real_send(topic, key, value)
 
-    coordinator._send = flaky_send  # type: ignore[method-assign]
-    await coordinator._handle_holding_partition(
-        FakeEvent(b"s1", result, FakeMessage(b"s1", result, offset=2))
+async def test_kafka_unavailable_is_retried_in_place() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    producer.failures = {CHANGELOG: 2, "t.lifecycle": 3}
+    event = inbox.event("s1", start("linear2", "s1"))
+    await proc.handle(event.message.partition, [event], never)
+    assert producer.failures == {CHANGELOG: 0, "t.lifecycle": 0}
+    assert producer.to("t.deadletters") == []
+    assert types(producer) == ["saga_started", "step_started"]
+    assert stored(store, "s1").status == "running"
+
+
+async def test_a_result_on_the_wrong_partition_is_re_routed_to_the_saga_partition() -> None:
+    producer = FakeProducer()
+    proc, inbox = processor(REGISTRY, producer), Inbox()
+    home = partition_for("s1", PARTITIONS)
+    wrong = (home + 1) % PARTITIONS
+    event = inbox.event("s1", start("linear2", "s1"), partition=wrong)
+    await proc.handle(wrong, [event], never)
+    [moved] = producer.sent
+    assert (moved.topic, moved.partition, moved.value) == ("t.inbox", home, event.message.value)
+
+
+async def test_a_saga_whose_definition_is_missing_holds_its_partition_never_dead_letters() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store), Inbox()
+    begin = inbox.event("s1", start("linear2", "s1"))
+    await proc.handle(begin.message.partition, [begin], never)
+    producer.sent.clear()
+    lacking = processor(SagaRegistry([MIXED]), producer, store)
+    cancel = inbox.event("s1", b'{"kind":"cancel","saga_id":"s1","at":"2026-01-01T00:00:00Z"}')
+    stop = {"now": False}
+    task = asyncio.create_task(
+        lacking.handle(cancel.message.partition, [cancel], lambda: stop["now"])
     )
-    assert rec.dead == [] and failures["left"] == 0
-    stored = rec.table["s1"]
-    assert [s["status"] for s in stored["steps"]] == ["succeeded", "running"]
-    assert stored["last_message"] == "0:2"
+    await asyncio.sleep(0.3)
+    assert not task.done() and producer.sent == []
+    stop["now"] = True
+    with pytest.raises(Abandoned):
+        await task
+
+
+class Big(BaseModel):
+    blob: str
+
+
+async def big(ctx: StepContext[Big]) -> Big:
+    return Big(blob="x" * 5000)
+
+
+async def nothing(ctx: StepContext[Big]) -> None:
+    return None
+
+
+GROWING = Saga(
+    "growing",
+    input=Big,
+    steps=[
+        Step("a", service=Service("local", inline=True), action=big, compensation=nothing),
+        Step("b", service=Service("far"), action=big, compensation=nothing),
+    ],
+)
+
+
+async def test_a_request_over_the_limit_fails_its_step_and_earlier_steps_compensate() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc = processor(SagaRegistry([GROWING]), producer, store, max_request_bytes=4096)
+    event = Inbox().event("g1", start("growing", "g1", blob="small"))
+    await proc.handle(event.message.partition, [event], never)
+    assert producer.to("t.step.far") == [], "the oversized request is never sent"
+    state = stored(store, "g1")
+    assert state.status == "compensated"
+    assert state.steps[1].error is not None and state.steps[1].error.type == "StepRequestTooLarge"
+    assert [s.status for s in state.steps] == ["compensated", "failed"]
+
+
+async def test_a_result_over_the_inbox_limit_fails_its_step_and_is_dead_lettered() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store, max_inbox_bytes=2048), Inbox()
+    begin = inbox.event("s1", start("linear2", "s1"))
+    await proc.handle(begin.message.partition, [begin], never)
+    huge = inbox.event("s1", result_for(producer, "s0", ref="x" * 4000))
+    await proc.handle(huge.message.partition, [huge], never)
+    state = stored(store, "s1")
+    assert state.steps[0].error is not None and state.steps[0].error.type == "ResultTooLarge"
+    assert len(producer.to("t.deadletters")) == 1
+
+
+async def test_a_record_that_would_grow_past_the_limit_is_dead_lettered_saga_unchanged() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(REGISTRY, producer, store, max_record_bytes=4096), Inbox()
+    ok = inbox.event("s1", start("linear2", "s1"))
+    partition = ok.message.partition
+    other = next(f"z{i}" for i in range(100) if partition_for(f"z{i}", PARTITIONS) == partition)
+    fine = inbox.event(other, start("linear2", other))
+    await proc.handle(partition, [ok], never)
+    request = result_for(producer, "s0", ref="y" * 3000)
+    grow = inbox.event("s1", request)
+    await proc.handle(partition, [grow, fine], never)
+    letters = producer.to("t.deadletters")
+    assert len(letters) == 1 and "SAGA_MAX_RECORD_BYTES" in letters[0].body()["reason"]
+    assert stored(store, "s1").steps[0].status == "running", "the saga stays as it was"
+    assert other in store, "the rest of the batch was applied"

@@ -1,0 +1,427 @@
+"""Applying one partition's inbox records in a batch, in the durable order of effects.
+
+``InboxProcessor.handle(partition, events)``:
+
+1. **Apply** (in memory): each record is decoded and given to the state machine; inline
+   steps run and their results are applied at once (the chain belongs to the record);
+   step requests over ``SAGA_MAX_REQUEST_BYTES`` are never sent: their step fails at
+   once (``StepRequestTooLarge``), so earlier steps are compensated. A record that
+   cannot be applied (undecodable, invalid, too large, or one whose saga record would
+   exceed ``SAGA_MAX_RECORD_BYTES``, or that raised) is dead-lettered with the reason
+   and the batch is applied again without it.
+2. **Records**: one new record per changed saga goes to the table's changelog; the batch
+   waits for every acknowledgement before anything derived from them is sent. Each
+   record holds its saga's whole outbox of this batch and the offset of the last
+   record that changed it (``last_message``).
+3. **Sends**: step requests, lifecycle events, dead letters and re-routed records are
+   sent; the batch waits for every acknowledgement. Only then does the lane ack the
+   batch, so the inbox offset can be committed.
+
+A redelivered batch (after a crash or a rebalance) is recognised per saga: a record
+before the saga's ``last_message`` was applied already and is skipped; the record at
+``last_message`` re-sends the stored outbox (same payloads, same ``seq``). An inline
+chain is therefore never recomputed once its record is stored, and nothing derived from
+it leaves the process before that.
+
+Broker trouble is retried in place (this partition only). A saga whose definition
+version this worker lacks holds its partition, with an error log line, until a worker
+that has it takes over or this one is upgraded: never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from coordinator.deadlines import DeadlineIndex
+from coordinator.delivery import Backoff, Producer, Record, deliver
+from coordinator.errors import UnknownSagaError
+from coordinator.events import ErrorInfo
+from coordinator.executor import StepExecutor
+from coordinator.letters import dead_letter
+from coordinator.machine import Definitions, transition
+from coordinator.messages import StartSaga, StepRequest, StepResult, parse_inbox
+from coordinator.routing import partition_for
+from coordinator.settings import CoordinatorSettings
+from coordinator.state import TERMINAL, SagaState
+from coordinator.step_worker import too_large
+
+log = logging.getLogger("coordinator.inbox")
+
+
+class Store(Protocol):
+    """The saga table's local store: saga id -> stored record (JSON bytes)."""
+
+    def get(self, saga_id: str) -> bytes | None: ...
+
+    def put(self, saga_id: str, raw: bytes) -> None: ...
+
+    def delete(self, saga_id: str) -> None: ...
+
+
+class MissingDefinition(Exception):
+    """A saga's definition version is not registered on this worker."""
+
+
+@dataclass
+class _Poison(Exception):
+    offset: int
+    reason: str
+    error_type: str
+
+
+@dataclass
+class _Saga:
+    """One saga touched by the batch."""
+
+    state: SagaState | None
+    changed: bool = False
+    outbox: list[dict[str, str]] = field(default_factory=list)  # produced in this batch
+    resend: list[dict[str, str]] = field(default_factory=list)  # stored, re-sent
+    last_offset: int = -1  # the last record that changed it
+    raw: bytes = b""  # the new record, encoded
+
+
+@dataclass
+class _Plan:
+    sagas: dict[str, _Saga] = field(default_factory=dict)
+    sends: list[Record] = field(default_factory=list)  # dead letters and re-routed records
+
+
+def applied_offset(state: SagaState, partition: int) -> int | None:
+    """The inbox offset of the last record that changed ``state`` on ``partition``."""
+    if not state.last_message:
+        return None
+    where, _, offset = state.last_message.partition(":")
+    if where != str(partition) or not offset.isdigit():
+        return None
+    return int(offset)
+
+
+class InboxProcessor:
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        registry: Definitions,
+        producer: Producer,
+        store: Store,
+        deadlines: DeadlineIndex,
+        executor: StepExecutor,
+        inline_services: set[str],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.registry = registry
+        self.producer = producer
+        self.store = store
+        self.deadlines = deadlines
+        self.executor = executor
+        self.inline = inline_services
+        self.clock = clock
+        self.retention = settings.retention_policy
+        self.changelog = ""  # set by the app once the table exists
+        self._live: dict[str, tuple[bytes, SagaState]] = {}  # decoded in-flight records
+        self._record_batches = 0
+
+    # -- the batch ----------------------------------------------------------------------
+
+    async def handle(self, partition: int, events: list[Any], stopping: Callable[[], bool]) -> None:
+        backoff = Backoff(stopping)
+        poisoned: dict[int, _Poison] = {}
+        while True:
+            try:
+                plan = await self._apply(partition, events, poisoned)
+                break
+            except _Poison as poison:
+                poisoned[poison.offset] = poison
+            except MissingDefinition as exc:
+                log.error("inbox partition %d held: %s", partition, exc)
+                await backoff.wait()
+        # a deleted saga (retention ended) is written as a tombstone (``None``)
+        stored = {sid: s.raw if s.state else None for sid, s in plan.sagas.items() if s.changed}
+        if stored:
+            records = [
+                Record(self.changelog, saga_id.encode(), raw, partition)
+                for saga_id, raw in stored.items()
+            ]
+            await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
+            for saga_id, raw in stored.items():
+                if raw is None:
+                    self.store.delete(saga_id)
+                else:
+                    self.store.put(saga_id, raw)
+            self._maybe_fault()
+        sends = list(plan.sends)
+        for saga_id, saga in plan.sagas.items():
+            for item in saga.resend + saga.outbox:
+                record = self._outgoing(saga_id, item)
+                if record is not None:
+                    sends.append(record)
+        if sends:
+            await deliver(self.producer, sends, backoff, what=f"inbox p{partition} outbox")
+        for saga_id, saga in plan.sagas.items():
+            if saga.state is None:
+                self.deadlines.set(saga_id, partition, None)
+                continue
+            self.deadlines.set_state(saga.state, partition)
+            current = stored.get(saga_id) or self.store.get(saga_id)
+            if current is not None and not saga.state.resting:
+                self._live[saga_id] = (current, saga.state)
+
+    def _maybe_fault(self) -> None:
+        left = self.settings.fault_kill_after_records - self._record_batches - 1
+        self._record_batches += 1
+        if left == 0:
+            log.error("SAGA_FAULT_KILL_AFTER_RECORDS reached: SIGKILL before the sends")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _outgoing(self, saga_id: str, item: Mapping[str, str]) -> Record | None:
+        key = saga_id.encode()
+        if item["kind"] == "event":
+            return Record(self.topics.lifecycle, key, item["payload"].encode())
+        if item["service"] in self.inline:
+            return None  # ran inside the chain that produced it
+        return Record(self.topics.step(item["service"]), key, item["payload"].encode())
+
+    # -- applying -----------------------------------------------------------------------
+
+    async def _apply(
+        self, partition: int, events: list[Any], poisoned: dict[int, _Poison]
+    ) -> _Plan:
+        plan = _Plan()
+        for event in events:
+            message = event.message
+            poison = poisoned.get(message.offset)
+            if poison is not None:
+                plan.sends.append(self._dead(message, poison.reason, poison.error_type))
+                continue
+            try:
+                await self._apply_one(plan, partition, message)
+            except (_Poison, MissingDefinition):
+                raise
+            except Exception as exc:
+                log.exception("inbox: unexpected error applying %s", _where(message))
+                self._drop_cache(plan)
+                raise _Poison(
+                    message.offset, f"internal error: {exc!r}", type(exc).__name__
+                ) from exc
+        self._check_sizes(plan)
+        return plan
+
+    async def _apply_one(self, plan: _Plan, partition: int, message: Any) -> None:
+        value: bytes = message.value or b""
+        limit = self.settings.max_inbox_bytes
+        try:
+            msg = parse_inbox(value)
+        except ValidationError as exc:
+            plan.sends.append(self._dead(message, f"invalid inbox message: {exc}"))
+            return
+        key = message.key
+        if key is None or key.decode(errors="replace") != msg.saga_id:
+            reason = f"inbox key {key!r} must equal saga_id {msg.saga_id!r} (partitioning)"
+            plan.sends.append(self._dead(message, reason))
+            return
+        home = partition_for(msg.saga_id, self.settings.partitions)
+        if home != partition:
+            # a producer with another partitioner (librdkafka's default, say)
+            plan.sends.append(Record(self.topics.inbox, key, value, home))
+            return
+        if len(value) > limit:
+            if not isinstance(msg, StepResult):
+                reason = f"inbox record of {len(value)} bytes is over SAGA_MAX_INBOX_BYTES={limit}"
+                if isinstance(msg, StartSaga):
+                    reason += "; start the saga with a smaller input (keep large data elsewhere)"
+                plan.sends.append(self._dead(message, reason, "RecordTooLarge"))
+                return
+            plan.sends.append(self._dead(message, "result too large: failed its step"))
+            msg = too_large(msg, len(value), limit)
+        saga = plan.sagas.get(msg.saga_id)
+        if saga is None:
+            saga = plan.sagas[msg.saga_id] = _Saga(self._load(msg.saga_id))
+        state = saga.state
+        if state is not None:
+            applied = applied_offset(state, partition)
+            if applied is not None and message.offset < applied:
+                return  # applied before a crash or rebalance
+            if not state.compact and state.status not in TERMINAL:
+                self._require_definition(state)
+        msg_id = f"{partition}:{message.offset}"
+        out = transition(
+            self.registry,
+            state,
+            msg,
+            now=broker_time(message),
+            message_id=msg_id,
+            reply_to=self.topics.inbox,
+            copy=False,
+            retention=self.retention,
+        )
+        if out.rejected:
+            plan.sends.append(self._dead(message, out.rejected))
+        if out.replayed:
+            if not saga.changed:
+                saga.resend = list(out.outbox)
+            return
+        if out.deleted:  # retention ended: the record goes (a tombstone)
+            saga.state, saga.changed, saga.last_offset = None, True, message.offset
+            saga.outbox, saga.resend = [], []
+            return
+        if not out.changed or out.state is None:
+            if out.state is not None:
+                saga.state = out.state
+            return
+        state, outbox = await self._settle(out.state, list(out.outbox), list(out.requests))
+        saga.outbox.extend(outbox)
+        state.last_message, state.last_outbox = msg_id, list(saga.resend) + saga.outbox
+        saga.state, saga.changed, saga.last_offset = state, True, message.offset
+
+    async def _settle(
+        self, state: SagaState, items: list[dict[str, str]], requests: list[StepRequest]
+    ) -> tuple[SagaState, list[dict[str, str]]]:
+        """Run inline steps and fail oversized requests, applying their results now.
+
+        Returns the saga's state after the whole chain and the chain's outbox, without
+        the requests that were never sent.
+        """
+        limit = self.settings.max_request_bytes
+        outbox: list[dict[str, str]] = []
+        todo = [(items, requests)]
+        while todo:
+            items, requests = todo.pop(0)
+            results: list[StepResult] = []
+            unsent: set[int] = set()
+            for i, (item, request) in enumerate(_pair(items, requests)):
+                if request.service in self.inline:
+                    results.append(await self.executor.execute(request))
+                elif len(item["payload"]) > limit:
+                    unsent.add(i)
+                    results.append(_too_large_request(request, len(item["payload"]), limit))
+            outbox.extend(item for i, item in enumerate(items) if i not in unsent)
+            for result in results:
+                out = transition(
+                    self.registry,
+                    state,
+                    result,
+                    now=self.clock(),  # the chain's record is stored before it is sent
+                    reply_to=self.topics.inbox,
+                    copy=False,
+                    retention=self.retention,
+                )
+                if out.changed and out.state is not None:
+                    state = out.state
+                    todo.append((list(out.outbox), list(out.requests)))
+        return state, outbox
+
+    def _check_sizes(self, plan: _Plan) -> None:
+        """A saga whose record or event would be over the limit fails the record that
+        made it so (dead letter); the batch is applied again without that record."""
+        limit = self.settings.max_record_bytes
+        for saga in plan.sagas.values():
+            if not saga.changed or saga.state is None:
+                continue
+            saga.raw = saga.state.model_dump_json().encode()
+            size = len(saga.raw)
+            biggest = max((len(o["payload"]) for o in saga.outbox), default=0)
+            if size > limit or biggest > limit:
+                self._drop_cache(plan)
+                raise _Poison(
+                    saga.last_offset,
+                    f"saga {saga.state.saga_id!r}: applying this record makes its saga record "
+                    f"{size} bytes (largest message {biggest}), over "
+                    f"SAGA_MAX_RECORD_BYTES={limit}; the saga stays as it was",
+                    "RecordTooLarge",
+                )
+
+    def _require_definition(self, state: SagaState) -> None:
+        try:
+            self.registry.get(state.saga_type, state.saga_version)
+        except UnknownSagaError as exc:
+            raise MissingDefinition(
+                f"saga {state.saga_id!r} runs {state.saga_type!r} v{state.saga_version}, "
+                f"which this worker lacks ({exc}); deploy a worker with that definition"
+            ) from exc
+
+    # -- records ------------------------------------------------------------------------
+
+    def _load(self, saga_id: str) -> SagaState | None:
+        """The saga's stored record, decoded (reused while the table holds the same bytes).
+
+        The cache entry is taken, not shared: the batch updates the state in place, and
+        a batch that is abandoned or applied again must decode the stored record anew.
+        """
+        raw = self.store.get(saga_id)
+        cached = self._live.pop(saga_id, None)
+        if raw is None:
+            return None
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        return SagaState.model_validate_json(raw)
+
+    def _drop_cache(self, plan: _Plan) -> None:
+        for saga_id in plan.sagas:
+            self._live.pop(saga_id, None)
+
+    def forget(self) -> None:
+        """Drop every decoded record (after a rebalance the table is the only truth)."""
+        self._live.clear()
+
+    def _dead(self, message: Any, reason: str, error_type: str = "Rejected") -> Record:
+        return dead_letter(
+            self.topics.deadletters, message, reason, agent="inbox", error_type=error_type
+        )
+
+
+LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker
+
+
+def broker_time(message: Any) -> datetime:
+    """The one clock of a transition: the broker's log-append timestamp of the record.
+
+    An inbox created by someone else with ``CreateTime`` carries the *sender's* clock;
+    then the owning worker's clock is used instead (the record is stored before anything
+    derived from it is sent, and a redelivery re-sends the stored outbox).
+    """
+    timestamp = getattr(message, "timestamp", None)
+    if not timestamp or getattr(message, "timestamp_type", None) != LOG_APPEND_TIME:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(float(timestamp), UTC)
+
+
+def _pair(
+    items: list[dict[str, str]], requests: list[StepRequest]
+) -> list[tuple[dict[str, str], StepRequest]]:
+    """Each request with its outbox item (a transition lists its requests first)."""
+    pairs = list(zip(items, requests, strict=False))
+    if len(pairs) == len(requests) and all(
+        item["kind"] == "request" and item["service"] == r.service for item, r in pairs
+    ):
+        return pairs
+    by_payload = {item["payload"]: item for item in items if item["kind"] == "request"}
+    return [(by_payload[r.model_dump_json()], r) for r in requests]
+
+
+def _too_large_request(request: StepRequest, size: int, limit: int) -> StepResult:
+    """A request too large to send fails its step: nothing was sent, nothing happened."""
+    return request.result(
+        at=datetime.now(UTC),
+        error=ErrorInfo(
+            type="StepRequestTooLarge",
+            retryable=False,
+            message=(
+                f"step {request.step!r} request is {size} bytes, over "
+                f"SAGA_MAX_REQUEST_BYTES={limit}; it was not sent"
+            ),
+        ),
+    )
+
+
+def _where(message: Any) -> str:
+    return f"{getattr(message, 'topic', '?')}:{message.partition}@{message.offset}"

@@ -1,0 +1,145 @@
+"""In-memory stand-ins for the broker side of the coordinator shell (no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError
+
+from coordinator.deadlines import DeadlineIndex
+from coordinator.executor import StepExecutor
+from coordinator.inbox import InboxProcessor
+from coordinator.messages import StartSaga
+from coordinator.registry import SagaRegistry
+from coordinator.routing import partition_for
+from coordinator.settings import CoordinatorSettings
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+PARTITIONS = 4
+CHANGELOG = "app-saga-state-changelog"
+
+
+@dataclass
+class FakeMessage:
+    key: bytes | None
+    value: bytes
+    partition: int
+    offset: int
+    topic: str = "t.inbox"
+
+
+@dataclass
+class FakeEvent:
+    message: FakeMessage
+    acked: bool = False
+
+    def ack(self) -> bool:
+        self.acked = True
+        return True
+
+
+@dataclass
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+
+    def body(self) -> Any:
+        return json.loads(self.value)
+
+
+class FakeProducer:
+    """Records sends; can fail the next N sends to a topic, or hold acks until released."""
+
+    def __init__(self) -> None:
+        self.sent: list[Sent] = []  # acknowledged, in order of acknowledgement
+        self.enqueued: list[Sent] = []
+        self.failures: dict[str, int] = {}
+        self.hold = False
+        self._held: list[tuple[asyncio.Future[Any], Sent]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, *rest: Any) -> Any:
+        record = Sent(topic, key, value or b"", rest[0] if rest else None)
+        self.enqueued.append(record)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.failures.get(topic):
+            self.failures[topic] -= 1
+            fut.set_exception(KafkaConnectionError(f"broker down ({topic})"))
+        elif self.hold:
+            self._held.append((fut, record))
+        else:
+            self._ack(fut, record)
+        return fut
+
+    def _ack(self, fut: asyncio.Future[Any], record: Sent) -> None:
+        self.sent.append(record)
+        fut.set_result(record)
+
+    def release(self) -> None:
+        self.hold = False
+        held, self._held = self._held, []
+        for fut, record in held:
+            self._ack(fut, record)
+
+    def to(self, topic: str) -> list[Sent]:
+        return [s for s in self.sent if s.topic == topic]
+
+
+class DictStore(dict[str, bytes]):
+    def put(self, saga_id: str, raw: bytes) -> None:
+        self[saga_id] = raw
+
+    def delete(self, saga_id: str) -> None:
+        self.pop(saga_id, None)
+
+
+def settings(**overrides: Any) -> CoordinatorSettings:
+    return CoordinatorSettings(
+        topic_prefix="t", partitions=PARTITIONS, web_enabled=False, **overrides
+    )
+
+
+def processor(
+    registry: SagaRegistry,
+    producer: FakeProducer | None = None,
+    store: DictStore | None = None,
+    **overrides: Any,
+) -> InboxProcessor:
+    s = settings(**overrides)
+    services = registry.services()
+    proc = InboxProcessor(
+        s,
+        registry,
+        producer or FakeProducer(),
+        store if store is not None else DictStore(),
+        DeadlineIndex(),
+        StepExecutor(registry),
+        {n for n, svc in services.items() if svc.inline},
+    )
+    proc.changelog = CHANGELOG
+    return proc
+
+
+class Inbox:
+    """Builds inbox events with increasing offsets, each on its saga's partition."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def event(self, saga_id: str, value: bytes, *, partition: int | None = None) -> FakeEvent:
+        self.offset += 1
+        p = partition_for(saga_id, PARTITIONS) if partition is None else partition
+        return FakeEvent(FakeMessage(saga_id.encode(), value, p, self.offset))
+
+
+def start(saga_type: str, saga_id: str, **input: Any) -> bytes:
+    return StartSaga(saga_id=saga_id, at=AT, saga_type=saga_type, input=input).to_json()
+
+
+def never() -> bool:
+    return False

@@ -1,0 +1,264 @@
+"""The shell's pure parts: deadline heap, routing, size classification, lanes, delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
+from faust.exceptions import ProducerSendError
+
+from coordinator.deadlines import DeadlineIndex
+from coordinator.delivery import Abandoned, Backoff, Record, deliver, is_too_large, is_transient
+from coordinator.lanes import Lanes
+from coordinator.routing import partition_for, saga_table
+from coordinator.state import Pending, SagaState
+from tests.unit.coordinator.shell_kit import FakeEvent, FakeMessage, FakeProducer
+
+# -- deadlines ----------------------------------------------------------------------------
+
+
+def test_due_hands_out_each_passed_deadline_once() -> None:
+    index = DeadlineIndex()
+    index.set("a", 0, 10.0)
+    index.set("b", 1, 20.0)
+    assert index.due(5.0) == []
+    assert index.due(15.0) == [("a", 10.0, 0)]
+    assert index.due(15.0) == []
+    assert index.due(25.0) == [("b", 20.0, 1)]
+
+
+def test_a_replaced_deadline_fires_only_at_its_new_time() -> None:
+    index = DeadlineIndex()
+    index.set("a", 0, 10.0)
+    index.set("a", 0, 30.0)
+    assert index.due(20.0) == []
+    assert index.due(30.0) == [("a", 30.0, 0)]
+    index.set("a", 0, 40.0)
+    index.set("a", 0, None)  # the saga waits for nothing any more
+    assert index.due(100.0) == []
+
+
+def test_a_failed_send_is_restored_unless_the_saga_moved_on() -> None:
+    index = DeadlineIndex()
+    index.set("a", 0, 10.0)
+    [(saga, at, partition)] = index.due(10.0)
+    index.restore(saga, at, partition)
+    assert index.get("a") == 10.0
+    [entry] = index.due(10.0)
+    index.set("a", 0, 50.0)  # a transition re-indexed it while the timer was sent
+    index.restore(*entry)
+    assert index.get("a") == 50.0
+
+
+def test_re_indexing_the_same_deadline_after_it_fired_arms_it_again() -> None:
+    index = DeadlineIndex()
+    index.set("a", 0, 10.0)
+    assert index.due(10.0)
+    index.set("a", 0, 10.0)  # the timer's transition changed nothing (early timer)
+    assert index.due(10.0) == [("a", 10.0, 0)]
+
+
+def test_rebuild_drops_revoked_partitions_and_takes_the_table_as_truth() -> None:
+    index = DeadlineIndex()
+    index.set("gone", 3, 10.0)
+    index.set("stale", 0, 10.0)
+
+    def record(saga_id: str, status: str, deadline: datetime | None) -> bytes:
+        pending = None
+        if deadline is not None:
+            pending = Pending(
+                phase="action", step=0, attempt=1, waiting="result", deadline=deadline
+            )
+        state = SagaState(
+            saga_id=saga_id,
+            saga_type="t",
+            saga_version=1,
+            status=status,  # type: ignore[arg-type]
+            input={},
+            steps=[],
+            pending=pending,
+            started_at=deadline or datetime(2026, 1, 1, tzinfo=UTC),
+            updated_at=deadline or datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        return state.model_dump_json().encode()
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    index.rebuild(
+        [0, 1],
+        [
+            (0, record("stale", "running", at)),
+            (1, record("new", "running", at)),
+            (1, record("done", "completed", None)),
+            (1, record("resting", "compensation_failed", at)),
+            (2, record("not-ours", "running", at)),
+        ],
+    )
+    assert {s for s, _, _ in index.due(at.timestamp())} == {"stale", "new"}
+    assert len(index) == 0
+
+
+def test_the_heap_stays_bounded_when_deadlines_keep_moving() -> None:
+    index = DeadlineIndex()
+    for i in range(10_000):
+        index.set("a", 0, float(i))
+    assert len(index._heap) <= 2 * len(index) + 1024
+    assert index.due(1e9) == [("a", 9999.0, 0)]
+
+
+# -- routing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 4, 8, 64])
+def test_partition_for_is_kafkas_default_partitioner(n: int) -> None:
+    partitions = list(range(n))
+    for i in range(200):
+        saga_id = f"order-{i}"
+        assert partition_for(saga_id, n) == DefaultPartitioner()(saga_id.encode(), partitions, [])
+
+
+def test_table_keys_are_the_raw_saga_id_so_web_routing_matches_the_inbox() -> None:
+    import faust
+
+    app = faust.App("route-test", broker="kafka://127.0.0.1:1", datadir=tempfile.mkdtemp())
+    table = saga_table(app, "saga-state", 8)
+    assert app.router._get_serialized_key(table, "order-42") == b"order-42"
+    assert table.changelog_topic.prepare_key("order-42", None)[0] == b"order-42"
+
+
+# -- classification -----------------------------------------------------------------------
+
+
+def test_a_record_too_large_is_never_transient() -> None:
+    too_large = MessageSizeTooLargeError("1048600 bytes")
+    wrapped = ProducerSendError("Error while sending")
+    wrapped.__cause__ = too_large
+    assert is_too_large(too_large) and is_too_large(wrapped)
+    assert not is_transient(too_large) and not is_transient(wrapped)
+    down = ProducerSendError("Error while sending")
+    down.__cause__ = KafkaConnectionError("no broker")
+    assert is_transient(down) and not is_too_large(down)
+    assert not is_transient(ValueError("bug"))
+
+
+async def test_deliver_re_sends_from_the_first_failure_on_in_order() -> None:
+    producer = FakeProducer()
+    producer.failures = {"t": 2}  # records 0 and 1 fail, 2 gets through first
+    records = [Record("t", b"k", f"{i}".encode()) for i in range(3)]
+    metadata = await deliver(producer, records, Backoff(lambda: False, first=0.001), what="t")
+    assert [s.value for s in producer.sent] == [b"2", b"0", b"1", b"2"]
+    assert [m.value for m in metadata] == [b"0", b"1", b"2"]
+
+
+async def test_deliver_gives_up_only_when_the_partition_is_taken_away() -> None:
+    producer = FakeProducer()
+    producer.failures = {"t": 10**6}
+    with pytest.raises(Abandoned):
+        await deliver(producer, [Record("t", b"k", b"v")], Backoff(lambda: True), what="test")
+
+
+async def test_deliver_raises_a_bug_instead_of_retrying_it() -> None:
+    class Broken(FakeProducer):
+        async def send(self, *args: Any) -> Any:
+            raise TypeError("bug")
+
+    with pytest.raises(TypeError):
+        await deliver(Broken(), [Record("t", b"k", b"v")], Backoff(lambda: False), what="test")
+
+
+# -- lanes --------------------------------------------------------------------------------
+
+
+def event(partition: int, offset: int) -> FakeEvent:
+    return FakeEvent(FakeMessage(b"k", b"v", partition, offset))
+
+
+async def test_a_stuck_partition_does_not_stop_the_others() -> None:
+    handled: list[tuple[int, list[int]]] = []
+    release = asyncio.Event()
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        if partition == 0:
+            await release.wait()
+        handled.append((partition, [e.message.offset for e in events]))
+
+    lanes = Lanes("test", handler, batch_size=10, buffer=100)
+    stuck, free = [event(0, 1), event(0, 2)], [event(1, 1), event(1, 2), event(1, 3)]
+    for e in [*stuck, *free]:
+        lanes.dispatch(e)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert handled == [(1, [1, 2, 3])] and all(e.acked for e in free)
+    assert not any(e.acked for e in stuck)
+    release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert all(e.acked for e in stuck)
+    await lanes.stop()
+
+
+async def test_a_full_lane_pauses_its_partition_and_resumes_when_drained() -> None:
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        await release.wait()
+
+    lanes = Lanes(
+        "test",
+        handler,
+        batch_size=2,
+        buffer=4,
+        pause=lambda p: calls.append(f"pause {p}"),
+        resume=lambda p: calls.append(f"resume {p}"),
+    )
+    for offset in range(6):
+        lanes.dispatch(event(2, offset))
+    assert calls == ["pause 2"]
+    release.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert calls == ["pause 2", "resume 2"]
+    await lanes.stop()
+
+
+async def test_stopping_lanes_hands_back_what_was_not_acked() -> None:
+    forgotten: list[Any] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        while not stopping():
+            await asyncio.sleep(0.01)
+        raise Abandoned()
+
+    lanes = Lanes("test", handler, batch_size=1, buffer=10, forget=forgotten.extend)
+    events = [event(0, 1), event(0, 2)]
+    for e in events:
+        lanes.dispatch(e)
+    await asyncio.sleep(0)
+    await lanes.stop()
+    assert forgotten == events and not any(e.acked for e in events)
+    assert lanes.lanes == {}
+
+
+async def test_a_handler_bug_is_retried_not_skipped() -> None:
+    attempts: list[int] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            raise RuntimeError("bug")
+
+    lanes = Lanes("test", handler, batch_size=5, buffer=10)
+    e = event(0, 1)
+    lanes.dispatch(e)
+    for _ in range(100):
+        if e.acked:
+            break
+        await asyncio.sleep(0.01)
+    assert e.acked and len(attempts) == 2
+    await lanes.stop()

@@ -213,7 +213,7 @@ class Coordinator:
         return agent
 
     async def _create_topics(self) -> None:
-        await ensure_topics(self.settings, sorted(self.services), changelog=True)
+        await ensure_topics(self.settings, sorted(self.services), changelog=True, timeout=120)
 
     async def _announce(self) -> None:
         self._ready = True

@@ -66,12 +66,14 @@ async def ensure_topics(
     services: Sequence[str] = (),
     *,
     changelog: bool = False,
-    timeout: float = 60.0,
+    timeout: float = 0.0,
 ) -> None:
     """Create the missing saga topics, then wait until the broker's metadata has them all.
 
-    Raises ``CoordinatorUnavailable`` when the broker does not answer within ``timeout``
-    or an existing topic has another partition count (partitioning would disagree).
+    Broker errors are retried for ``timeout`` seconds (a worker waits for its broker;
+    a client command fails at once with the ``KafkaError``), then raised as
+    ``CoordinatorUnavailable``. An existing topic with another partition count raises
+    ``CoordinatorUnavailable`` at once (partitioning would disagree).
     """
     specs = topic_specs(settings, services, changelog=changelog)
     deadline = asyncio.get_running_loop().time() + timeout
@@ -81,6 +83,8 @@ async def ensure_topics(
             await _create_and_check(settings, specs)
             return
         except KafkaError as exc:
+            if not timeout:
+                raise
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise CoordinatorUnavailable(
                     f"could not create the saga topics on {settings.kafka_bootstrap_servers} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 
 from coordinator import Saga, Service, Step, StepContext
 from coordinator.delivery import Abandoned
-from coordinator.messages import StepRequest
+from coordinator.messages import StepRequest, TimerFired
 from coordinator.registry import SagaRegistry
 from coordinator.routing import partition_for
 from coordinator.state import SagaState
@@ -305,3 +306,28 @@ async def test_a_record_that_would_grow_past_the_limit_is_dead_lettered_saga_unc
     assert len(letters) == 1 and "SAGA_MAX_RECORD_BYTES" in letters[0].body()["reason"]
     assert stored(store, "s1").steps[0].status == "running", "the saga stays as it was"
     assert other in store, "the rest of the batch was applied"
+
+
+async def test_an_expired_saga_is_deleted_with_a_tombstone() -> None:
+    producer, store = FakeProducer(), DictStore()
+    proc = processor(
+        SagaRegistry([linear_saga(1)]),
+        producer,
+        store,
+        retention=timedelta(0),
+        dedupe_retention=timedelta(0),
+    )
+    inbox = Inbox()
+    begin = inbox.event("s1", start("linear1", "s1"))
+    await proc.handle(begin.message.partition, [begin], never)
+    done = inbox.event("s1", result_for(producer, "s0", ref="a"))
+    await proc.handle(done.message.partition, [done], never)
+    assert stored(store, "s1").status == "completed"
+    timer = TimerFired(saga_id="s1").to_json()
+    shrink, delete = inbox.event("s1", timer), inbox.event("s1", timer)
+    await proc.handle(shrink.message.partition, [shrink], never)
+    assert stored(store, "s1").compact
+    await proc.handle(delete.message.partition, [delete], never)
+    assert "s1" not in store
+    assert producer.to(CHANGELOG)[-1].value == b"", "a tombstone (no value)"
+    assert proc.deadlines.get("s1") is None

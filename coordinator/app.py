@@ -36,46 +36,13 @@ from coordinator.lanes import Lanes
 from coordinator.messages import TimerFired
 from coordinator.queries import saga_view
 from coordinator.registry import SagaRegistry, load_definitions
-from coordinator.routing import partition_for, saga_table
+from coordinator.routing import TableStore, partition_for, saga_table
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import SagaState
 from coordinator.step_worker import StepWorker
 from coordinator.topics import TABLE_NAME, changelog_topic, ensure_topics
 
 log = logging.getLogger("coordinator")
-
-
-class TableStore:
-    """The saga table's local store, written directly: the shell writes the changelog
-    record itself and awaits its acknowledgement (Faust's ``table[k] = v`` would send it
-    in the background, unchecked)."""
-
-    def __init__(self, table: Any, partitions: int) -> None:
-        self.table = table
-        self.partitions = partitions
-
-    def get(self, saga_id: str) -> bytes | None:
-        raw = self.table.data.get(saga_id)
-        return raw if isinstance(raw, bytes) else None
-
-    def put(self, saga_id: str, raw: bytes) -> None:
-        store = self.table.data
-        store[saga_id] = raw
-        # Faust's memory store tracks each key's partition to drop revoked ones
-        key_partition = getattr(store, "_key_partition", None)
-        if key_partition is not None:
-            key_partition[saga_id] = partition_for(saga_id, self.partitions)
-
-    def delete(self, saga_id: str) -> None:
-        store = self.table.data
-        if saga_id in store:
-            del store[saga_id]
-        key_partition = getattr(store, "_key_partition", None)
-        if key_partition is not None:
-            key_partition.pop(saga_id, None)
-
-    def items(self) -> list[tuple[str, bytes]]:
-        return [(k, v) for k, v in list(self.table.data.items()) if isinstance(v, bytes)]
 
 
 class AppProducer:
@@ -85,6 +52,7 @@ class AppProducer:
         self.app = app
 
     async def send(self, *args: Any, **kwargs: Any) -> Any:
+        """Faust's ``Producer.send``: enqueue a record; returns its delivery future."""
         return await self.app.producer.send(*args, **kwargs)
 
 

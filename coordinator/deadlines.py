@@ -24,6 +24,8 @@ from coordinator.state import SagaState
 
 
 class DeadlineIndex:
+    """Per saga of this worker's partitions: when it needs a ``timer`` record."""
+
     def __init__(self) -> None:
         self._at: dict[str, tuple[float, int]] = {}  # saga_id -> (deadline, partition)
         self._heap: list[tuple[float, str]] = []
@@ -32,6 +34,7 @@ class DeadlineIndex:
         return len(self._at)
 
     def get(self, saga_id: str) -> float | None:
+        """Return the indexed deadline of ``saga_id`` (epoch seconds), if any."""
         entry = self._at.get(saga_id)
         return entry[0] if entry else None
 
@@ -49,6 +52,7 @@ class DeadlineIndex:
             heapq.heapify(self._heap)
 
     def set_state(self, state: SagaState, partition: int) -> None:
+        """Index ``state.wake_at()``: call after every transition, changed or not."""
         self.set(state.saga_id, partition, deadline_of(state))
 
     def due(self, now: float) -> list[tuple[str, float, int]]:
@@ -84,5 +88,6 @@ class DeadlineIndex:
 
 
 def deadline_of(state: SagaState) -> float | None:
+    """``state.wake_at()`` in epoch seconds."""
     wake = state.wake_at()
     return None if wake is None else wake.timestamp()

@@ -45,11 +45,15 @@ class Producer(Protocol):
         partition: int | None,
         timestamp: float | None,
         headers: Any,
-    ) -> Awaitable[Any]: ...
+    ) -> Awaitable[Any]:
+        """Enqueue a record; the returned awaitable resolves when the broker acks it."""
+        ...
 
 
 @dataclass(frozen=True)
 class Record:
+    """One record to send (``partition`` None: the key's default partition)."""
+
     topic: str
     key: bytes | None
     value: bytes | None  # None: a tombstone
@@ -57,13 +61,14 @@ class Record:
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The broker's error under Faust's ``ProducerSendError`` wrapper."""
+    """Return the broker's error under Faust's ``ProducerSendError`` wrapper."""
     while isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
         exc = exc.__cause__
     return exc
 
 
 def is_too_large(exc: BaseException) -> bool:
+    """Whether the broker (or the producer) refused a record for its size."""
     return isinstance(root_cause(exc), TOO_LARGE)
 
 
@@ -82,6 +87,7 @@ class Backoff:
         self.cap = cap
 
     async def wait(self) -> None:
+        """Sleep before the next attempt; raises ``Abandoned`` if the caller must stop."""
         if self.stopping():
             raise Abandoned()
         await asyncio.sleep(self.delay)

@@ -24,7 +24,7 @@ from faust.transport.drivers import aiokafka as driver
 
 
 def app_class(fetch_max_wait_ms: int) -> type[HookedApp]:
-    """A ``faust.App`` subclass whose consumer waits at most ``fetch_max_wait_ms``."""
+    """Build a ``faust.App`` subclass whose consumer waits at most ``fetch_max_wait_ms``."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
@@ -58,6 +58,7 @@ class HookedApp(faust.App):
         self.revoke_hooks = []
 
     async def on_first_start(self) -> None:
+        """Run the setup hooks before any child service (the consumer) starts."""
         await super().on_first_start()
         for hook in self.setup_hooks:
             await hook()

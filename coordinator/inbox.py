@@ -59,11 +59,17 @@ log = logging.getLogger("coordinator.inbox")
 class Store(Protocol):
     """The saga table's local store: saga id -> stored record (JSON bytes)."""
 
-    def get(self, saga_id: str) -> bytes | None: ...
+    def get(self, saga_id: str) -> bytes | None:
+        """Return the stored record of ``saga_id``, if any."""
+        ...
 
-    def put(self, saga_id: str, raw: bytes) -> None: ...
+    def put(self, saga_id: str, raw: bytes) -> None:
+        """Store an acknowledged record."""
+        ...
 
-    def delete(self, saga_id: str) -> None: ...
+    def delete(self, saga_id: str) -> None:
+        """Forget a saga whose tombstone was acknowledged."""
+        ...
 
 
 class MissingDefinition(Exception):
@@ -96,7 +102,7 @@ class _Plan:
 
 
 def applied_offset(state: SagaState, partition: int) -> int | None:
-    """The inbox offset of the last record that changed ``state`` on ``partition``."""
+    """Return the inbox offset of the last record that changed ``state`` there."""
     if not state.last_message:
         return None
     where, _, offset = state.last_message.partition(":")
@@ -106,6 +112,8 @@ def applied_offset(state: SagaState, partition: int) -> int | None:
 
 
 class InboxProcessor:
+    """Applies one partition's inbox records in batches (see the module doc)."""
+
     def __init__(
         self,
         settings: CoordinatorSettings,
@@ -134,6 +142,10 @@ class InboxProcessor:
     # -- the batch ----------------------------------------------------------------------
 
     async def handle(self, partition: int, events: list[Any], stopping: Callable[[], bool]) -> None:
+        """Apply ``events``; returns once everything derived is acknowledged by the broker.
+
+        Raises ``Abandoned`` when ``stopping()`` turns true while it retries in place.
+        """
         backoff = Backoff(stopping)
         poisoned: dict[int, _Poison] = {}
         while True:
@@ -321,8 +333,10 @@ class InboxProcessor:
         return state, outbox
 
     def _check_sizes(self, plan: _Plan) -> None:
-        """A saga whose record or event would be over the limit fails the record that
-        made it so (dead letter); the batch is applied again without that record."""
+        """Fail the record that made a saga's record or events too large.
+
+        It is dead-lettered and the batch is applied again without it.
+        """
         limit = self.settings.max_record_bytes
         for saga in plan.sagas.values():
             if not saga.changed or saga.state is None:
@@ -352,7 +366,7 @@ class InboxProcessor:
     # -- records ------------------------------------------------------------------------
 
     def _load(self, saga_id: str) -> SagaState | None:
-        """The saga's stored record, decoded (reused while the table holds the same bytes).
+        """Decode the saga's stored record (reused while the table holds the same bytes).
 
         The cache entry is taken, not shared: the batch updates the state in place, and
         a batch that is abandoned or applied again must decode the stored record anew.
@@ -383,7 +397,7 @@ LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker
 
 
 def broker_time(message: Any) -> datetime:
-    """The one clock of a transition: the broker's log-append timestamp of the record.
+    """Return the one clock of a transition: the broker's log-append time of the record.
 
     An inbox created by someone else with ``CreateTime`` carries the *sender's* clock;
     then the owning worker's clock is used instead (the record is stored before anything
@@ -398,7 +412,7 @@ def broker_time(message: Any) -> datetime:
 def _pair(
     items: list[dict[str, str]], requests: list[StepRequest]
 ) -> list[tuple[dict[str, str], StepRequest]]:
-    """Each request with its outbox item (a transition lists its requests first)."""
+    """Pair each request with its outbox item (a transition lists its requests first)."""
     pairs = list(zip(items, requests, strict=False))
     if len(pairs) == len(requests) and all(
         item["kind"] == "request" and item["service"] == r.service for item, r in pairs
@@ -409,7 +423,7 @@ def _pair(
 
 
 def _too_large_request(request: StepRequest, size: int, limit: int) -> StepResult:
-    """A request too large to send fails its step: nothing was sent, nothing happened."""
+    """Fail a step whose request is too large to send: nothing was sent or happened."""
     return request.result(
         at=datetime.now(UTC),
         error=ErrorInfo(

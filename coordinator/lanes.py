@@ -32,6 +32,8 @@ Handler = Callable[[int, list[Any], Callable[[], bool]], Awaitable[None]]
 
 
 class Lane:
+    """The queue and task of one partition."""
+
     def __init__(self, lanes: Lanes, partition: int) -> None:
         self.lanes = lanes
         self.partition = partition
@@ -42,6 +44,7 @@ class Lane:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, event: Any) -> None:
+        """Queue an event; pause the partition's fetching if the buffer is full."""
         self.buffer.append(event)
         self.wakeup.set()
         if not self.paused and len(self.buffer) > self.lanes.buffer:
@@ -133,6 +136,7 @@ class Lanes:
         self.lanes: dict[int, Lane] = {}
 
     def dispatch(self, event: Any) -> None:
+        """Hand ``event`` to the lane of its partition (created on first use)."""
         partition = event.message.partition
         lane = self.lanes.get(partition)
         if lane is None:
@@ -140,6 +144,7 @@ class Lanes:
         lane.put(event)
 
     def busy(self) -> int:
+        """Events buffered in every lane."""
         return sum(len(lane.buffer) for lane in self.lanes.values())
 
     async def stop(self) -> None:

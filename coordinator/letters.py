@@ -19,7 +19,7 @@ KEEP_BYTES = 64 * 1024
 def dead_letter(
     topic: str, message: Any, reason: str, *, agent: str, error_type: str = "Rejected"
 ) -> Record:
-    """The dead-letter record for ``message`` (a Faust/aiokafka message), keyed as it was."""
+    """Build the dead-letter record for ``message`` (Faust/aiokafka), keyed as it was."""
     key: bytes | None = getattr(message, "key", None)
     value: bytes = getattr(message, "value", None) or b""
     if len(value) > KEEP_BYTES:

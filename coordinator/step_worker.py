@@ -28,6 +28,8 @@ log = logging.getLogger("coordinator.executor")
 
 
 class StepWorker:
+    """Runs the step requests of in-process services and sends their results."""
+
     def __init__(
         self, settings: CoordinatorSettings, executor: StepExecutor, producer: Producer
     ) -> None:
@@ -37,6 +39,7 @@ class StepWorker:
         self.producer = producer
 
     async def handle(self, partition: int, events: list[Any], stopping: Callable[[], bool]) -> None:
+        """Run ``events``' requests at once; returns when every result is acknowledged."""
         replies = await asyncio.gather(*(self._run(event.message) for event in events))
         records = [r for r in replies if r is not None]
         if records:
@@ -59,7 +62,7 @@ class StepWorker:
 
 
 def too_large(result: StepResult, size: int, limit: int) -> StepResult:
-    """A result too large to send: its step fails (the effect may have happened)."""
+    """Replace a result too large to send by a failure (the effect may have happened)."""
     error = ErrorInfo(
         type="ResultTooLarge",
         retryable=False,

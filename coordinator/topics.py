@@ -31,6 +31,7 @@ TABLE_NAME = "saga-state"
 
 
 def changelog_topic(settings: CoordinatorSettings) -> str:
+    """Return the saga table's changelog topic name."""
     return f"{settings.app_id}-{TABLE_NAME}-changelog"
 
 

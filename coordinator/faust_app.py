@@ -3,7 +3,8 @@
 * ``setup_hooks`` run once before any child service starts: the consumer subscribes only
   after they return (the coordinator creates its topics there).
 * ``revoke_hooks`` run first thing in a rebalance, before Faust waits for in-flight
-  messages (the coordinator stops its partition lanes there).
+  messages (the coordinator stops its partition lanes there), and first thing when the
+  app stops (so a graceful stop finishes the batches in progress and commits them).
 
 faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its aiokafka consumer. aiokafka
 sends one fetch per broker for the partitions that have no buffered records; a partition
@@ -62,6 +63,12 @@ class HookedApp(faust.App):
         await super().on_first_start()
         for hook in self.setup_hooks:
             await hook()
+
+    async def on_stop(self) -> None:
+        """Stop what the revoke hooks stop, then Faust's own shutdown (offsets committed)."""
+        for hook in self.revoke_hooks:
+            await hook(set())
+        await super().on_stop()
 
     async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
         if not self.should_stop:

@@ -174,10 +174,13 @@ async def test_sigkill_between_a_record_and_its_sends_loses_nothing(stack: Order
         assert not crashing.alive(), "the fault did not fire"
         assert "SAGA_FAULT_KILL_AFTER_RECORDS reached" in crashing.output()
         seen = {e.seq for e in life.unique(saga_id)}
-        stack.coordinator(name="coordinator-restarted")
+        restarted = stack.coordinator(name="coordinator-restarted")
         await life.wait([saga_id], statuses={"saga_completed"}, timeout=120)
         events = life.unique(saga_id)
-        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert [e.seq for e in events] == list(range(1, len(events) + 1)), (
+            [(e.seq, e.type, e.step, e.attempt) for e in events],
+            restarted.output()[-6000:],
+        )
         assert max(seen, default=0) < len(events)
     stats = await stack.admin("GET", "/admin/stats")
     assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values())

@@ -136,7 +136,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.command == "resolve" and args.output is not None:
         args.output = _read_json(args.output, "--output", "step output")
     if args.command == "topics":
-        from coordinator.client import ensure_topics
+        from coordinator.topics import ensure_topics
 
         await ensure_topics(settings, args.services)
         print("topics ready")

@@ -296,6 +296,13 @@ class SagaClient:
     async def _send(self, saga_id: str, value: bytes, *, wait: bool) -> None:
         if self._producer is None:
             raise CoordinatorUnavailable("SagaClient is not started: use `async with SagaClient()`")
+        limit = self.settings.max_inbox_bytes
+        if len(value) > limit:
+            raise CommandError(
+                f"saga {saga_id!r}: the command is too large ({len(value)} bytes, over "
+                f"SAGA_MAX_INBOX_BYTES={limit}); keep large data out of saga inputs and "
+                "outputs: store it elsewhere and pass a reference"
+            )
         topic = self.settings.topics.inbox
         if wait:
             await self._producer.send_and_wait(topic, value, key=saga_id.encode())

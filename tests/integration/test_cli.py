@@ -151,11 +151,25 @@ def test_start_without_a_worker_times_out(deployment: Deployment, tmp_path: Path
         (["start", "errand", "[1]"], {}, "error: INPUT must be a JSON object"),
         (["start", "errand", "{}", "--id", "x" * 201], {}, "at most 200 characters"),
         (["start", "errand", "{}"], {}, "pass saga_id= or business_key="),
+        (
+            ["start", "errand", json.dumps({"fail_at": "x" * 20_000}), "--id", "big"],
+            {"SAGA_MAX_INBOX_BYTES": "8192"},
+            "the command is too large (",
+        ),
         (["status", "s"], {"SAGA_SERVICE_URLS": "{payment: x}"}, "SAGA_SERVICE_URLS is not"),
         (["worker"], {"SAGA_DEFINITIONS": "shop.sagas:ORDER"}, "error: SAGA_DEFINITIONS: "),
         (["worker"], {"SAGA_DEFINITIONS": ""}, "error: no saga definitions: set SAGA_DEF"),
     ],
-    ids=["not-json", "json-list", "long-id", "no-id", "service-urls", "no-module", "no-defs"],
+    ids=[
+        "not-json",
+        "json-list",
+        "long-id",
+        "no-id",
+        "too-large",
+        "service-urls",
+        "no-module",
+        "no-defs",
+    ],
 )
 def test_user_errors_are_one_line_naming_the_fix(
     deployment: Deployment, args: list[str], env: dict[str, str], message: str

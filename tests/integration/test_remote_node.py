@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from coordinator import CoordinatorSettings, SagaClient
-from coordinator.client import ensure_topics
+from coordinator.topics import ensure_topics
 from coordinator.watch import partition_for
 from examples.remote_participant.saga import Checkout
 from tests.integration.processes import ROOT, Process

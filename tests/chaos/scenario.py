@@ -29,7 +29,8 @@ class Sizes:
     broker_rounds: int  # each: one SIGTERM and one SIGKILL of the broker
     poison_rounds: int
     poison_sagas: int
-    topic_starts: int
+    topic_starts: int  # fresh clusters (prefixes) whose workers start before any topic
+    topic_workers: int  # coordinator workers per such cluster
     topic_sagas: int
     slow_sagas: int
     listener_outage: float  # seconds the listener database is down (0: scenario skipped)
@@ -45,6 +46,7 @@ REDUCED = Sizes(
     poison_rounds=1,
     poison_sagas=40,
     topic_starts=5,
+    topic_workers=1,
     topic_sagas=8,
     slow_sagas=6,
     listener_outage=0.0,
@@ -59,6 +61,7 @@ FULL = Sizes(
     poison_rounds=3,
     poison_sagas=150,
     topic_starts=20,
+    topic_workers=2,
     topic_sagas=8,
     slow_sagas=20,
     listener_outage=30.0,

@@ -22,7 +22,7 @@ async def test_workers_started_before_their_topics(
     name = f"start before topics x{SIZES.topic_starts}"
     verdict = Verdict(name)  # its clock starts now: the table shows all rounds
     for n in range(SIZES.topic_starts):
-        cluster = chaos_cluster(prefix=f"{topic_prefix}r{n}")
+        cluster = chaos_cluster(prefix=f"{topic_prefix}r{n}", workers=SIZES.topic_workers)
         await cluster.start(topics=False)  # nothing has created a topic of this prefix yet
         last = n == SIZES.topic_starts - 1
         async with scenario(cluster, name, verdict=verdict, last=last) as run:

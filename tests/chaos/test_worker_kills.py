@@ -13,18 +13,18 @@ from tests.chaos.workload import plan, submit
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 #: batches of saga records a self-killing worker acks before it SIGKILLs itself
-SELF_KILL_AFTER = 30
+SELF_KILL_AFTER = 5
 #: how long an armed worker may take to start (it is not waited for: it may die first)
 SELF_KILL_STARTUP = 30.0
 
 
 @pytest.mark.timeout(SIZES.kill_window + SIZES.kills * 60 + SIZES.settle + 240)
 async def test_sigkill_each_worker_in_turn(chaos_cluster: ClusterFactory) -> None:
-    """Workers a and b are SIGKILLed in turn and restarted. Every third kill is the
-    worker's own: restarted with ``SAGA_FAULT_KILL_AFTER_RECORDS``, it SIGKILLs itself right
-    after a batch of saga records is acked, before anything derived from them is sent (the
-    window the durable order of effects exists for); if it has not died within the gap
-    (an engine without the knob), it is SIGKILLed from outside like the others."""
+    """Workers a and b are SIGKILLed in turn and restarted. The second of every three
+    kills is the worker's own: restarted with ``SAGA_FAULT_KILL_AFTER_RECORDS``, it
+    SIGKILLs itself right after a batch of saga records is acked, before anything derived
+    from them is sent (the window the durable order of effects exists for); if it has not
+    died in time (an engine without the knob), it is SIGKILLed from outside."""
     cluster = chaos_cluster()
     await cluster.start()
     # some latency keeps every step kind in flight when a kill lands
@@ -38,8 +38,8 @@ async def test_sigkill_each_worker_in_turn(chaos_cluster: ClusterFactory) -> Non
         )
         name = names[0]
         for k in range(SIZES.kills):
-            self_kill = k % 3 == 2
-            if self_kill:  # the worker restarted last is armed: wait for it to die
+            phase = k % 3
+            if phase == 1:  # the worker armed at the last kill dies by itself, mid-stream
                 worker = cluster.workers[name]
                 for _ in range(int((gap + SELF_KILL_STARTUP) * 10)):
                     if not worker.alive():
@@ -48,12 +48,14 @@ async def test_sigkill_each_worker_in_turn(chaos_cluster: ClusterFactory) -> Non
                 died = not worker.alive()
                 cluster.kill(name)
                 run.fault(f"{'self-kill' if died else 'kill'} {name[-1]}")
-            else:
+                await asyncio.to_thread(cluster.restart, name)
                 await asyncio.sleep(gap / 2)
-                name = names[k % len(names)]
-                cluster.kill(name)
-                run.fault(f"kill {name[-1]}")
-            armed = k % 3 == 1 and k + 1 < SIZES.kills
+                continue
+            await asyncio.sleep(gap / 2)
+            name = names[(k // 3 + phase // 2) % len(names)]
+            cluster.kill(name)
+            run.fault(f"kill {name[-1]}")
+            armed = phase == 0 and k + 1 < SIZES.kills
             env = {"SAGA_FAULT_KILL_AFTER_RECORDS": str(SELF_KILL_AFTER)} if armed else None
             await asyncio.to_thread(cluster.restart, name, env=env, wait=not armed)
             if not armed:

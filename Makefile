@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export SAGA_CACHE_DIR ?= $(HOME)/.cache/saga-coordinator
 
-.PHONY: install node-participant test unit integration chaos lint format schemas demo bench bench-full bench-deps kafka-up kafka-down postgres-up clean
+.PHONY: install node-participant test unit integration chaos lint format schemas demo bench bench-full bench-longrun bench-deps kafka-up kafka-down postgres-up clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
@@ -67,6 +67,11 @@ bench: bench-deps postgres-up
 
 bench-full: bench-deps postgres-up
 	$(BIN)/python -m bench --full $(BENCH_ARGS)
+
+## Long run of one coordinator worker (issue #11): RSS over 200,000 sagas with and without
+## retention, restart times of both table stores (~30 min; LONGRUN_ARGS="--sagas 2000").
+bench-longrun: install
+	$(BIN)/python -m bench longrun $(LONGRUN_ARGS)
 
 kafka-up: install
 	$(BIN)/python -m infra.kafka up

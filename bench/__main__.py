@@ -10,6 +10,10 @@ the ``--engine-opt NAME.KEY=VALUE`` options for its engine and returns an object
 implements ``bench.harness.Engine``. The pseudo-engine ``kafka`` runs the raw Kafka
 round-trip limit (``bench.kafka_limit``). An engine whose module does not exist yet is
 reported as "n/a".
+
+``python -m bench longrun ...`` runs the long-run measurement of bounded state instead
+(``bench.longrun``: RSS over 200,000 sagas with and without retention, restart times of
+both table stores); it is not part of the quick or full bench.
 """
 
 from __future__ import annotations
@@ -314,6 +318,11 @@ def _stand_up(args: argparse.Namespace, names: list[str], progress: Progress) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["longrun"]:
+        from bench import longrun
+
+        return longrun.main(argv[1:])
     from bench.restate_server import RestateSetupError
     from bench.scenarios import SCENARIOS
     from infra.kafka import KafkaProvisionError

@@ -36,10 +36,11 @@ from coordinator.lanes import Lanes
 from coordinator.messages import TimerFired
 from coordinator.queries import saga_view
 from coordinator.registry import SagaRegistry, load_definitions
-from coordinator.routing import TableStore, partition_for, saga_table
+from coordinator.routing import saga_table
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import SagaState
 from coordinator.step_worker import StepWorker
+from coordinator.tablestore import table_store
 from coordinator.topics import TABLE_NAME, changelog_topic, ensure_topics
 
 log = logging.getLogger("coordinator")
@@ -77,7 +78,7 @@ class Coordinator:
             name: self.app.topic(self.topics.step(name), **raw) for name in self.services
         }
         self.table = saga_table(self.app, TABLE_NAME, settings.partitions)
-        self.store = TableStore(self.table, settings.partitions)
+        self.store = table_store(self.table, settings.store, settings.partitions)
         self.executor = StepExecutor(self.registry, service_urls=settings.service_urls)
         self.deadlines = DeadlineIndex()
         self.producer = AppProducer(self.app)
@@ -200,9 +201,7 @@ class Coordinator:
             for tp in self.app.consumer.assignment()
             if tp.topic == self.inbox.get_topic_name()
         }
-        n = self.settings.partitions
-        records = ((partition_for(k, n), v) for k, v in self.store.items())
-        self.deadlines.rebuild(held, records)
+        self.deadlines.rebuild(held, self.store.items(held))
         log.info(
             "deadline index rebuilt: %d sagas in partitions %s", len(self.deadlines), sorted(held)
         )

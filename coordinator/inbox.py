@@ -36,7 +36,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -52,24 +52,9 @@ from coordinator.routing import partition_for
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import TERMINAL, SagaState
 from coordinator.step_worker import too_large
+from coordinator.tablestore import Store, changelog_offset
 
 log = logging.getLogger("coordinator.inbox")
-
-
-class Store(Protocol):
-    """The saga table's local store: saga id -> stored record (JSON bytes)."""
-
-    def get(self, saga_id: str) -> bytes | None:
-        """Return the stored record of ``saga_id``, if any."""
-        ...
-
-    def put(self, saga_id: str, raw: bytes) -> None:
-        """Store an acknowledged record."""
-        ...
-
-    def delete(self, saga_id: str) -> None:
-        """Forget a saga whose tombstone was acknowledged."""
-        ...
 
 
 class MissingDefinition(Exception):
@@ -164,12 +149,8 @@ class InboxProcessor:
                 Record(self.changelog, saga_id.encode(), raw, partition)
                 for saga_id, raw in stored.items()
             ]
-            await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
-            for saga_id, raw in stored.items():
-                if raw is None:
-                    self.store.delete(saga_id)
-                else:
-                    self.store.put(saga_id, raw)
+            acks = await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
+            self.store.write(partition, stored, changelog_offset(acks))
             self._maybe_fault()
         sends = list(plan.sends)
         for saga_id, saga in plan.sagas.items():

@@ -23,7 +23,7 @@ from faust.serializers.codecs import Codec
 
 from coordinator.watch import partition_for
 
-__all__ = ["SagaIdCodec", "SagaTable", "TableStore", "partition_for", "saga_table"]
+__all__ = ["SagaIdCodec", "SagaTable", "partition_for", "saga_table"]
 
 
 class SagaIdCodec(Codec):
@@ -58,42 +58,3 @@ def saga_table(app: faust.App, name: str, partitions: int) -> Any:
         value_type=bytes,
     )
     return app.tables.add(table)
-
-
-class TableStore:
-    """The saga table's local store, written directly.
-
-    The shell writes each changelog record itself and awaits its acknowledgement; Faust's
-    ``table[k] = v`` would send it in the background, unchecked.
-    """
-
-    def __init__(self, table: Any, partitions: int) -> None:
-        self.table = table
-        self.partitions = partitions
-
-    def get(self, saga_id: str) -> bytes | None:
-        """Return the saga's stored record (JSON bytes), if this worker holds it."""
-        raw = self.table.data.get(saga_id)
-        return raw if isinstance(raw, bytes) else None
-
-    def put(self, saga_id: str, raw: bytes) -> None:
-        """Store a record the changelog has acknowledged."""
-        store = self.table.data
-        store[saga_id] = raw
-        # Faust's memory store tracks each key's partition to drop revoked ones
-        key_partition = getattr(store, "_key_partition", None)
-        if key_partition is not None:
-            key_partition[saga_id] = partition_for(saga_id, self.partitions)
-
-    def delete(self, saga_id: str) -> None:
-        """Forget a saga whose tombstone the changelog has acknowledged."""
-        store = self.table.data
-        if saga_id in store:
-            del store[saga_id]
-        key_partition = getattr(store, "_key_partition", None)
-        if key_partition is not None:
-            key_partition.pop(saga_id, None)
-
-    def items(self) -> list[tuple[str, bytes]]:
-        """Every stored record (a snapshot)."""
-        return [(k, v) for k, v in list(self.table.data.items()) if isinstance(v, bytes)]

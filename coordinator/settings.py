@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from coordinator.retention import Retention
 
+#: the table stores ``SAGA_STORE`` accepts (Faust store URLs; see coordinator.tablestore)
+STORE_SCHEMES = ("memory://", "rocksdb://")
+
 
 class Topics:
     """Topic names derived from one prefix; no topic string lives anywhere else."""
@@ -95,7 +98,12 @@ class CoordinatorSettings(BaseSettings):
     def _none_keeps_forever(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off", "forever"):
             return None
-        return value
+        return _seconds(value)
+
+    @field_validator("dedupe_retention", mode="before")
+    @classmethod
+    def _dedupe_seconds(cls, value: Any) -> Any:
+        return _seconds(value)
 
     @property
     def retention_policy(self) -> Retention:
@@ -104,11 +112,11 @@ class CoordinatorSettings(BaseSettings):
 
     @field_validator("store")
     @classmethod
-    def _memory_store(cls, value: str) -> str:
-        if not value.startswith("memory://"):
+    def _known_store(cls, value: str) -> str:
+        if not value.startswith(STORE_SCHEMES):
             raise ValueError(
-                f"SAGA_STORE={value!r}: only memory:// is supported (the coordinator writes "
-                "its table records itself and restores them from the changelog at start)"
+                f"SAGA_STORE={value!r}: use memory:// (RAM, restores the whole changelog at "
+                "start) or rocksdb:// (on disk under SAGA_DATADIR, restores only what changed)"
             )
         return value
 
@@ -116,3 +124,13 @@ class CoordinatorSettings(BaseSettings):
     def topics(self) -> Topics:
         """The topic names of this deployment's prefix."""
         return Topics(self.topic_prefix)
+
+
+def _seconds(value: Any) -> Any:
+    """A duration given as a plain number of seconds (``SAGA_RETENTION=90``)."""
+    if isinstance(value, str):
+        try:
+            return timedelta(seconds=float(value))
+        except ValueError:
+            return value  # ISO 8601 (``PT1H``) and the rest: pydantic parses it
+    return value

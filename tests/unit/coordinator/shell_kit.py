@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,7 @@ class Sent:
     key: bytes | None
     value: bytes
     partition: int | None
+    offset: int = -1  # given when the broker acknowledges it (per topic and partition)
 
     def body(self) -> Any:
         return json.loads(self.value)
@@ -77,6 +79,9 @@ class FakeProducer:
         return fut
 
     def _ack(self, fut: asyncio.Future[Any], record: Sent) -> None:
+        record.offset = sum(
+            1 for s in self.sent if (s.topic, s.partition) == (record.topic, record.partition)
+        )
         self.sent.append(record)
         fut.set_result(record)
 
@@ -91,11 +96,21 @@ class FakeProducer:
 
 
 class DictStore(dict[str, bytes]):
-    def put(self, saga_id: str, raw: bytes) -> None:
-        self[saga_id] = raw
+    """The local store: records by saga id, and the changelog offset applied per partition."""
 
-    def delete(self, saga_id: str) -> None:
-        self.pop(saga_id, None)
+    def __init__(self) -> None:
+        super().__init__()
+        self.offsets: dict[int, int | None] = {}
+
+    def write(
+        self, partition: int, records: Mapping[str, bytes | None], offset: int | None
+    ) -> None:
+        for saga_id, raw in records.items():
+            if raw is None:
+                self.pop(saga_id, None)
+            else:
+                self[saga_id] = raw
+        self.offsets[partition] = offset
 
 
 def settings(**overrides: Any) -> CoordinatorSettings:

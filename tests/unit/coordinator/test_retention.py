@@ -81,3 +81,38 @@ def test_retention_off_keeps_everything() -> None:
     while out.requests:
         out = transition(REGISTRY, out.state, out.requests[0].result(output={"ref": "r"}), now=T0)
     assert out.state is not None and out.state.wake_at() is None
+
+
+def test_a_compensation_failed_saga_is_never_expired_until_an_operator_finishes_it() -> None:
+    from coordinator.events import ErrorInfo
+    from coordinator.messages import RetryCompensation
+
+    now = T0
+    out = step(None, StartSaga(saga_id="x", saga_type="linear2", input={}), now)
+    assert out.state is not None
+    state = out.state
+    while state.status != "compensation_failed":
+        for request in out.requests:  # s0 succeeds, s1 is declined, s0's undo keeps failing
+            error = None
+            if request.phase == "action" and request.step == "s1":
+                error = ErrorInfo(type="Declined", message="no", retryable=False)
+            elif request.phase == "compensation":
+                error = ErrorInfo(type="Down", message="503", retryable=True)
+            out = step(state, request.result(output=None if error else {"ref": "r"},
+                                             error=error), now)  # fmt: skip
+            assert out.state is not None
+            state = out.state
+        if not out.requests and state.pending is not None:  # a backoff: its timer
+            now = state.pending.deadline
+            out = step(state, TimerFired(saga_id="x"), now)
+            assert out.state is not None
+            state = out.state
+    assert state.wake_at() is None and state.expires_at is None
+    for later in (timedelta(hours=2), timedelta(days=400)):
+        assert not step(state, TimerFired(saga_id="x"), now + later).changed
+    # the operator retries; the undo succeeds: now the saga is finished and expires
+    out = step(state, RetryCompensation(saga_id="x"), now)
+    assert out.state is not None and out.requests
+    done = step(out.state, out.requests[0].result(), now).state
+    assert done is not None and done.status == "compensated"
+    assert done.wake_at() == now + RETENTION.keep  # type: ignore[operator]

@@ -1,0 +1,582 @@
+"""Long-run measurement of bounded state (issue #11): ``python -m bench longrun``.
+
+Not part of the quick/full bench. Two parts, each against one coordinator worker process
+(``python -m coordinator worker``) on the broker at ``--kafka-bootstrap``:
+
+* **rss**: the worker runs ``--sagas`` simple sagas (3 inline steps, ``bench_simple``),
+  ``--window`` in flight at a time; its RSS is sampled every ``--every`` completed sagas.
+  Once with a short retention (``--retention`` s full record, then ``--dedupe`` s marker,
+  then deleted) and once with retention off (every saga kept), both on the memory store.
+  Flat means: the last sample within 1.2x of the sample at ``2 * --every``.
+* **restore**: a worker holding ``--retained`` finished sagas (retention 1 h: full
+  records) and ``--inflight`` sagas waiting on a remote step (a pending deadline each) is
+  SIGKILLed and started again on the same data directory; measured from the new process's
+  start to (a) the deadline index rebuilt (the log line), and (b) a probe saga sent at the
+  restart completed. For both stores (``memory://``, ``rocksdb://``).
+
+Figures go to ``--out``/longrun.json and into ``--results-md`` between the markers
+``<!-- longrun:begin -->`` and ``<!-- longrun:end -->`` (only that block is replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from bench.ours_sagas import LOCAL_INLINE, BenchInput, StepOut, _local_saga
+from coordinator import Saga, Service, Step, remote
+from coordinator.client import SagaClient
+from coordinator.settings import CoordinatorSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- longrun:begin -->", "<!-- longrun:end -->"
+REBUILT = re.compile(r"deadline index rebuilt: (\d+) sagas")
+
+#: a remote service nobody serves: its step waits on a deadline an hour away
+NOBODY = Service("longrun-nobody", remote=True)
+
+
+SAGAS = [
+    _local_saga("bench_simple", 3, LOCAL_INLINE),
+    Saga("longrun_waiting", input=BenchInput, steps=[
+        Step("wait", service=NOBODY, action=remote(output=StepOut), timeout=timedelta(hours=1)),
+    ]),
+]  # fmt: skip
+
+
+# -- one worker process ---------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """One coordinator worker process with its own app id, topics and data directory."""
+
+    bootstrap: str
+    prefix: str
+    datadir: Path
+    store: str = "memory://"
+    retention: str = "none"
+    dedupe: str = "3600"
+    partitions: int = 8
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+    started_at: float = 0.0
+
+    @property
+    def settings(self) -> CoordinatorSettings:
+        return CoordinatorSettings(
+            kafka_bootstrap_servers=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=f"{self.prefix}-coordinator",
+            partitions=self.partitions,
+            web_enabled=False,
+        )
+
+    def start(self, name: str) -> None:
+        self.log_path = self.datadir / f"{name}.log"
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "SAGA_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SAGA_TOPIC_PREFIX": self.prefix,
+            "SAGA_APP_ID": f"{self.prefix}-coordinator",
+            "SAGA_PARTITIONS": str(self.partitions),
+            "SAGA_DEFINITIONS": "bench.longrun:SAGAS",
+            "SAGA_WEB_ENABLED": "false",
+            "SAGA_DATADIR": str(self.datadir / "faust"),
+            "SAGA_STORE": self.store,
+            "SAGA_RETENTION": self.retention,
+            "SAGA_DEDUPE_RETENTION": self.dedupe,
+        }
+        self.started_at = time.monotonic()
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "coordinator", "worker", "-l", "info"],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, pattern: re.Pattern[str] | str, timeout: float = 600) -> re.Match[str]:
+        """Wait until the log matches ``pattern`` (after the process started)."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = rx.search(self.log())
+            if found:
+                return found
+            if self.proc is None or self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"worker: {rx.pattern!r} not seen\n{self.log()[-3000:]}")
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+# -- driving sagas ---------------------------------------------------------------------
+
+
+class Driver:
+    """Starts sagas with ``SagaClient`` (pipelined) and counts terminal lifecycle events."""
+
+    TERMINAL = (b'"saga_completed"', b'"saga_compensated"', b'"saga_compensation_failed"')
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.client = SagaClient(settings)
+        self.consumer = AIOKafkaConsumer(
+            settings.topics.lifecycle,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=None,
+            fetch_max_wait_ms=20,
+        )
+        self.done: set[str] = set()
+        self.started_steps: set[str] = set()
+        self.progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Driver:
+        await self.client.__aenter__()
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._follow())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.consumer.stop()
+        await self.client.__aexit__(None, None, None)
+
+    async def _follow(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    value = record.value
+                    if any(t in value for t in self.TERMINAL):
+                        self.done.add(json.loads(value)["saga_id"])
+                    elif b'"step_started"' in value:
+                        self.started_steps.add(json.loads(value)["saga_id"])
+            if batch:
+                self.progress.set()
+
+    async def start(self, saga_type: str, saga_id: str) -> None:
+        await self.client.start(saga_type, BenchInput(scenario="simple"), saga_id=saga_id,
+                                wait=False)  # fmt: skip
+
+    async def until(self, check: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+            self.progress.clear()
+            await self.client.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), 1.0)
+
+    async def run(
+        self,
+        ids: list[str],
+        saga_type: str,
+        window: int,
+        on_done: Any = None,
+        stop: Any = None,
+        granularity: int = 1,
+    ) -> int:
+        """Start ``ids`` keeping at most ``window`` unfinished; ``on_done(n)`` as they end.
+
+        Once ``stop()`` says so, it starts only up to the next multiple of ``granularity``;
+        returns how many it started (all of them finished).
+        """
+        base, sent = len(self.done), 0
+        while True:
+            finished = len(self.done) - base
+            if on_done is not None:
+                on_done(finished)
+            if stop is not None and sent < len(ids) and stop():
+                ids = ids[: -(-sent // granularity) * granularity]
+                stop = None
+            if finished >= len(ids):
+                return len(ids)
+            while sent < len(ids) and sent - finished < window:
+                await self.start(saga_type, ids[sent])
+                sent += 1
+            await self.client.flush()
+            self.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), 1.0)
+
+
+# -- part 1: RSS over a long run ---------------------------------------------------------
+
+
+async def rss_run(args: argparse.Namespace, retention: bool, note: Any) -> dict[str, Any]:
+    label = f"{args.retention:g} s + dedupe {args.dedupe:g} s" if retention else "off"
+    tmp = Path(tempfile.mkdtemp(prefix="longrun-rss-"))
+    w = Worker(
+        args.kafka_bootstrap,
+        f"lr{int(time.time())}{'r' if retention else 'k'}",
+        tmp,
+        retention=str(args.retention) if retention else "none",
+        dedupe=str(args.dedupe),
+        partitions=args.partitions,
+    )
+    samples: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    try:
+        w.start("worker")
+        w.wait_for("coordinator ready", timeout=180)
+        async with Driver(w.settings) as d:
+            next_mark = args.every
+
+            def on_done(n: int) -> None:
+                nonlocal next_mark
+                while n >= next_mark:
+                    s = {"sagas": next_mark, "rss_mib": round(w.rss_mib(), 1),
+                         "elapsed_s": round(time.monotonic() - t0, 1)}  # fmt: skip
+                    samples.append(s)
+                    note(f"rss [{label}] {s['sagas']:>7} sagas: {s['rss_mib']:.1f} MiB "
+                         f"({s['elapsed_s']:.0f} s)")  # fmt: skip
+                    next_mark += args.every
+
+            ids = [f"{w.prefix}-{i}" for i in range(args.sagas)]
+
+            def out_of_time() -> bool:
+                return bool(args.budget) and time.monotonic() - t0 > args.budget
+
+            ran = await d.run(ids, "bench_simple", args.window, on_done, stop=out_of_time,
+                              granularity=args.every)  # fmt: skip
+    finally:
+        w.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.monotonic() - t0
+    base = next((s["rss_mib"] for s in samples if s["sagas"] == 2 * args.every), None)
+    last = samples[-1]["rss_mib"] if samples else None
+    if ran < args.sagas:
+        note(f"rss [{label}]: out of time budget ({args.budget:g} s) after {ran} sagas")
+    return {
+        "retention": label,
+        "sagas": ran,
+        "planned": args.sagas,
+        "elapsed_s": round(elapsed, 1),
+        "rate_per_s": round(ran / elapsed, 1),
+        "samples": samples,
+        "last_over_second": round(last / base, 3) if base and last else None,
+    }
+
+
+# -- part 2: restore time -----------------------------------------------------------------
+
+
+async def restore_runs(args: argparse.Namespace, note: Any) -> list[dict[str, Any]]:
+    """Fill one RocksDB worker, then restart it on its disk and start a memory one.
+
+    Both hold the same sagas: the RocksDB worker restarts on its own data directory;
+    the memory worker (same app id, so the same changelog) restores from the changelog,
+    as every memory-store restart does.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="longrun-restore-"))
+    w = Worker(args.kafka_bootstrap, f"lr{int(time.time())}s", tmp, store="rocksdb://",
+               retention="3600", partitions=args.partitions)  # fmt: skip
+    results: list[dict[str, Any]] = []
+    try:
+        w.start("filling")
+        w.wait_for("coordinator ready", timeout=180)
+        async with Driver(w.settings) as d:
+            note(f"restore: filling {args.retained} finished + {args.inflight} in flight ...")
+            finished = [f"{w.prefix}-f{i}" for i in range(args.retained)]
+            await d.run(finished, "bench_simple", args.window)
+            waiting = [f"{w.prefix}-w{i}" for i in range(args.inflight)]
+            for saga_id in waiting:
+                await d.start("longrun_waiting", saga_id)
+            await d.until(lambda: d.started_steps.issuperset(waiting), 900, "in-flight sagas")
+            w.kill()
+            for n, store in enumerate(args.stores.split(",")):
+                w.store = store
+                results.append(await _restart(w, d, store, n, args, note))
+                w.kill()
+    finally:
+        w.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+async def _restart(
+    w: Worker, d: Driver, store: str, n: int, args: argparse.Namespace, note: Any
+) -> dict[str, Any]:
+    disk = _du(w.datadir / "faust") if store.startswith("rocksdb") else 0
+    w.start(f"restart-{n}-{store.split(':')[0]}")
+    probe = f"{w.prefix}-probe{n}"
+    await d.start("bench_simple", probe)
+    await d.until(lambda: probe in d.done, 900, f"the probe saga after the restart ({store})")
+    ready_s = time.monotonic() - w.started_at
+    match = w.wait_for(REBUILT, timeout=60)
+    result = {
+        "store": store,
+        "retained": args.retained,
+        "inflight": args.inflight,
+        "rss_after_restore_mib": round(w.rss_mib(), 1),
+        "disk_mib": round(disk / 2**20, 1),
+        "indexed": int(match.group(1)),
+        "changelog_records_replayed": changelog_replayed(w.log()),
+        **restart_phases(w.log(), _wall(w)),
+        "probe_completed_s": round(ready_s, 2),
+    }
+    note(f"restore [{store}]: {result}")
+    return result
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _wall(w: Worker) -> float:
+    """The wall-clock time the worker process was started (for log timestamps)."""
+    return time.time() - (time.monotonic() - w.started_at)
+
+
+#: log lines that end the phases of a restart, in order (Faust's and ours)
+PHASES = {
+    "python_start_s": r"\[\^Worker\]: Starting",
+    "group_joined_s": r"Joined group",
+    "table_restored_s": r"\[\^---Recovery\]: Recovery complete",
+    "index_rebuilt_s": r"deadline index rebuilt",
+}
+STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]", re.M)
+
+
+def restart_phases(log: str, started_wall: float) -> dict[str, float | None]:
+    """Seconds from the process start to the first log line of each phase's end."""
+    out: dict[str, float | None] = {}
+    for name, pattern in PHASES.items():
+        found = re.search(pattern, log)
+        out[name] = None
+        if found is not None:
+            line_start = log.rfind("\n", 0, found.start()) + 1
+            stamp = STAMP.match(log, line_start)
+            if stamp is not None:
+                at = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S").astimezone()
+                out[name] = round(at.timestamp() + int(stamp.group(2)) / 1000 - started_wall, 2)
+    return out
+
+
+def changelog_replayed(log: str) -> int | None:
+    """Changelog records the restart read: sum of (highwater - start) from Faust's tables."""
+    highwater = _faust_table(log, "Highwater - Active")
+    starts = _faust_table(log, "Reading Starts At - Active")
+    if not highwater:
+        return None
+    return sum(max(0, hw - max(starts.get(p, -1), -1)) for p, hw in highwater.items())
+
+
+def _faust_table(log: str, title: str) -> dict[int, int]:
+    at = log.find(title)
+    if at < 0:
+        return {}
+    rows: dict[int, int] = {}
+    for line in log[at:].splitlines()[3:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[1].isdigit():
+            break
+        rows[int(cells[1])] = int(cells[2])
+    return rows
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [BEGIN, "", "## Long run: bounded state (issue #11)", ""]
+    lines += [f"- Date: {results['date']}; commit {results['commit']}; {results['machine']}"]
+    rss = results.get("rss", [])
+    if rss:
+        lines += ["", "### RSS of one coordinator worker (memory store), simple sagas", ""]
+        for r in rss:
+            cut = (
+                ""
+                if r["sagas"] >= r.get("planned", r["sagas"])
+                else (f" (of {r['planned']:,} planned: the time budget ran out)")
+            )
+            lines.append(
+                f"- retention {r['retention']}: {r['sagas']:,} sagas{cut} in "
+                f"{r['elapsed_s']:.0f} s ({r['rate_per_s']:.0f}/s); last sample / sample at "
+                f"{2 * results['every']:,} = {r['last_over_second']}"
+            )
+        marks = sorted({s["sagas"] for r in rss for s in r["samples"]})
+        lines += ["", "| sagas | " + " | ".join(f"RSS MiB, retention {r['retention']}"
+                                               for r in rss) + " |"]  # fmt: skip
+        lines += ["|---:|" + "---:|" * len(rss)]
+        for m in marks:
+            cells = []
+            for r in rss:
+                s = next((s for s in r["samples"] if s["sagas"] == m), None)
+                cells.append(f"{s['rss_mib']:.1f}" if s else "")
+            lines.append(f"| {m:,} | " + " | ".join(cells) + " |")
+    restore = results.get("restore", [])
+    if restore:
+        lines += ["", "### Restart after SIGKILL: what is restored, and how long it takes", ""]
+        lines += [
+            "| store | finished (retained) | in flight | RSS after restore (MiB) | table on disk "
+            "(MiB) | changelog records replayed | imports done (s) | group joined (s) | "
+            "table restored (s) | deadline index rebuilt (s) | probe saga done (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in restore:
+            lines.append(
+                f"| {r['store']} | {r['retained']:,} | {r['inflight']:,} | "
+                f"{r['rss_after_restore_mib']} | {r['disk_mib'] or ''} | "
+                f"{r['changelog_records_replayed']:,} | {r['python_start_s']} | "
+                f"{r['group_joined_s']} | {r['table_restored_s']} | "
+                f"{r['index_rebuilt_s']} ({r['indexed']:,} sagas) | {r['probe_completed_s']} |"
+            )
+        lines += [
+            "",
+            "Seconds from the restarted process's start. The deadline index holds every saga "
+            "the worker must wake: in-flight deadlines and the expiry of retained ones.",
+        ]
+    if results.get("notes"):
+        lines += ["", *(f"- {n}" for n in results["notes"])]
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(md_path: Path, section: str) -> None:
+    """Replace (or append) the long-run block of ``md_path``; nothing else changes."""
+    text = md_path.read_text() if md_path.exists() else "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        text = head + section + (("\n" + tail) if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    md_path.write_text(text)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    cores = os.cpu_count()
+    load = os.getloadavg()[0]
+    return f"{cores} cores, load average {load:.2f} at start"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench longrun", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--parts", default="rss,restore", help="rss, restore or both")
+    p.add_argument("--sagas", type=int, default=200_000)
+    p.add_argument("--every", type=int, default=20_000, help="RSS sample interval (sagas)")
+    p.add_argument("--window", type=int, default=400, help="sagas in flight while driving")
+    p.add_argument("--retention", type=float, default=5.0, help="SAGA_RETENTION, seconds")
+    p.add_argument("--dedupe", type=float, default=10.0, help="SAGA_DEDUPE_RETENTION, seconds")
+    p.add_argument("--retained", type=int, default=50_000, help="finished sagas (restore)")
+    p.add_argument("--inflight", type=int, default=5_000, help="waiting sagas (restore)")
+    p.add_argument(
+        "--stores",
+        default="rocksdb://,memory://",
+        help="restart with these stores, in order (filled with rocksdb://)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=0,
+        help="seconds per RSS run; then it stops at the next sample (0: none)",
+    )
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--keep", action="store_true", help="keep the workers' data and logs")
+    p.add_argument(
+        "--kafka-bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    )
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    p.add_argument("--results-md", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    return p.parse_args(argv)  # fmt: skip
+
+
+def _note(msg: str) -> None:
+    print(f"[longrun {datetime.now(UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    parts = set(args.parts.split(","))
+    results: dict[str, Any] = {
+        "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "commit": _commit(),
+        "machine": _machine(),
+        "every": args.every,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "rss": [],
+        "restore": [],
+        "notes": [],
+    }
+    if "rss" in parts:
+        for retention in (True, False):
+            results["rss"].append(await rss_run(args, retention, _note))
+    if "restore" in parts:
+        results["restore"] = await restore_runs(args, _note)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the parts asked for; write longrun.json and the RESULTS.md section."""
+    from infra import kafka
+
+    args = _parse(argv)
+    started = False
+    if args.kafka_bootstrap == kafka.BrokerConfig().bootstrap and not kafka.external_bootstrap():
+        _, started = kafka.up()  # a broker when none answers; stopped again at the end
+    try:
+        results = asyncio.run(amain(args))
+    finally:
+        if started:
+            kafka.down()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "longrun.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_section(args.results_md, render(results))
+    _note(f"written: {args.out / 'longrun.json'} and {args.results_md}")
+    return 0

@@ -1,0 +1,129 @@
+"""The saga table's local stores (``SAGA_STORE``): memory, and RocksDB on disk whose
+applied changelog offset is the one Faust's recovery reads at the next start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+import pytest
+from faust.types import TP
+
+from coordinator.registry import SagaRegistry
+from coordinator.routing import partition_for, saga_table
+from coordinator.settings import CoordinatorSettings
+from coordinator.tablestore import (
+    MemoryTableStore,
+    RocksTableStore,
+    changelog_offset,
+    table_store,
+)
+
+PARTITIONS = 4
+
+
+def table(store: str, datadir: Path) -> object:
+    app = faust.App("store-test", store=store, datadir=str(datadir))
+    return saga_table(app, "saga-state", PARTITIONS)
+
+
+def on(partition: int, n: int) -> list[str]:
+    """``n`` saga ids that live on ``partition``."""
+    ids = [f"s{i}" for i in range(200) if partition_for(f"s{i}", PARTITIONS) == partition]
+    return ids[:n]
+
+
+def changelog_tp(t: object) -> TP:
+    return TP(t.changelog_topic.get_topic_name(), 1)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
+def test_records_are_written_read_and_deleted_per_partition(scheme: str, tmp_path: Path) -> None:
+    t = table(scheme, tmp_path)
+    store = table_store(t, scheme, PARTITIONS)
+    assert isinstance(store, RocksTableStore if scheme == "rocksdb://" else MemoryTableStore)
+    a, b = on(1, 2)
+    (c,) = on(2, 1)
+    store.write(1, {a: b'{"a":1}', b: b'{"b":1}'}, 10)
+    store.write(2, {c: b'{"c":1}'}, 4)
+    assert store.get(a) == b'{"a":1}' and store.get(c) == b'{"c":1}'
+    store.write(1, {a: None, b: b'{"b":2}'}, 11)  # a tombstone and an update
+    assert store.get(a) is None and store.get(b) == b'{"b":2}'
+    assert sorted(store.items([1])) == [(1, b'{"b":2}')]
+    assert sorted(store.items([1, 2])) == [(1, b'{"b":2}'), (2, b'{"c":1}')]
+    assert store.get("never-written") is None
+
+
+def test_rocksdb_keeps_records_and_the_applied_offset_across_a_restart(tmp_path: Path) -> None:
+    first = table("rocksdb://", tmp_path)
+    store = table_store(first, "rocksdb://", PARTITIONS)
+    a, b = on(1, 2)
+    store.write(1, {a: b"A", b: b"B"}, 41)
+    store.write(1, {b: None}, 42)
+    # what Faust's changelog recovery reads to seek past what the disk already holds
+    assert first.data.persisted_offset(changelog_tp(first)) == 42  # type: ignore[attr-defined]
+
+    first.data._dbs.clear()  # type: ignore[attr-defined]  # the process is gone
+    again = table("rocksdb://", tmp_path)  # a new worker on the same data directory
+    restored = table_store(again, "rocksdb://", PARTITIONS)
+    assert again.data.persisted_offset(changelog_tp(again)) == 42  # type: ignore[attr-defined]
+    assert restored.get(a) == b"A" and restored.get(b) is None
+    assert list(restored.items([1])) == [(1, b"A")], "the offset key is not a saga"
+
+
+def test_a_batch_without_a_known_offset_keeps_the_previous_one(tmp_path: Path) -> None:
+    t = table("rocksdb://", tmp_path)
+    store = table_store(t, "rocksdb://", PARTITIONS)
+    (a,) = on(1, 1)
+    store.write(1, {a: b"A"}, 5)
+    store.write(1, {a: b"A2"}, None)
+    assert t.data.persisted_offset(changelog_tp(t)) == 5  # type: ignore[attr-defined]
+
+
+def test_changelog_offset_is_the_highest_acknowledged() -> None:
+    class Ack:
+        def __init__(self, offset: int) -> None:
+            self.offset = offset
+
+    assert changelog_offset([Ack(3), Ack(9), Ack(4)]) == 9
+    assert changelog_offset([object()]) is None
+    assert changelog_offset([]) is None
+
+
+def test_the_store_setting_names_both_choices() -> None:
+    assert CoordinatorSettings(store="rocksdb://").store == "rocksdb://"
+    with pytest.raises(ValueError, match=r"memory:// .* or rocksdb://"):
+        CoordinatorSettings(store="redis://localhost")
+
+
+def test_retention_settings_take_seconds_iso_8601_or_none() -> None:
+    s = CoordinatorSettings(retention="90", dedupe_retention="P7D")
+    assert s.retention_policy.keep is not None and s.retention_policy.keep.total_seconds() == 90
+    assert s.retention_policy.dedupe.days == 7
+    assert CoordinatorSettings(retention="none").retention_policy.keep is None
+
+
+async def test_the_inbox_hands_the_store_the_last_acknowledged_changelog_offset() -> None:
+    from tests.unit.coordinator.sagas import linear_saga
+    from tests.unit.coordinator.shell_kit import (
+        CHANGELOG,
+        DictStore,
+        FakeProducer,
+        Inbox,
+        never,
+        processor,
+        start,
+    )
+    from tests.unit.coordinator.shell_kit import PARTITIONS as SHELL_PARTITIONS
+
+    registry = SagaRegistry([linear_saga(2)])
+    producer, store = FakeProducer(), DictStore()
+    proc, inbox = processor(registry, producer, store), Inbox()
+    ids = [f"s{i}" for i in range(40)]
+    home = partition_for(ids[0], SHELL_PARTITIONS)
+    mine = [s for s in ids if partition_for(s, SHELL_PARTITIONS) == home][:3]
+    await proc.handle(home, [inbox.event(s, start("linear2", s)) for s in mine[:2]], never)
+    await proc.handle(home, [inbox.event(mine[2], start("linear2", mine[2]))], never)
+    acked = [s.offset for s in producer.to(CHANGELOG) if s.partition == home]
+    assert acked == [0, 1, 2]
+    assert store.offsets == {home: 2}, "the highest acknowledged offset of the last batch"

@@ -1,18 +1,20 @@
 """Long-run measurement of bounded state (issue #11): ``python -m bench longrun``.
 
-Not part of the quick/full bench. Two parts, each against one coordinator worker process
-(``python -m coordinator worker``) on the broker at ``--kafka-bootstrap``:
+Not part of the quick/full bench. Coordinator worker processes (``python -m coordinator
+worker``, memory store) on the broker at ``--kafka-bootstrap``:
 
-* **rss**: the worker runs ``--sagas`` simple sagas (3 inline steps, ``bench_simple``),
-  ``--window`` in flight at a time; its RSS is sampled every ``--every`` completed sagas.
-  Once with a short retention (``--retention`` s full record, then ``--dedupe`` s marker,
-  then deleted) and once with retention off (every saga kept), both on the memory store.
-  Flat means: the last sample within 1.2x of the sample at ``2 * --every``.
-* **restore**: a worker holding ``--retained`` finished sagas (retention 1 h: full
-  records) and ``--inflight`` sagas waiting on a remote step (a pending deadline each) is
-  SIGKILLed and started again on the same data directory; measured from the new process's
-  start to (a) the deadline index rebuilt (the log line), and (b) a probe saga sent at the
-  restart completed. For both stores (``memory://``, ``rocksdb://``).
+* **rss**: two workers at once, one with a short retention (``--retention`` s full
+  record, then ``--dedupe`` s marker, then deleted) and one with retention off, each
+  running ``--sagas`` simple sagas (3 inline steps, ``bench_simple``), ``--window`` in
+  flight; each worker's RSS is sampled every ``--every`` completed sagas. Running both at
+  once gives both curves the same machine conditions. Flat means: the last sample within
+  1.2x of the sample at ``2 * --every``. ``--budget`` caps each run's seconds.
+* **restore**: the worker without retention (or, alone, one filled with ``--retained``
+  sagas) gets ``--inflight`` sagas waiting on a remote step (a pending deadline each), is
+  SIGKILLed and started again once per ``--stores`` entry, each holding the same sagas:
+  seconds from the new process's start to its imports, group join, table restored,
+  deadline index rebuilt, and a probe saga sent at the restart completed; changelog
+  records replayed (from Faust's recovery log).
 
 Figures go to ``--out``/longrun.json and into ``--results-md`` between the markers
 ``<!-- longrun:begin -->`` and ``<!-- longrun:end -->`` (only that block is replaced).
@@ -249,121 +251,172 @@ class Driver:
 # -- part 1: RSS over a long run ---------------------------------------------------------
 
 
-async def rss_run(args: argparse.Namespace, retention: bool, note: Any) -> dict[str, Any]:
+@dataclass
+class LongRun:
+    """One worker of the RSS part, with its driver and its RSS samples."""
+
+    label: str
+    worker: Worker
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    ran: int = 0
+    elapsed: float = 0.0
+    driver: Driver | None = None
+
+
+def _rss_worker(args: argparse.Namespace, retention: bool, tmp: Path) -> LongRun:
     label = f"{args.retention:g} s + dedupe {args.dedupe:g} s" if retention else "off"
-    tmp = Path(tempfile.mkdtemp(prefix="longrun-rss-"))
+    (tmp / label[:3]).mkdir()
     w = Worker(
         args.kafka_bootstrap,
         f"lr{int(time.time())}{'r' if retention else 'k'}",
-        tmp,
+        tmp / label[:3],
         retention=str(args.retention) if retention else "none",
         dedupe=str(args.dedupe),
         partitions=args.partitions,
     )
-    samples: list[dict[str, Any]] = []
+    return LongRun(label, w)
+
+
+async def _drive(run: LongRun, args: argparse.Namespace, note: Any) -> None:
+    """Run ``args.sagas`` sagas on ``run.worker``, sampling its RSS every ``args.every``."""
+    w, d = run.worker, run.driver
+    assert d is not None
     t0 = time.monotonic()
-    try:
-        w.start("worker")
-        w.wait_for("coordinator ready", timeout=180)
-        async with Driver(w.settings) as d:
-            next_mark = args.every
+    next_mark = args.every
 
-            def on_done(n: int) -> None:
-                nonlocal next_mark
-                while n >= next_mark:
-                    s = {"sagas": next_mark, "rss_mib": round(w.rss_mib(), 1),
-                         "elapsed_s": round(time.monotonic() - t0, 1)}  # fmt: skip
-                    samples.append(s)
-                    note(f"rss [{label}] {s['sagas']:>7} sagas: {s['rss_mib']:.1f} MiB "
-                         f"({s['elapsed_s']:.0f} s)")  # fmt: skip
-                    next_mark += args.every
+    def on_done(n: int) -> None:
+        nonlocal next_mark
+        while n >= next_mark:
+            sample = {"sagas": next_mark, "rss_mib": round(w.rss_mib(), 1),
+                      "elapsed_s": round(time.monotonic() - t0, 1)}  # fmt: skip
+            run.samples.append(sample)
+            note(f"rss [{run.label}] {next_mark:>7} sagas: {sample['rss_mib']:.1f} MiB "
+                 f"({sample['elapsed_s']:.0f} s)")  # fmt: skip
+            next_mark += args.every
 
-            ids = [f"{w.prefix}-{i}" for i in range(args.sagas)]
+    def out_of_time() -> bool:
+        return bool(args.budget) and time.monotonic() - t0 > args.budget
 
-            def out_of_time() -> bool:
-                return bool(args.budget) and time.monotonic() - t0 > args.budget
+    ids = [f"{w.prefix}-{i}" for i in range(args.sagas)]
+    run.ran = await d.run(ids, "bench_simple", args.window, on_done, stop=out_of_time,
+                          granularity=args.every)  # fmt: skip
+    run.elapsed = time.monotonic() - t0
+    if run.ran < args.sagas:
+        note(f"rss [{run.label}]: time budget ({args.budget:g} s) over after {run.ran} sagas")
 
-            ran = await d.run(ids, "bench_simple", args.window, on_done, stop=out_of_time,
-                              granularity=args.every)  # fmt: skip
-    finally:
-        w.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = time.monotonic() - t0
-    base = next((s["rss_mib"] for s in samples if s["sagas"] == 2 * args.every), None)
-    last = samples[-1]["rss_mib"] if samples else None
-    if ran < args.sagas:
-        note(f"rss [{label}]: out of time budget ({args.budget:g} s) after {ran} sagas")
+
+def _rss_result(run: LongRun, args: argparse.Namespace) -> dict[str, Any]:
+    base = next((s["rss_mib"] for s in run.samples if s["sagas"] == 2 * args.every), None)
+    last = run.samples[-1]["rss_mib"] if run.samples else None
     return {
-        "retention": label,
-        "sagas": ran,
+        "retention": run.label,
+        "sagas": run.ran,
         "planned": args.sagas,
-        "elapsed_s": round(elapsed, 1),
-        "rate_per_s": round(ran / elapsed, 1),
-        "samples": samples,
+        "elapsed_s": round(run.elapsed, 1),
+        "rate_per_s": round(run.ran / run.elapsed, 1) if run.elapsed else None,
+        "samples": run.samples,
         "last_over_second": round(last / base, 3) if base and last else None,
     }
+
+
+async def rss_and_restore(args: argparse.Namespace, note: Any) -> dict[str, Any]:
+    """Both RSS runs at once (same machine conditions for both curves), then the restore
+    part on the state the run without retention left, if asked for."""
+    tmp = Path(tempfile.mkdtemp(prefix="longrun-"))
+    runs = [_rss_worker(args, True, tmp), _rss_worker(args, False, tmp)]
+    out: dict[str, Any] = {"rss": [], "restore": []}
+    try:
+        for run in runs:
+            run.worker.start("worker")
+        for run in runs:
+            run.worker.wait_for("coordinator ready", timeout=180)
+            run.driver = await Driver(run.worker.settings).__aenter__()
+        await asyncio.gather(*(_drive(run, args, note) for run in runs))
+        out["rss"] = [_rss_result(run, args) for run in runs]
+        runs[0].worker.stop()
+        if "restore" in args.parts:
+            kept = runs[1]
+            assert kept.driver is not None
+            out["restore"] = await _restores(kept.worker, kept.driver, kept.ran, args, note)
+    finally:
+        for run in runs:
+            run.worker.stop()
+            if run.driver is not None:
+                await run.driver.__aexit__(None, None, None)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 # -- part 2: restore time -----------------------------------------------------------------
 
 
-async def restore_runs(args: argparse.Namespace, note: Any) -> list[dict[str, Any]]:
-    """Fill one RocksDB worker, then restart it on its disk and start a memory one.
-
-    Both hold the same sagas: the RocksDB worker restarts on its own data directory;
-    the memory worker (same app id, so the same changelog) restores from the changelog,
-    as every memory-store restart does.
-    """
+async def restore_only(args: argparse.Namespace, note: Any) -> list[dict[str, Any]]:
+    """Fill a worker with ``--retained`` finished sagas, then measure its restarts."""
     tmp = Path(tempfile.mkdtemp(prefix="longrun-restore-"))
-    w = Worker(args.kafka_bootstrap, f"lr{int(time.time())}s", tmp, store="rocksdb://",
-               retention="3600", partitions=args.partitions)  # fmt: skip
-    results: list[dict[str, Any]] = []
+    w = Worker(args.kafka_bootstrap, f"lr{int(time.time())}s", tmp, store="memory://",
+               partitions=args.partitions)  # fmt: skip
     try:
         w.start("filling")
         w.wait_for("coordinator ready", timeout=180)
         async with Driver(w.settings) as d:
-            note(f"restore: filling {args.retained} finished + {args.inflight} in flight ...")
-            finished = [f"{w.prefix}-f{i}" for i in range(args.retained)]
-            await d.run(finished, "bench_simple", args.window)
-            waiting = [f"{w.prefix}-w{i}" for i in range(args.inflight)]
-            for saga_id in waiting:
-                await d.start("longrun_waiting", saga_id)
-            await d.until(lambda: d.started_steps.issuperset(waiting), 900, "in-flight sagas")
-            w.kill()
-            for n, store in enumerate(args.stores.split(",")):
-                w.store = store
-                results.append(await _restart(w, d, store, n, args, note))
-                w.kill()
+            note(f"restore: filling {args.retained} finished sagas ...")
+            await d.run([f"{w.prefix}-f{i}" for i in range(args.retained)], "bench_simple",
+                        args.window)  # fmt: skip
+            return await _restores(w, d, args.retained, args, note)
     finally:
         w.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _restores(
+    w: Worker, d: Driver, retained: int, args: argparse.Namespace, note: Any
+) -> list[dict[str, Any]]:
+    """Add ``--inflight`` waiting sagas to ``w``, SIGKILL it, restart it once per store.
+
+    Every restart holds the same sagas (same app id, same changelog): ``memory://``
+    restores from the changelog as every memory-store restart does; the first
+    ``rocksdb://`` start has an empty disk (a new machine: the whole changelog too); the
+    next ``rocksdb://`` restarts on the disk the previous one left (only what changed).
+    """
+    note(f"restore: {retained} finished + {args.inflight} in flight ...")
+    waiting = [f"{w.prefix}-w{i}" for i in range(args.inflight)]
+    for saga_id in waiting:
+        await d.start("longrun_waiting", saga_id)
+    await d.until(lambda: d.started_steps.issuperset(waiting), 900, "in-flight sagas")
+    w.kill()
+    results: list[dict[str, Any]] = []
+    seen_disk = False
+    for n, store in enumerate(args.stores.split(",")):
+        w.store = store
+        disk = _du(w.datadir / "faust") if store.startswith("rocksdb") else 0
+        case = store
+        if store.startswith("rocksdb"):
+            case = f"{store} (its own disk)" if seen_disk else f"{store} (empty disk)"
+            seen_disk = True
+        result = await _restart(w, d, n, note)
+        results.append({"store": case, "retained": retained, "inflight": args.inflight,
+                        "disk_mib": round(disk / 2**20, 1), **result})  # fmt: skip
+        note(f"restore [{case}]: {results[-1]}")
+        w.kill()
     return results
 
 
-async def _restart(
-    w: Worker, d: Driver, store: str, n: int, args: argparse.Namespace, note: Any
-) -> dict[str, Any]:
-    disk = _du(w.datadir / "faust") if store.startswith("rocksdb") else 0
-    w.start(f"restart-{n}-{store.split(':')[0]}")
+async def _restart(w: Worker, d: Driver, n: int, note: Any) -> dict[str, Any]:
+    w.start(f"restart-{n}-{w.store.split(':')[0]}")
     probe = f"{w.prefix}-probe{n}"
     await d.start("bench_simple", probe)
-    await d.until(lambda: probe in d.done, 900, f"the probe saga after the restart ({store})")
+    await d.until(lambda: probe in d.done, 1800, f"the probe saga after restart {n}")
     ready_s = time.monotonic() - w.started_at
     match = w.wait_for(REBUILT, timeout=60)
-    result = {
-        "store": store,
-        "retained": args.retained,
-        "inflight": args.inflight,
+    return {
         "rss_after_restore_mib": round(w.rss_mib(), 1),
-        "disk_mib": round(disk / 2**20, 1),
         "indexed": int(match.group(1)),
         "changelog_records_replayed": changelog_replayed(w.log()),
         **restart_phases(w.log(), _wall(w)),
         "probe_completed_s": round(ready_s, 2),
     }
-    note(f"restore [{store}]: {result}")
-    return result
 
 
 def _du(path: Path) -> int:
@@ -515,12 +568,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=400, help="sagas in flight while driving")
     p.add_argument("--retention", type=float, default=5.0, help="SAGA_RETENTION, seconds")
     p.add_argument("--dedupe", type=float, default=10.0, help="SAGA_DEDUPE_RETENTION, seconds")
-    p.add_argument("--retained", type=int, default=50_000, help="finished sagas (restore)")
-    p.add_argument("--inflight", type=int, default=5_000, help="waiting sagas (restore)")
+    p.add_argument(
+        "--retained",
+        type=int,
+        default=20_000,
+        help="finished sagas for --parts restore alone (with rss: that run's)",
+    )
+    p.add_argument("--inflight", type=int, default=2_000, help="waiting sagas (restore)")
     p.add_argument(
         "--stores",
-        default="rocksdb://,memory://",
-        help="restart with these stores, in order (filled with rocksdb://)",
+        default="memory://,rocksdb://,rocksdb://",
+        help="restarts, in order (a second rocksdb:// restarts on the first one's disk)",
     )
     p.add_argument(
         "--budget",
@@ -555,10 +613,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "notes": [],
     }
     if "rss" in parts:
-        for retention in (True, False):
-            results["rss"].append(await rss_run(args, retention, _note))
-    if "restore" in parts:
-        results["restore"] = await restore_runs(args, _note)
+        results.update(await rss_and_restore(args, _note))
+    elif "restore" in parts:
+        results["restore"] = await restore_only(args, _note)
     return results
 
 

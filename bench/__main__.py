@@ -85,6 +85,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
+        "--reuse-engine",
+        action="store_true",
+        help="run all scenarios on one engine instance (default: a fresh one per scenario)",
+    )
+    p.add_argument(
         "--baseline",
         type=Path,
         default=None,
@@ -150,51 +155,67 @@ async def _run_engine(
         progress.note(f"engine {name!r}: adapter not present -> n/a")
         return {"status": "n/a"}
     options = _engine_options(args.engine_opt).get(name, {})
-    concurrency = int(options.pop("concurrency", args.concurrency or 0)) or None
-    engine = factory(options)
-    concurrency = concurrency or int(getattr(engine, "default_concurrency", 100))
-    driver = Driver(
-        engine,
-        {
-            "postgres": sysinfo.postgres_pids,
-            "kafka_broker": sysinfo.kafka_broker_pids,
-            "http_services": lambda: [services_pid] if services_pid else [],
-        },
-        seed=args.seed,
-        progress=progress,
-    )
-    ctx = EngineContext(
-        scenarios=SCENARIOS,
-        on_terminal=driver.on_terminal,
-        http_base_url=services_url,
-        postgres_admin_url=args.pg_admin_url,
-        kafka_bootstrap=args.kafka_bootstrap,
-        concurrency=concurrency,
-        quick=mode.name == "quick",
-    )
+    concurrency_opt = int(options.pop("concurrency", args.concurrency or 0)) or None
     closed = PhaseTimes(mode.warmup, mode.closed)
     opened = PhaseTimes(mode.open_warmup, mode.open)
     out: dict[str, Any] = {"status": "ok", "config": {}, "scenarios": {}}
-    t = time.monotonic()
-    progress.note(f"{name}: setting up ...")
-    await engine.setup(ctx)
-    progress.note(f"{name}: setup {time.monotonic() - t:.1f}s")
-    try:
-        out["config"] = {**engine.describe(), "concurrency": concurrency}
-        for scenario_name in args.scenarios.split(","):
-            scenario = SCENARIOS[scenario_name]
-            t = time.monotonic()
-            res = await run_scenario(driver, scenario, concurrency, closed, opened)
-            out["scenarios"][scenario_name] = res
-            cl, op = res["closed_loop"], res["open_loop"]
-            progress.note(
-                f"{name}/{scenario_name}: {cl['throughput_sagas_per_s']} sagas/s, "
-                f"open p50/p99 {op['latency'].get('p50_ms')}/{op['latency'].get('p99_ms')} ms, "
-                f"invalid {cl['invalid_outcomes'] + op['invalid_outcomes']} "
-                f"({time.monotonic() - t:.0f}s)"
+    engine: Any = None
+    for index, scenario_name in enumerate(args.scenarios.split(",")):
+        # A fresh engine per scenario (unless --reuse-engine): sagas one scenario leaves
+        # unfinished (e.g. after an overload) must not slow down or fail the next one.
+        if engine is None or not args.reuse_engine:
+            engine = factory(dict(options))
+            concurrency = concurrency_opt or int(getattr(engine, "default_concurrency", 100))
+            driver = Driver(
+                engine,
+                {
+                    "postgres": sysinfo.postgres_pids,
+                    "kafka_broker": sysinfo.kafka_broker_pids,
+                    "http_services": lambda: [services_pid] if services_pid else [],
+                },
+                seed=args.seed + index,
+                progress=progress,
             )
-    finally:
+            ctx = EngineContext(
+                scenarios=SCENARIOS,
+                on_terminal=driver.on_terminal,
+                http_base_url=services_url,
+                postgres_admin_url=args.pg_admin_url,
+                kafka_bootstrap=args.kafka_bootstrap,
+                concurrency=concurrency,
+                quick=mode.name == "quick",
+            )
+            t = time.monotonic()
+            progress.note(f"{name}: setting up for {scenario_name} ...")
+            try:
+                await engine.setup(ctx)
+            except BaseException:
+                await engine.teardown()
+                raise
+            progress.note(f"{name}: setup {time.monotonic() - t:.1f}s")
+            out["config"] = {**engine.describe(), "concurrency": concurrency}
+        scenario = SCENARIOS[scenario_name]
+        t = time.monotonic()
+        try:
+            res = await run_scenario(driver, scenario, concurrency, closed, opened)
+        except BaseException:
+            if args.reuse_engine:
+                await engine.teardown()
+            raise
+        finally:
+            if not args.reuse_engine:
+                await engine.teardown()
+        out["scenarios"][scenario_name] = res
+        cl, op = res["closed_loop"], res["open_loop"]
+        progress.note(
+            f"{name}/{scenario_name}: {cl['throughput_sagas_per_s']} sagas/s, "
+            f"open p50/p99 {op['latency'].get('p50_ms')}/{op['latency'].get('p99_ms')} ms, "
+            f"invalid {cl['invalid_outcomes'] + op['invalid_outcomes']} "
+            f"({time.monotonic() - t:.0f}s)"
+        )
+    if args.reuse_engine and engine is not None:
         await engine.teardown()
+    out["config"]["engine_per_scenario"] = "reused" if args.reuse_engine else "fresh"
     return out
 
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from bench.harness import EngineContext, SqlCounts
 from bench.scenarios import Outcome, SagaInput
 from coordinator.client import SagaClient, ensure_topics
 from coordinator.settings import CoordinatorSettings
+from coordinator.topics import changelog_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}
@@ -55,7 +57,7 @@ class OursEngine:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-ours-"))
-        self.prefix = f"bench{int(time.time())}"
+        self.prefix = f"bench{int(time.time())}{uuid.uuid4().hex[:6]}"
         self.listener_port = 0
         self.db_name = f"bench_listener_{self.prefix}"
         self.admin_url = ""
@@ -81,7 +83,7 @@ class OursEngine:
             t.inbox,
             t.lifecycle,
             *(t.step(s) for s in services),
-            f"{self.settings.app_id}-saga-state-changelog",
+            changelog_topic(self.settings),
         ]
         base = ctx.http_base_url or "http://127.0.0.1:1"
         env = {

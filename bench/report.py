@@ -161,6 +161,8 @@ def _kafka_section(k: dict[str, Any]) -> list[str]:
 NOTES = """## Method and caveats
 
 - Same machine, same run, engines one after another; every figure is from this run.
+  Each scenario runs on a freshly set-up engine (`--reuse-engine` to share one), so sagas
+  a scenario leaves unfinished cannot slow down the next (the 28c377a baseline reused one).
 - Closed loop: a fixed number of sagas in flight; warm-up excluded; throughput = terminal
   sagas in the measured window / its length. CPU per saga = CPU seconds of the group's
   processes in that window (utime+stime from /proc) / sagas in it.

@@ -135,6 +135,13 @@ class Coordinator:
             for event in events:
                 unacked.discard(event.message)
 
+        async def start_offset(partition: int) -> int:
+            return await self.app.start_offset(topic, partition)
+
+        async def seek(partition: int, offset: int) -> None:
+            await self.app.consumer.seek(tp(partition), offset)
+
+        self.app.guarded_topics.add(topic)
         return Lanes(
             name,
             handler,
@@ -143,6 +150,9 @@ class Coordinator:
             pause=lambda p: self.app.consumer.pause_partitions([tp(p)]),
             resume=lambda p: self.app.consumer.resume_partitions([tp(p)]),
             forget=forget,
+            ack=self.app.lane_ack,
+            start_offset=start_offset,
+            seek=seek,
         )
 
     def _wire(self) -> None:
@@ -194,6 +204,10 @@ class Coordinator:
         for lanes in (self.inbox_lanes, *self.executor_lanes.values()):
             await lanes.stop()
         self.processor.forget()
+        try:  # what the lanes finished is committed before another worker takes over
+            await self.app.consumer.commit()
+        except Exception as exc:  # the next owner re-reads from the older offset
+            log.warning("commit at a rebalance failed (%r); records will be re-read", exc)
 
     def _on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         held = {

@@ -6,6 +6,13 @@
   messages (the coordinator stops its partition lanes there), and first thing when the
   app stops (so a graceful stop finishes the batches in progress and commits them).
 
+Its consumer also guards the offsets of the topics the coordinator reads through its
+partition lanes (``guarded_topics``): only the lanes' own acks count there. Faust acks
+records it skips on its own (fetched before flow control resumed, or of an older
+generation); counted, they let a commit pass records no agent ever saw, and a crash then
+loses them (a start that never ran). ``start_offset`` tells a lane where its partition's
+committed position is, so it can notice a skipped record and seek back to it.
+
 faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its aiokafka consumer. aiokafka
 sends one fetch per broker for the partitions that have no buffered records; a partition
 that receives data while such a fetch waits on *other* partitions is read only when that
@@ -22,6 +29,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 
 
 def app_class(fetch_max_wait_ms: int) -> type[HookedApp]:
@@ -34,8 +42,29 @@ def app_class(fetch_max_wait_ms: int) -> type[HookedApp]:
             return consumer
 
     class ShortPollConsumer(driver.Consumer):
+        lane_acking = False
+
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        def ack(self, message: Any) -> bool:
+            guarded = getattr(self.app, "guarded_topics", ())
+            if message.topic in guarded and not self.lane_acking:
+                return False  # skipped by Faust, not handled: must be read again
+            return bool(super().ack(message))
+
+        async def start_offset(self, tp: TP) -> int:
+            """The partition's committed offset (its log start when none, or older)."""
+            thread: Any = self._thread
+
+            async def ask() -> int:
+                consumer = thread._ensure_consumer()
+                ktp = driver.ensure_aiokafka_TP(tp)
+                committed = await consumer.committed(ktp)
+                begin = (await consumer.beginning_offsets([ktp]))[ktp]
+                return max(committed or 0, begin)
+
+            return int(await thread.call_thread(ask))
 
     class Transport(driver.Transport):
         Consumer = ShortPollConsumer
@@ -52,11 +81,29 @@ class HookedApp(faust.App):
 
     setup_hooks: list[Callable[[], Awaitable[None]]]
     revoke_hooks: list[Callable[[set[Any]], Awaitable[None]]]
+    #: topics whose offsets only the coordinator's lanes ack
+    guarded_topics: set[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.setup_hooks = []
         self.revoke_hooks = []
+        self.guarded_topics = set()
+
+    def lane_ack(self, events: list[Any]) -> None:
+        """Ack ``events`` on behalf of a lane (the only acks guarded topics accept)."""
+        consumer: Any = self.consumer
+        consumer.lane_acking = True
+        try:
+            for event in events:
+                event.ack()
+        finally:
+            consumer.lane_acking = False
+
+    async def start_offset(self, topic: str, partition: int) -> int:
+        """Where reading ``topic``/``partition`` must start (its committed offset)."""
+        consumer: Any = self.consumer
+        return int(await consumer.start_offset(TP(topic, partition)))
 
     async def on_first_start(self) -> None:
         """Run the setup hooks before any child service (the consumer) starts."""

@@ -7,6 +7,11 @@ offset order. So an offset is committed only after its whole batch was handled, 
 never past a message still in a lane (faust-streaming #606 commits past a single
 in-flight message at the head of a partition; in-order acks never leave such a gap).
 
+A lane reads its partition strictly in offset order from the partition's committed
+offset (``start_offset``): a record it already handled is dropped, and a record beyond
+the next expected one means Faust skipped some (it does, around rebalances): the lane
+drops what it holds and seeks the partition back (``seek``), so nothing is skipped.
+
 A lane whose buffer passes ``buffer`` pauses fetching of its partition and resumes it
 once drained to half. On a rebalance (or shutdown) every lane finishes the handler call
 it is in (bounded by ``stop_timeout``), then is dropped with its buffer: those events
@@ -41,6 +46,8 @@ class Lane:
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.paused = False
+        self.expected: int | None = None  # the next offset to handle
+        self.seeked_at = -1.0
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, event: Any) -> None:
@@ -57,19 +64,56 @@ class Lane:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            n = min(len(self.buffer), self.lanes.batch_size)
-            batch = [self.buffer[i] for i in range(n)]
+            if self.expected is None:
+                self.expected = await self.lanes.start_offset(self.partition)
+            batch = await self._in_order()
+            if not batch:
+                continue
             try:
                 await self._handle(batch)
             except Abandoned:
                 return
-            for _ in range(n):
+            for _ in batch:
                 self.buffer.popleft()
-            for event in batch:
-                event.ack()
+            self.lanes.ack(batch)
+            self.expected = batch[-1].message.offset + 1
             if self.paused and len(self.buffer) <= self.lanes.buffer // 2:
                 self.paused = False
                 self.lanes.resume(self.partition)
+
+    async def _in_order(self) -> list[Any]:
+        """The next batch: consecutive offsets from ``expected`` (empty after a seek)."""
+        assert self.expected is not None
+        dropped: list[Any] = []
+        while self.buffer and self.buffer[0].message.offset < self.expected:
+            dropped.append(self.buffer.popleft())  # handled already (a re-read)
+        if self.buffer and self.buffer[0].message.offset > self.expected:
+            first = self.buffer[0].message.offset
+            dropped.extend(self.buffer)
+            self.buffer.clear()
+            now = asyncio.get_running_loop().time()
+            if now - self.seeked_at > 1.0:
+                self.seeked_at = now
+                log.warning(
+                    "%s partition %d: got offset %d, expected %d (skipped by Faust); "
+                    "seeking back to %d",
+                    self.lanes.name,
+                    self.partition,
+                    first,
+                    self.expected,
+                    self.expected,
+                )
+                await self.lanes.seek(self.partition, self.expected)
+        if dropped:
+            self.lanes.forget(dropped)
+        batch: list[Any] = []
+        for event in self.buffer:
+            if len(batch) == self.lanes.batch_size:
+                break
+            if event.message.offset != self.expected + len(batch):
+                break
+            batch.append(event)
+        return batch
 
     async def _handle(self, batch: list[Any]) -> None:
         """Call the handler until it succeeds: a handler bug is retried, never skipped."""
@@ -123,6 +167,9 @@ class Lanes:
         pause: Callable[[int], None] = lambda p: None,
         resume: Callable[[int], None] = lambda p: None,
         forget: Callable[[list[Any]], None] = lambda events: None,
+        ack: Callable[[list[Any]], None] | None = None,
+        start_offset: Callable[[int], Awaitable[int]] | None = None,
+        seek: Callable[[int, int], Awaitable[None]] | None = None,
         stop_timeout: float = 5.0,
     ) -> None:
         self.name = name
@@ -132,6 +179,9 @@ class Lanes:
         self.pause = pause
         self.resume = resume
         self.forget = forget
+        self.ack = ack or _ack_each
+        self.start_offset = start_offset or _first_buffered(self)
+        self.seek = seek or _no_seek
         self.stop_timeout = stop_timeout
         self.lanes: dict[int, Lane] = {}
 
@@ -154,3 +204,21 @@ class Lanes:
         dropped = [event for events in left for event in events]
         if dropped:
             self.forget(dropped)
+
+
+def _first_buffered(lanes: Lanes) -> Callable[[int], Awaitable[int]]:
+    """Without a broker to ask: start at the first offset the lane received."""
+
+    async def start(partition: int) -> int:
+        return int(lanes.lanes[partition].buffer[0].message.offset)
+
+    return start
+
+
+async def _no_seek(partition: int, offset: int) -> None:
+    return None
+
+
+def _ack_each(events: list[Any]) -> None:
+    for event in events:
+        event.ack()

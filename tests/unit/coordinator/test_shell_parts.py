@@ -261,3 +261,39 @@ async def test_a_handler_bug_is_retried_not_skipped() -> None:
         await asyncio.sleep(0.01)
     assert e.acked and len(attempts) == 2
     await lanes.stop()
+
+
+async def test_a_lane_reads_in_offset_order_and_seeks_back_over_a_gap() -> None:
+    handled: list[int] = []
+    seeks: list[tuple[int, int]] = []
+    forgotten: list[int] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.extend(e.message.offset for e in events)
+
+    async def start_offset(partition: int) -> int:
+        return 10  # the committed offset
+
+    async def seek(partition: int, offset: int) -> None:
+        seeks.append((partition, offset))
+
+    lanes = Lanes(
+        "test",
+        handler,
+        batch_size=10,
+        buffer=100,
+        start_offset=start_offset,
+        seek=seek,
+        forget=lambda events: forgotten.extend(e.message.offset for e in events),
+    )
+    for offset in (12, 13):  # 10 and 11 were skipped by Faust
+        lanes.dispatch(event(0, offset))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert handled == [] and seeks == [(0, 10)] and forgotten == [12, 13]
+    for offset in (9, 10, 11, 12, 13):  # re-read after the seek (9: handled before)
+        lanes.dispatch(event(0, offset))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert handled == [10, 11, 12, 13] and 9 in forgotten
+    await lanes.stop()

@@ -48,6 +48,7 @@ from coordinator.executor import StepExecutor
 from coordinator.letters import dead_letter
 from coordinator.machine import Definitions, transition
 from coordinator.messages import StartSaga, StepRequest, StepResult, parse_inbox
+from coordinator.outbox import render, stored_request
 from coordinator.routing import partition_for
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import TERMINAL, SagaState
@@ -155,7 +156,7 @@ class InboxProcessor:
         sends = list(plan.sends)
         for saga_id, saga in plan.sagas.items():
             for item in saga.resend + saga.outbox:
-                record = self._outgoing(saga_id, item)
+                record = self._outgoing(saga_id, item, saga.state)
                 if record is not None:
                     sends.append(record)
         if sends:
@@ -176,13 +177,16 @@ class InboxProcessor:
             log.error("SAGA_FAULT_KILL_AFTER_RECORDS reached: SIGKILL before the sends")
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _outgoing(self, saga_id: str, item: Mapping[str, str]) -> Record | None:
+    def _outgoing(
+        self, saga_id: str, item: Mapping[str, str], state: SagaState | None
+    ) -> Record | None:
         key = saga_id.encode()
         if item["kind"] == "event":
             return Record(self.topics.lifecycle, key, item["payload"].encode())
-        if item["service"] in self.inline:
-            return None  # ran inside the chain that produced it
-        return Record(self.topics.step(item["service"]), key, item["payload"].encode())
+        if item["service"] in self.inline or state is None:
+            return None  # ran inside the chain that produced it (or the saga is gone)
+        payload = render(item, state)
+        return Record(self.topics.step(item["service"]), key, payload.encode())
 
     # -- applying -----------------------------------------------------------------------
 
@@ -293,10 +297,11 @@ class InboxProcessor:
             unsent: set[int] = set()
             for i, (item, request) in enumerate(_pair(items, requests)):
                 if request.service in self.inline:
+                    unsent.add(i)  # runs now, inside the chain: never sent, never stored
                     results.append(await self.executor.execute(request))
-                elif len(item["payload"]) > limit:
+                elif (size := len(render(item, state))) > limit:
                     unsent.add(i)
-                    results.append(_too_large_request(request, len(item["payload"]), limit))
+                    results.append(_too_large_request(request, size, limit))
             outbox.extend(item for i, item in enumerate(items) if i not in unsent)
             for result in results:
                 out = transition(
@@ -324,7 +329,7 @@ class InboxProcessor:
                 continue
             saga.raw = saga.state.model_dump_json().encode()
             size = len(saga.raw)
-            biggest = max((len(o["payload"]) for o in saga.outbox), default=0)
+            biggest = max((len(render(o, saga.state)) for o in saga.outbox), default=0)
             if size > limit or biggest > limit:
                 self._drop_cache(plan)
                 raise _Poison(
@@ -400,7 +405,7 @@ def _pair(
     ):
         return pairs
     by_payload = {item["payload"]: item for item in items if item["kind"] == "request"}
-    return [(by_payload[r.model_dump_json()], r) for r in requests]
+    return [(by_payload[stored_request(r)["payload"]], r) for r in requests]
 
 
 def _too_large_request(request: StepRequest, size: int, limit: int) -> StepResult:

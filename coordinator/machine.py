@@ -64,6 +64,7 @@ from coordinator.messages import (
     TimerFired,
     idempotency_key,
 )
+from coordinator.outbox import request_of, stored_request
 from coordinator.retention import FOREVER, Retention
 from coordinator.state import TERMINAL, Pending, SagaState, StepState
 
@@ -99,7 +100,11 @@ class Transition:
 
     @property
     def outbox(self) -> list[dict[str, str]]:
-        """What to send, serialized: step requests first, then lifecycle events."""
+        """What to send, as stored: step requests first, then lifecycle events.
+
+        Requests are stored without the input and outputs the record already holds:
+        send each item's ``coordinator.outbox.render(item, state)``.
+        """
         if self.state is None or not (self.changed or self.replayed):
             return []
         return self.state.last_outbox
@@ -186,7 +191,7 @@ def _replay(state: SagaState) -> Transition:
         if item["kind"] == "event":
             out.events.append(ev.parse_event(item["payload"]))
         else:
-            out.requests.append(StepRequest.model_validate_json(item["payload"]))
+            out.requests.append(request_of(item, state))
     return out
 
 
@@ -623,8 +628,7 @@ class _Run:
             self.s.finished_at = self.s.expires_at = None  # a re-opened unwind
         # serialized once: these payloads are what the shell sends, and what it re-sends
         # if this message is redelivered after a crash
-        self.s.last_outbox = [
-            {"kind": "request", "service": r.service, "payload": r.model_dump_json()}
-            for r in self.requests
-        ] + [{"kind": "event", "payload": e.model_dump_json()} for e in self.events]
+        self.s.last_outbox = [stored_request(r) for r in self.requests] + [
+            {"kind": "event", "payload": e.model_dump_json()} for e in self.events
+        ]
         return Transition(self.s, changed=True, events=self.events, requests=self.requests)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from coordinator import Saga, Service, Step, StepContext
 from coordinator.delivery import Abandoned
 from coordinator.messages import StepRequest, TimerFired
+from coordinator.outbox import render, request_of
 from coordinator.registry import SagaRegistry
 from coordinator.routing import partition_for
 from coordinator.state import SagaState
@@ -82,13 +83,13 @@ async def test_one_record_per_saga_per_batch_holding_the_whole_batch_outbox() ->
     state = stored(store, "s1")
     assert state.last_message == f"{result.message.partition}:{result.message.offset}"
     sent = [s.body() for s in producer.sent if s.topic != CHANGELOG]
-    assert [json.loads(o["payload"]) for o in state.last_outbox] == sent
+    assert [json.loads(render(o, state)) for o in state.last_outbox] == sent
     assert types(producer) == ["step_succeeded", "step_started"]
 
 
 def result_for_first(store: DictStore) -> bytes:
-    request = json.loads(stored(store, "s1").last_outbox[0]["payload"])
-    return StepRequest.model_validate(request).result(at=AT, output={"ref": "x"}).to_json()
+    state = stored(store, "s1")
+    return request_of(state.last_outbox[0], state).result(at=AT, output={"ref": "x"}).to_json()
 
 
 async def test_a_redelivered_batch_re_sends_every_unacknowledged_outbox() -> None:
@@ -111,14 +112,15 @@ async def test_a_redelivered_batch_re_sends_every_unacknowledged_outbox() -> Non
     with pytest.raises(Abandoned):
         await proc.handle(s0.message.partition, [s0, s1], crashed)
     assert stored(store, "s1").status == "completed"
-    outbox = stored(store, "s1").last_outbox
+    final = stored(store, "s1")
+    outbox = final.last_outbox
 
     producer.failures, producer.sent = {}, []
     fresh = processor(REGISTRY, producer, store)  # a restarted worker
     await fresh.handle(s0.message.partition, [s0, s1], never)
     assert producer.to(CHANGELOG) == [], "nothing new to store: both were applied"
     assert [s.value.decode() for s in producer.sent] == [
-        o["payload"] for o in outbox if o["kind"] == "event" or o["service"] == "svc"
+        render(o, final) for o in outbox if o["kind"] == "event" or o["service"] == "svc"
     ]
     assert types(producer) == ["step_succeeded", "step_started", "step_succeeded", "saga_completed"]
 

@@ -117,8 +117,10 @@ async def test_records_too_large_fail_visibly_and_never_stop_other_sagas(
         )
         await producer.send_and_wait(inbox, huge_start.to_json(), key=f"{p}-huge".encode())
         await producer.send_and_wait(inbox, b"\x00\xff" * 300_000, key=f"{p}-binary".encode())
+        # under the inbox limit, but its record (input + the saga_started event that
+        # carries it) would be over SAGA_MAX_RECORD_BYTES
         grows = StartSaga(
-            saga_id=f"{p}-grows", at=AT, saga_type="blob", input={"data": "y" * 400_000}
+            saga_id=f"{p}-grows", at=AT, saga_type="blob", input={"data": "y" * 500_000}
         )
         await producer.send_and_wait(inbox, grows.to_json(), key=f"{p}-grows".encode())
     finally:

@@ -5,7 +5,7 @@ A definition reads like a recipe — each step with its service and compensation
     ORDER = Saga("order", version=1, input=Order, steps=[
         Step("create_order", service=ORDERS, action=create, compensation=cancel),
         Step("charge_payment", service=PAYMENTS, action=http("POST", "/charges", body=charge),
-             compensation=http("POST", "/charges/{charge_payment.charge_id}/refund"),
+             compensation=http("POST", "/charges/undo"),  # by key: Saga-Compensates
              retry=RetryPolicy(maximum_attempts=3, non_retryable_errors=(CardDeclined,))),
     ])
 
@@ -279,7 +279,7 @@ def _validate(saga: Saga[Any]) -> None:
         if isinstance(step.action, Http):
             _check_template(saga, at, step.action, available=earlier)
         if isinstance(step.compensation, Http):
-            _check_template(saga, at, step.compensation, available=(*earlier, step))
+            _check_template(saga, at, step.compensation, available=earlier)
 
 
 def _check_remote(at: str, step: Step) -> None:
@@ -325,6 +325,13 @@ def _check_template(saga: Saga[Any], at: str, action: Http, available: Sequence[
         if "." in name:
             step, _, attr = name.partition(".")
             if step not in outputs:
+                if at.endswith(f"step {step!r}"):
+                    raise DefinitionError(
+                        f"{at}: compensation URL {action.path!r} uses {{{name}}}, the step's "
+                        "own output, which a step whose outcome was uncertain never has; "
+                        "undo by the action's key instead (header Saga-Compensates), e.g. "
+                        "http('POST', '/charges/undo')"
+                    )
                 raise DefinitionError(
                     f"{at}: URL template {action.path!r} uses {{{name}}} but {step!r} is not "
                     f"an earlier step; use one of {sorted(outputs)}"

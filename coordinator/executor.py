@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import string
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -134,18 +135,38 @@ class StepExecutor:
                 "not in this process (in tests: SagaTestKit.replace stands in for it)",
                 retryable=False,
             )
-        ctx = self.context(saga, step, request)
         timeout = min(step.timeout.total_seconds(), budget)
         try:
+            ctx = self.context(saga, step, request)
+            call = self._prepare(step, fn, ctx) if isinstance(fn, Http) else None
+        except StepFailure:
+            raise
+        except Exception as exc:
+            # nothing was sent: a definite failure that another attempt would repeat
+            raise StepFailure(
+                f"step {step.name!r} could not build its request: {type(exc).__name__}: {exc}",
+                retryable=False,
+                type=type(exc).__name__,
+            ) from exc
+        try:
             async with asyncio.timeout(timeout):
-                if isinstance(fn, Http):
-                    reply = await self._http(step, fn, ctx, timeout, request.compensates)
+                if call is not None:
+                    reply = await self._send(call, timeout, request.compensates)
                 else:
-                    reply = await fn(ctx)
+                    reply = await fn(ctx)  # type: ignore[operator]
         except TimeoutError as exc:
             raise StepFailure(
                 f"attempt exceeded its time budget of {timeout:g}s",
                 type="StepTimeout",
+                uncertain=True,
+            ) from exc
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this worker is stopping: not the step's outcome
+            raise StepFailure(
+                f"step {step.name!r} was cancelled inside the action: {exc!r}",
+                type="Cancelled",
                 uncertain=True,
             ) from exc
         return self._output(saga, step, request, reply)
@@ -189,14 +210,8 @@ class StepExecutor:
             "return a pydantic model (or None)"
         )
 
-    async def _http(
-        self,
-        step: Step,
-        action: Http,
-        ctx: StepContext[Any],
-        budget: float,
-        compensates: str | None,
-    ) -> Any:
+    def _prepare(self, step: Step, action: Http, ctx: StepContext[Any]) -> _HttpCall:
+        """Everything an HTTP call needs, built before anything is sent."""
         base = self.service_urls.get(step.service.name) or step.service.url
         if not base:
             raise StepFailure(
@@ -209,16 +224,27 @@ class StepExecutor:
         body = action.body(ctx) if action.body is not None else None
         if isinstance(body, BaseModel):
             body = body.model_dump(mode="json")
+        return _HttpCall(action, url, body, ctx.idempotency_key)
+
+    async def _send(self, call: _HttpCall, budget: float, compensates: str | None) -> Any:
         return await send_json(
             self.client,
-            action.method,
-            url,
-            body=body,
-            idempotency_key=ctx.idempotency_key,
+            call.action.method,
+            call.url,
+            body=call.body,
+            idempotency_key=call.key,
             request_timeout=budget,
-            transport_retry=action.transport_retry,
+            transport_retry=call.action.transport_retry,
             compensates=compensates,
         )
+
+
+@dataclass(frozen=True)
+class _HttpCall:
+    action: Http
+    url: str
+    body: Any
+    key: str
 
 
 def render_path(template: str, ctx: StepContext[Any]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -43,8 +43,14 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # unparsable: fall back to the policy's backoff
+    if parsed.tzinfo is None:  # "-0000": HTTP dates are UTC
+        parsed = parsed.replace(tzinfo=UTC)
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def _classify(response: httpx.Response, what: str) -> Any:
@@ -107,7 +113,10 @@ async def send_json(
     if compensates is not None:
         headers[COMPENSATES_HEADER] = compensates
 
+    reached = False  # some try failed after the request may have been sent
+
     async def once() -> Any:
+        nonlocal reached
         try:
             response = await client.request(
                 method, url, json=body, headers=headers, timeout=request_timeout
@@ -115,10 +124,15 @@ async def send_json(
         except httpx.TransportError as exc:
             # only a failed connect proves the request never reached the participant
             sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            reached = reached or sent
             raise TransientHttpError(
                 f"{what}: {type(exc).__name__}: {exc}", uncertain=sent
             ) from exc
-        return _classify(response, what)
+        try:
+            return _classify(response, what)
+        except TransientHttpError as exc:
+            reached = reached or exc.uncertain
+            raise
 
     # The first try runs bare: building a tenacity retrier per call cost ~4% of a busy
     # executor's CPU, and most calls succeed at once.
@@ -141,7 +155,7 @@ async def send_json(
             with attempt:
                 return await once()
     except HttpCallError as last:
-        # an earlier try may have reached the participant: the outcome stays uncertain
-        last.uncertain = last.uncertain or initial.uncertain
+        # any earlier try may have reached the participant: the outcome stays uncertain
+        last.uncertain = last.uncertain or initial.uncertain or reached
         raise
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -150,7 +150,15 @@ def transition(
     if isinstance(message, TimerFired) and state.status in TERMINAL:
         return _expire(state, now, message_id, retention)
     if state.compact:
-        return Transition(state)  # a marker: nothing is left to do for this saga
+        if isinstance(message, StepResult) and message.ok and message.phase == "action":
+            # never dropped silently: its effect may stand and nothing else records it
+            return Transition(
+                state,
+                rejected=f"late success of step {message.step!r} for saga {state.saga_id!r}, "
+                f"which finished {state.status} and is past its retention window; check "
+                "the participant for an effect left standing (undo it by its key)",
+            )
+        return Transition(state)  # a marker: nothing else is left to do for this saga
     try:
         saga = registry.get(state.saga_type, state.saga_version)
     except UnknownSagaError as exc:
@@ -336,6 +344,12 @@ class _Run:
         elif msg.ok:
             if awaited and p is not None and msg.attempt <= p.attempt:
                 self._compensation_succeeded(p)
+            elif self._late_undo(i, msg.attempt):
+                self.s.status = "compensating"  # the undo happened after all: go on
+                self._compensation_succeeded(
+                    Pending(phase="compensation", step=i, attempt=msg.attempt,
+                            waiting="result", deadline=self.now)
+                )  # fmt: skip
         elif awaited and p is not None and msg.attempt == p.attempt and p.waiting == "result":
             error = msg.error or ev.ErrorInfo(
                 type="UnknownError", message="the participant gave no error", uncertain=True
@@ -410,8 +424,10 @@ class _Run:
             self.s.status = "running"
             self._step_done(i, st.attempts, output)
         elif msg.resolution == "not_applied":
+            # the step's undo still runs first, by key: a no-op tombstone for a do that
+            # never happened, which refuses any straggling duplicate of its request
             self.emit(ev.StepResolved, step=i, data={"resolution": "not_applied"})
-            st.uncertain, st.status, self.s.status = False, "failed", "running"
+            self.s.status = "running"
             self._unwind("step_failed")
         else:
             self.emit(ev.StepResolved, step=i, data={"resolution": "retry"})
@@ -420,15 +436,27 @@ class _Run:
 
     # -- rules ----------------------------------------------------------------------
 
+    def _late_undo(self, i: int, attempt: int) -> bool:
+        """A compensation success for the step a ``compensation_failed`` saga stopped at."""
+        return (
+            self.s.status == "compensation_failed"
+            and self._unwinding().current == i
+            and attempt <= self.s.steps[i].compensation_attempts
+        )
+
     def _checked_output(
         self, i: int, output: dict[str, Any] | None
     ) -> tuple[dict[str, Any] | None, ev.ErrorInfo | None]:
         """Validate an output where it arrives, so it can never poison later steps."""
         step = self.saga.steps[i]
         model = self.saga.output_models()[step.name]
-        if model is None or output is None:
+        if model is None:
             return output, None
         try:
+            if output is None:  # ok without the declared output poisons as much as a bad one
+                raise ValidationError.from_exception_data(
+                    model.__name__, [{"type": "missing", "loc": ("output",), "input": None}]
+                )
             model.model_validate(output)
         except ValidationError as exc:
             return (
@@ -480,6 +508,7 @@ class _Run:
             return
         if status == "parked" and i == self.s.current:
             output, error = self._checked_output(i, msg.output)
+            st.late_success = True  # proof it happened, even with a malformed output
             self.emit(
                 ev.StepLateSuccess, step=i, attempt=msg.attempt, data={"compensation": "none"}
             )

@@ -60,8 +60,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadTimeout(
                 f"{request.method} {request.url}: timed out", request=request
             ) from exc
-        except aiohttp.ClientConnectionError as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # no connection was made: the request provably never left
             raise httpx.ConnectError(
+                f"{request.method} {request.url}: {exc}", request=request
+            ) from exc
+        except aiohttp.ClientConnectionError as exc:
+            # disconnected or reset after the request may have been sent: uncertain
+            raise httpx.RemoteProtocolError(
                 f"{request.method} {request.url}: {exc}", request=request
             ) from exc
         except aiohttp.ClientError as exc:

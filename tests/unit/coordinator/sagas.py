@@ -62,7 +62,7 @@ HTTP_SAGA = Saga(
             "charge",
             service=PAYMENTS,
             action=http("POST", "/charges", body=lambda ctx: {"n": ctx.input.n}, output=Charge),
-            compensation=http("POST", "/charges/{charge.charge_id}/refund"),
+            compensation=http("POST", "/charges/undo"),  # by key (Saga-Compensates)
         ),
         Step("after", service=SVC, action=ok, compensation=undo),
     ],

@@ -88,3 +88,22 @@ def test_registry_versions_and_unknown_types() -> None:
 def test_a_service_cannot_be_both_remote_and_inline() -> None:
     with pytest.raises(DefinitionError, match="remote=True and inline=True exclude each other"):
         Service("x", remote=True, inline=True)
+
+
+def test_a_compensation_url_cannot_need_its_own_steps_output() -> None:
+    from pydantic import BaseModel
+
+    from coordinator import Saga, Service, Step, http
+
+    class In(BaseModel):
+        n: int = 1
+
+    class Charge(BaseModel):
+        charge_id: str
+
+    with pytest.raises(DefinitionError, match=r"own output.*Saga-Compensates"):
+        Saga("pay", input=In, steps=[
+            Step("charge", service=Service("payments"),
+                 action=http("POST", "/charges", output=Charge),
+                 compensation=http("POST", "/charges/{charge.charge_id}/refund")),
+        ])  # fmt: skip

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from coordinator import RetryPolicy
 from coordinator.errors import BusinessHttpError, TransientHttpError
 from coordinator.http import send_json
 from coordinator.transport import AiohttpTransport
@@ -88,3 +89,66 @@ async def test_connection_refused_is_transient() -> None:
                     idempotency_key="k",
                     request_timeout=2,
                 )
+
+
+async def test_an_uncertain_try_keeps_the_outcome_uncertain_through_later_tries() -> None:
+    from datetime import timedelta
+
+    from coordinator import RetryPolicy
+
+    answers = iter(["connect", "timeout", 409])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = next(answers)
+        if answer == "connect":
+            raise httpx.ConnectError("refused", request=request)
+        if answer == "timeout":
+            raise httpx.ReadTimeout("no reply", request=request)
+        return httpx.Response(409, json={"error": "in_progress"})
+
+    policy = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=1))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(BusinessHttpError) as caught:
+            await send_json(
+                client, "POST", "http://p/charges", body={}, idempotency_key="k",
+                request_timeout=1, transport_retry=policy,
+            )  # fmt: skip
+    assert caught.value.uncertain, "the timed-out try may have applied the charge"
+
+
+async def test_a_connection_dropped_after_sending_is_uncertain() -> None:
+    import asyncio
+
+    seen: list[bytes] = []
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(65536))  # the request arrived...
+        writer.transport.abort()  # ...and the connection died before any reply
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            with pytest.raises(TransientHttpError) as caught:
+                await send_json(
+                    client, "POST", f"http://127.0.0.1:{port}/charges", body={"a": 1},
+                    idempotency_key="k", request_timeout=5,
+                    transport_retry=RetryPolicy(maximum_attempts=1),
+                )  # fmt: skip
+    finally:
+        server.close()
+    assert seen and b"POST /charges" in seen[0]
+    assert caught.value.uncertain
+
+
+async def test_a_refused_connection_is_definite() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            with pytest.raises(TransientHttpError) as caught:
+                await send_json(
+                    client, "POST", f"http://127.0.0.1:{port}/x", body={}, idempotency_key="k",
+                    request_timeout=5, transport_retry=RetryPolicy(maximum_attempts=1),
+                )  # fmt: skip
+    assert not caught.value.uncertain

@@ -114,13 +114,14 @@ def test_park_then_resolve_applied_continues_the_saga() -> None:
     assert d.state.status == "completed" and "step_resolved" in d.events
 
 
-def test_park_then_resolve_not_applied_compensates_only_earlier_steps() -> None:
+def test_park_then_resolve_not_applied_tombstones_the_step_and_compensates() -> None:
     d = Driver(saga("park")).start()
     d.time_out_until_rest()
     d.send(ResolveStep(saga_id="x", step="s1", resolution="not_applied"))
     d.compensate_all()
     assert d.state is not None and d.state.status == "compensated"
-    assert compensated(d) == ["s0"]
+    # the undo by key closes s1's key against a straggling duplicate of its request
+    assert compensated(d) == ["s1", "s0"]
 
 
 def test_park_then_retry_runs_a_fresh_round() -> None:
@@ -252,3 +253,122 @@ async def test_an_attempt_gets_only_the_time_left_before_its_deadline() -> None:
     result = await asyncio.wait_for(StepExecutor(registry).execute(request), timeout=10)
     assert result.error is not None and result.error.type == "StepTimeout"
     assert result.error.uncertain and result.error.retryable
+
+
+# -- rules the effects property test cannot reach with contract-abiding participants --
+
+
+def business_failure_of_s1() -> Driver:
+    d = Driver(saga()).start()
+    declined = ErrorInfo(type="Declined", message="no", retryable=False)
+    d.send(d.last().result(error=declined))  # final and definite: s1 is not in the plan
+    assert d.state is not None and d.state.plan == [0]
+    return d
+
+
+def test_a_late_success_the_unwind_does_not_cover_is_inserted_after_the_one_in_flight() -> None:
+    d = business_failure_of_s1()
+    s1 = next(r for r in d.sent if r.step == "s1")
+    d.send(s1.result(output={"ref": "it ran after all"}))  # the participant broke its word
+    assert d.events[-1] == "step_late_success" and d.state is not None
+    assert d.state.plan == [0, 1]  # s0's undo is in flight and cannot be called back
+    d.compensate_all()
+    assert d.state.status == "compensated" and compensated(d) == ["s0", "s1"]
+
+
+def test_a_late_success_after_the_unwind_ended_reopens_it() -> None:
+    d = business_failure_of_s1()
+    d.compensate_all()
+    assert d.state is not None and d.state.status == "compensated"
+    s1 = next(r for r in d.sent if r.step == "s1")
+    d.send(s1.result(output={"ref": "late"}))
+    assert d.state.status == "compensating" and d.last().step == "s1"
+    d.compensate_all()
+    assert d.events.count("saga_compensated") == 2 and compensated(d) == ["s0", "s1"]
+
+
+def test_a_success_of_an_earlier_attempt_completes_the_step() -> None:
+    d = Driver(saga()).start()
+    first = d.last()
+    assert d.state is not None and d.state.pending is not None
+    d.now = d.state.pending.deadline
+    d.send(TimerFired(saga_id="x"))  # attempt 1 timed out: backoff, then attempt 2
+    d.now = d.state.pending.deadline
+    d.send(TimerFired(saga_id="x"))
+    assert d.last().attempt == 2
+    d.send(first.result(output={"ref": "attempt 1 made it"}))
+    assert d.state.steps[1].status == "succeeded" and d.last().step == "s2"
+
+
+def test_a_cancel_pending_during_an_attempt_unwinds_instead_of_parking() -> None:
+    d = Driver(saga("park")).start()
+    d.send(CancelSaga(saga_id="x"))  # s1's attempt is in flight
+    d.time_out_until_rest()
+    d.compensate_all()
+    assert d.state is not None and d.state.status == "cancelled"
+    assert compensated(d) == ["s1", "s0"]
+
+
+def test_resolve_as_applied_validates_the_output_and_names_the_field() -> None:
+    d = Driver(saga("park")).start()
+    d.time_out_until_rest()
+    out = d.send(ResolveStep(saga_id="x", step="s1", resolution="applied", output={"x": 1}))
+    assert out.rejected and "ref" in out.rejected and not out.changed
+    out = d.send(ResolveStep(saga_id="x", step="s1", resolution="applied"))  # no output
+    assert out.rejected and "output" in out.rejected
+
+
+def test_ok_without_the_declared_output_is_an_output_validation_error() -> None:
+    d = Driver(saga()).start()
+    d.send(d.last().result())  # ok: true, output: null, but s1 declares output=Out
+    assert d.state is not None and d.state.steps[1].error is not None
+    assert d.state.steps[1].error.type == "OutputValidationError"
+    assert d.state.steps[1].output is None and d.state.status == "compensating"
+
+
+def test_a_compensation_success_after_compensation_failed_resumes_the_unwind() -> None:
+    d = business_failure_of_s1()
+    undo = d.last()
+    down = ErrorInfo(type="Down", message="503")
+    while d.state is not None and d.state.status == "compensating":
+        assert d.state.pending is not None
+        if d.state.pending.waiting == "backoff":
+            d.now = d.state.pending.deadline
+            d.send(TimerFired(saga_id="x"))
+        else:
+            d.send(d.last().result(error=down))
+    assert d.state is not None and d.state.status == "compensation_failed"
+    d.send(undo.result())  # the first undo went through after all
+    assert d.state.status == "compensated" and d.events[-1] == "saga_compensated"
+
+
+async def test_a_request_that_cannot_be_built_is_a_definite_failure_and_sends_nothing() -> None:
+    import httpx
+
+    from coordinator import http
+
+    sent: list[httpx.Request] = []
+
+    def body(ctx: StepContext[Item]) -> dict[str, Any]:
+        raise ValueError("no such field")
+
+    definition = Saga(
+        "build",
+        input=Item,
+        steps=[
+            Step(
+                "a", service=Service("svc", url="http://svc"), action=http("POST", "/x", body=body)
+            )
+        ],
+    )
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))
+    )
+    registry = SagaRegistry([definition])
+    now = datetime.now(UTC)
+    request = transition(
+        registry, None, StartSaga(saga_id="x", saga_type="build", input={}), now=now
+    ).requests[0]
+    result = await StepExecutor(registry, client=client).execute(request)
+    assert result.error is not None and not result.error.retryable and not result.error.uncertain
+    assert sent == []

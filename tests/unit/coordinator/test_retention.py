@@ -116,3 +116,10 @@ def test_a_compensation_failed_saga_is_never_expired_until_an_operator_finishes_
     done = step(out.state, out.requests[0].result(), now).state
     assert done is not None and done.status == "compensated"
     assert done.wake_at() == now + RETENTION.keep  # type: ignore[operator]
+
+
+def test_a_late_success_for_a_marker_is_a_dead_letter_not_silence() -> None:
+    marker = step(finished(), TimerFired(saga_id="x"), T0 + timedelta(minutes=10)).state
+    late = StepResult(saga_id="x", step="s0", phase="action", attempt=1, ok=True, output={})
+    out = step(marker, late, T0 + timedelta(minutes=11))
+    assert out.rejected and "retention" in out.rejected and not out.changed

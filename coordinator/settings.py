@@ -68,8 +68,9 @@ class CoordinatorSettings(BaseSettings):
     #: fault injection for tests: the worker kills itself (SIGKILL) right after its Nth
     #: batch of saga records is acknowledged, before anything derived is sent (0: never)
     fault_kill_after_records: int = Field(default=0, ge=0)
-    #: lifecycle topic retention when the coordinator creates it ("forever": None)
-    lifecycle_retention: timedelta | None = timedelta(days=30)
+    #: lifecycle topic retention when the coordinator creates it (None/"forever": kept
+    #: forever, as listener workers create it too: replay rebuilds from its first event)
+    lifecycle_retention: timedelta | None = None
     #: longest Kafka long-poll; bounds the wait of each hop (faust hard-codes 1500 ms)
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     #: a crashed worker's partitions move to the survivors after this long

@@ -8,9 +8,9 @@ Topic settings chosen here (every saga topic has ``settings.partitions`` partiti
 
 * inbox: ``message.timestamp.type=LogAppendTime`` — the broker's clock stamps each
   record, and that stamp is the time the state machine sees.
-* lifecycle: ``retention.ms`` from ``SAGA_LIFECYCLE_RETENTION`` (default 30 days; ``-1``
-  keeps it forever). A listener can be rebuilt from the topic only while it still holds
-  its beginning.
+* lifecycle: ``retention.ms`` from ``SAGA_LIFECYCLE_RETENTION`` (default: forever, as
+  listener workers create it). A listener can be rebuilt from the topic only while it
+  still holds its beginning.
 * the saga table's changelog: compacted (one record per saga).
 """
 

@@ -24,32 +24,9 @@ from examples.order_fulfillment.models import (
     CreateOrderRequest as Order,
 )
 
-ORDERS = Service("order")
-INVENTORY = Service("inventory")
-PAYMENTS = Service("payment")
-SHIPPING = Service("shipping")
-NOTIFICATIONS = Service("notification")
 
-# Shipping has outages: every attempt is a durable, visible retry (no hidden in-process ones).
-SHIPPING_RETRY = RetryPolicy(maximum_attempts=4, initial_interval=timedelta(milliseconds=200))
-
-ORDER_SAGA = Saga("order_fulfillment", version=1, input=Order, steps=[
-    Step("create_order", service=ORDERS,
-         action=http("POST", "", body=lambda c: c.input, output=OrderReply),
-         compensation=http("POST", "/undo")),
-    Step("reserve_inventory", service=INVENTORY,
-         action=http("POST", "/reservations", body=lambda c: reserve(c), output=ReservationReply),
-         compensation=http("POST", "/reservations/undo")),
-    Step("charge_payment", service=PAYMENTS,
-         action=http("POST", "/charges", body=lambda c: charge(c), output=ChargeReply),
-         compensation=http("POST", "/charges/undo")),
-    Step("ship", service=SHIPPING, retry=SHIPPING_RETRY,
-         action=http("POST", "/shipments", body=lambda c: ship(c), output=ShipmentReply,
-                     transport_retry=NO_RETRY),
-         compensation=http("POST", "/shipments/undo")),
-    Step("notify", service=NOTIFICATIONS,
-         action=http("POST", "", body=lambda c: notify(c), output=NotificationReply)),
-])  # fmt: skip
+def place(c: StepContext[Order]) -> Order:
+    return c.input
 
 
 def reserve(c: StepContext[Order]) -> ReserveInventoryRequest:
@@ -68,6 +45,34 @@ def ship(c: StepContext[Order]) -> CreateShipmentRequest:
 
 def notify(c: StepContext[Order]) -> NotificationRequest:
     return NotificationRequest(order_id=c.input.order_id, message="your order has shipped")
+
+
+ORDERS = Service("order")
+INVENTORY = Service("inventory")
+PAYMENTS = Service("payment")
+SHIPPING = Service("shipping")
+NOTIFICATIONS = Service("notification")
+
+# Shipping has outages: every attempt is a durable, visible retry (no hidden in-process ones).
+SHIPPING_RETRY = RetryPolicy(maximum_attempts=4, initial_interval=timedelta(milliseconds=200))
+
+ORDER_SAGA = Saga("order_fulfillment", version=1, input=Order, steps=[
+    Step("create_order", service=ORDERS,
+         action=http("POST", "", body=place, output=OrderReply),
+         compensation=http("POST", "/undo")),
+    Step("reserve_inventory", service=INVENTORY,
+         action=http("POST", "/reservations", body=reserve, output=ReservationReply),
+         compensation=http("POST", "/reservations/undo")),
+    Step("charge_payment", service=PAYMENTS,
+         action=http("POST", "/charges", body=charge, output=ChargeReply),
+         compensation=http("POST", "/charges/undo")),
+    Step("ship", service=SHIPPING, retry=SHIPPING_RETRY,
+         action=http("POST", "/shipments", body=ship, output=ShipmentReply,
+                     transport_retry=NO_RETRY),
+         compensation=http("POST", "/shipments/undo")),
+    Step("notify", service=NOTIFICATIONS,
+         action=http("POST", "", body=notify, output=NotificationReply)),
+])  # fmt: skip
 
 
 def service_urls(base_url: str) -> dict[str, str]:

@@ -255,7 +255,7 @@ class InboxProcessor:
             self.registry,
             state,
             msg,
-            now=broker_time(message),
+            now=self.clock(),  # the owning worker's clock: see machine's docstring
             message_id=msg_id,
             reply_to=self.topics.inbox,
             copy=False,
@@ -379,20 +379,7 @@ class InboxProcessor:
         )
 
 
-LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker
-
-
-def broker_time(message: Any) -> datetime:
-    """Return the one clock of a transition: the broker's log-append time of the record.
-
-    An inbox created by someone else with ``CreateTime`` carries the *sender's* clock;
-    then the owning worker's clock is used instead (the record is stored before anything
-    derived from it is sent, and a redelivery re-sends the stored outbox).
-    """
-    timestamp = getattr(message, "timestamp", None)
-    if not timestamp or getattr(message, "timestamp_type", None) != LOG_APPEND_TIME:
-        return datetime.now(UTC)
-    return datetime.fromtimestamp(float(timestamp), UTC)
+# Kafka's timestamp type of a record stamped by the broker
 
 
 def _pair(

@@ -2,9 +2,12 @@
 
 ``transition(registry, state, message, now=...) -> Transition``: one inbox message gives one
 new state and the step requests and lifecycle events to send. Time comes in as ``now``:
-the broker's log-append timestamp of the inbox record (or the owning worker's clock for an
-inline chain, whose record is durable before anything derived from it is sent), never the
-``at`` a sender wrote. Jitter is a hash. So the same input always yields the same output.
+the owning worker's clock when it applies the record, never the ``at`` a sender wrote.
+That is safe because the shell stores the new state (acknowledged by the changelog)
+before anything derived from it is sent, and a redelivered record re-sends the stored
+outbox instead of recomputing it. (The broker's log-append time of the record was the
+first choice; under consumer lag it made fresh deadlines already past.) Jitter is a hash.
+So the same input always yields the same output.
 
 Rules (see ARCHITECTURE.md section 4):
 
@@ -127,7 +130,8 @@ def transition(
         registry: the definitions; the saga runs on the version it started with.
         state: the saga's record, None if it has none yet.
         message: the inbox message to apply.
-        now: the transition's time (tz-aware): the broker's timestamp of the record.
+        now: the transition's time (tz-aware): the owning worker's clock when it applies
+            the record (its new state is stored before anything derived is sent).
         message_id: the record's identity (``partition:offset``): a redelivered record
             whose effects are already stored re-sends the stored outbox.
         copy: with False the given state object is updated in place (and returned), for

@@ -9,9 +9,9 @@ Inbox (``{prefix}.inbox``), consumed by the coordinator agent::
     retry_compensation  RetryCompensation  an operator resumes a compensation_failed saga
     resolve             ResolveStep        an operator resolves a parked step
 
-Time: a transition takes its time from the broker (the log-append timestamp of the inbox
-record), never from the sender. ``at`` is informational and optional; when present it
-must carry a UTC offset (a naive timestamp is rejected to the dead-letter topic).
+Time: a transition takes its time from the owning worker's clock, never from the sender.
+``at`` is informational and optional; when present it must carry a UTC offset (a naive
+timestamp is rejected to the dead-letter topic).
 
 Step requests (``{prefix}.step.{service}``) go to executors, in-process or remote in any
 language: they run the action (at least once; ``idempotency_key`` is stable per saga,

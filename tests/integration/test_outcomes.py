@@ -5,7 +5,7 @@
   shows the effect undone);
 * the same with an operator's cancel landing in the backoff after a timeout;
 * a remote participant (plain aiokafka, no project imports) with a skewed clock, naive
-  timestamps and a malformed output: time follows the broker, the naive message is a
+  timestamps and a malformed output: time follows the coordinator, the naive message is a
   dead letter, the malformed output fails only its step and the earlier steps are undone.
 """
 
@@ -183,7 +183,7 @@ async def test_a_remote_participant_with_a_skewed_clock_naive_times_and_bad_outp
             await client.start("order_fulfillment", order(f"o-{case}"), saga_id=saga_id)
         await life.wait(list(ids.values()), statuses=TERMINAL, timeout=120)
 
-        # an hour behind: the next steps' deadlines follow the broker, nothing times out
+        # an hour behind: deadlines follow the coordinator's clock, nothing times out
         assert life.status(ids["behind"]) == "saga_completed"
         assert not [e for e in life.unique(ids["behind"]) if e.type == "step_failed"]
         # a day ahead: its failure is retried after the policy's backoff, not a day later
@@ -192,7 +192,7 @@ async def test_a_remote_participant_with_a_skewed_clock_naive_times_and_bad_outp
                    and e.step == "charge_payment"]  # fmt: skip
         assert [e.attempt for e in retried] == [1, 2]
         assert retried[1].occurred_at - retried[0].occurred_at < timedelta(seconds=30)
-        # naive timestamp: dead-lettered; the broker's deadline retried the attempt
+        # naive timestamp: dead-lettered; the owning worker's deadline retried the attempt
         assert life.status(ids["naive"]) == "saga_completed"
         outcomes = ("step_failed", "step_succeeded")
         naive = [(e.type, e.attempt) for e in life.unique(ids["naive"])

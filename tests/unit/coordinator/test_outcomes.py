@@ -208,7 +208,7 @@ def test_sender_clock_skew_does_not_move_deadlines() -> None:
     )
     d.send(skewed)
     assert d.state is not None and d.state.pending is not None
-    assert d.state.pending.deadline == T0 + timedelta(seconds=1)  # the broker's now + timeout
+    assert d.state.pending.deadline == T0 + timedelta(seconds=1)  # the worker's now + timeout
 
 
 async def test_executor_does_not_run_an_expired_request() -> None:

@@ -176,7 +176,7 @@ def judge_lifecycle(
         verdict.lost.add(saga_id, f"{saga_id} ({planned.kind.name}): last event {last}")
         return None
     verdict.finished += 1
-    if status != planned.kind.status:
+    if status not in (planned.kind.status, planned.kind.or_status):
         verdict.wrong_status.add(
             saga_id, f"{saga_id} ({planned.kind.name}): {status}, expected {planned.kind.status}"
         )

@@ -11,8 +11,9 @@ from examples.order_fulfillment.saga import ORDER_SAGA
 
 #: every attempt of ``charge_payment`` (and its refund) times out after this long
 PAYMENT_TIMEOUT = timedelta(seconds=2)
-#: the payment service's latency in the scenario: longer than all three attempts together
-PAYMENT_LATENCY_MS = 7000
+#: the payment service's latency in the scenario: well past all three attempts together
+#: (2 s each, backoff 0.2 s and 0.4 s): the charge lands while the saga unwinds
+PAYMENT_LATENCY_MS = 12000
 
 ORDER_SAGA_SHORT_PAYMENT_TIMEOUT = Saga(
     ORDER_SAGA.name,

@@ -126,6 +126,9 @@ class Coordinator:
 
     def _lanes(self, name: str, handler: Any, batch_size: int) -> Lanes:
         topic = self.topics.inbox if name == "inbox" else self.topics.step(name)
+        # the inbox is read strictly in order (a skipped record is a lost command); a
+        # skipped step request is retried by its saga's durable deadline
+        strict = name == "inbox"
 
         def tp(partition: int) -> Any:
             return TP(topic, partition)
@@ -141,7 +144,8 @@ class Coordinator:
         async def seek(partition: int, offset: int) -> None:
             await self.app.consumer.seek(tp(partition), offset)
 
-        self.app.guarded_topics.add(topic)
+        if strict:
+            self.app.guarded_topics.add(topic)
         return Lanes(
             name,
             handler,
@@ -153,6 +157,7 @@ class Coordinator:
             ack=self.app.lane_ack,
             start_offset=start_offset,
             seek=seek,
+            strict=strict,
         )
 
     def _wire(self) -> None:

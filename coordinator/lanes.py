@@ -84,6 +84,8 @@ class Lane:
     async def _in_order(self) -> list[Any]:
         """The next batch: consecutive offsets from ``expected`` (empty after a seek)."""
         assert self.expected is not None
+        if not self.lanes.strict:
+            return [self.buffer[i] for i in range(min(len(self.buffer), self.lanes.batch_size))]
         dropped: list[Any] = []
         while self.buffer and self.buffer[0].message.offset < self.expected:
             dropped.append(self.buffer.popleft())  # handled already (a re-read)
@@ -170,6 +172,7 @@ class Lanes:
         ack: Callable[[list[Any]], None] | None = None,
         start_offset: Callable[[int], Awaitable[int]] | None = None,
         seek: Callable[[int, int], Awaitable[None]] | None = None,
+        strict: bool = True,
         stop_timeout: float = 5.0,
     ) -> None:
         self.name = name
@@ -182,6 +185,8 @@ class Lanes:
         self.ack = ack or _ack_each
         self.start_offset = start_offset or _first_buffered(self)
         self.seek = seek or _no_seek
+        #: read strictly in offset order from the committed offset (else as delivered)
+        self.strict = strict
         self.stop_timeout = stop_timeout
         self.lanes: dict[int, Lane] = {}
 

@@ -18,13 +18,13 @@ Rules (see ARCHITECTURE.md section 4):
   happened (4xx, business failure, expired before it ran). *Uncertain*: the effect may
   have happened (timeout, 5xx, lost reply) — the machine's own deadline counts as one.
 * A failed attempt is retried after the policy's backoff while attempts remain and the
-  error is retryable. When the retries end, the step is *failed* only if its last answer
-  was a final definite failure (non-retryable: the participant's stored "no" for the
-  key); it is *maybe applied* if any attempt was uncertain or the last failure was
-  retryable (the key stays open: a late duplicate of an earlier request may still apply
-  it). A maybe-applied step is compensated first in the unwind (its undo tombstones the
-  key under the participant contract) or, if the step chose ``on_uncertain="park"``,
-  the saga parks for an operator.
+  error is retryable. When the retries end, the step is *failed* if its last answer was a
+  final definite failure (non-retryable: the participant's stored "no" for the key, which
+  earlier attempts with the same key would also get); it is *maybe applied* if the last
+  attempt was uncertain or the last failure was retryable (the key stays open: a late
+  duplicate of an earlier request may still apply it). A maybe-applied step is
+  compensated first in the unwind (its undo tombstones the key under the participant
+  contract) or, if the step chose ``on_uncertain="park"``, the saga parks for an operator.
 * A success whose output does not match the step's output model is a non-retryable
   ``OutputValidationError``; the step counts as maybe applied (the participant said it
   acted) and the malformed output is never stored.
@@ -358,9 +358,10 @@ class _Run:
             error = msg.error or ev.ErrorInfo(
                 type="UnknownError", message="the participant gave no error", uncertain=True
             )
-            if self.now >= p.deadline and not error.uncertain:
+            if self.now >= p.deadline and not error.uncertain and error.retryable:
                 # past the deadline the request is out of our hands: a duplicate delivery
-                # of it may have run, whatever this one says
+                # of it may have run, whatever this one says (a final "no" is the
+                # participant's stored answer for the key, so it stands)
                 error = error.model_copy(update={"uncertain": True})
             self._failed(p, error)
 
@@ -596,13 +597,18 @@ class _Run:
     def _stop_step(self, i: int) -> None:
         """The step's action stops being retried: failed, or maybe applied.
 
-        Only a *final* definite failure (non-retryable: the participant stored its "no"
-        for this key) closes the key. A retryable failure leaves it open: a straggling
-        duplicate of an earlier request may still apply it, so the step counts as maybe
-        applied and its undo (which tombstones the key) runs.
+        A *final* definite failure (non-retryable: the participant's stored "no" for this
+        key) closes the key, even after earlier uncertain attempts: under the contract
+        those attempts share the key, so any of them arriving later gets the same "no".
+        A retryable failure leaves the key open: a straggling duplicate of an earlier
+        request may still apply it, so the step counts as maybe applied and its undo
+        (which tombstones the key) runs.
         """
         st = self.s.steps[i]
-        if st.error is not None and st.error.retryable:
+        error = st.error
+        if error is not None and not error.retryable and not error.uncertain:
+            st.uncertain = False
+        elif error is None or error.retryable:
             st.uncertain = True
         st.status = "maybe_applied" if st.uncertain else "failed"
         self.s.pending = None

@@ -77,11 +77,6 @@ def xfail_reduced(reason: str) -> pytest.MarkDecorator:
 
 
 #: open at landing time (21:22 UTC), seen in every SIGKILL and broker run
-DEFINITE_FAILURE_COMPENSATED = xfail_reduced(
-    "issue #9: a step whose outcome is a definite failure (402 card_declined, "
-    "409 out_of_stock) is still compensated when an earlier attempt timed out or the "
-    "failure arrived after its deadline (notes/chaos.md 20:13, 21:22)"
-)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 
 from infra import kafka
 from tests.chaos.conftest import ClusterFactory
-from tests.chaos.scenario import DEFINITE_FAILURE_COMPENSATED, SIZES, scenario
+from tests.chaos.scenario import SIZES, scenario
 from tests.chaos.workload import plan, submit
 from tests.integration.stack import free_port
 
@@ -34,7 +34,6 @@ def own_broker(kafka_bootstrap: str) -> Iterator[kafka.BrokerConfig]:
         kafka.down(cfg)
 
 
-@DEFINITE_FAILURE_COMPENSATED
 @pytest.mark.timeout(SIZES.broker_rounds * 240 + SIZES.settle + 240)
 async def test_broker_sigterm_and_sigkill(
     chaos_cluster: ClusterFactory, own_broker: kafka.BrokerConfig

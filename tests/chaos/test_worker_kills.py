@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.chaos.conftest import ClusterFactory
-from tests.chaos.scenario import DEFINITE_FAILURE_COMPENSATED, SIZES, scenario
+from tests.chaos.scenario import SIZES, scenario
 from tests.chaos.workload import plan, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -19,7 +19,6 @@ SELF_KILL_AFTER = 5
 SELF_KILL_STARTUP = 30.0
 
 
-@DEFINITE_FAILURE_COMPENSATED
 @pytest.mark.timeout(SIZES.kill_window + SIZES.kills * 60 + SIZES.settle + 240)
 async def test_sigkill_each_worker_in_turn(chaos_cluster: ClusterFactory) -> None:
     """Workers a and b are SIGKILLed in turn and restarted. The second of every three

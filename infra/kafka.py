@@ -50,7 +50,9 @@ class BrokerConfig:
     cache_dir: Path = Path(
         os.environ.get("SAGA_CACHE_DIR", str(Path.home() / ".cache" / "saga-coordinator"))
     )
-    heap: str = os.environ.get("SAGA_KAFKA_HEAP", "512m")
+    #: a full test run creates thousands of partitions (a topic prefix per test); with
+    #: 512m the broker died of OutOfMemoryError near 17,000 partitions
+    heap: str = os.environ.get("SAGA_KAFKA_HEAP", "2g")
 
     @property
     def lib_dir(self) -> Path:

@@ -34,6 +34,7 @@ from listeners.processor import BatchProcessor, Target
 from listeners.queries import get_entity, list_entities
 from listeners.registry import load_listeners
 from listeners.settings import ListenerSettings
+from listeners.topics import LIFECYCLE_TOPIC_CONFIG
 
 __all__ = ["LIFECYCLE_TOPIC_CONFIG", "READY_LINE", "ListenerApp", "create_app"]
 
@@ -41,9 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Printed once the worker's agent is running (tests and scripts wait for it).
 READY_LINE = "LISTENER-READY"
-#: Config of the lifecycle topic when a listener worker is the first to create it:
-#: kept forever, so a listener can always be rebuilt by replaying it from offset 0.
-LIFECYCLE_TOPIC_CONFIG = {"retention.ms": "-1"}
 _RESERVED = frozenset({"listeners"})
 
 
@@ -91,6 +89,7 @@ def create_app(
     settings: ListenerSettings | None = None,
     *,
     listeners: Sequence[Listener[Any]] | None = None,
+    declare_topics: bool = True,
 ) -> ListenerApp:
     """Build the listeners' Faust app.
 
@@ -99,6 +98,9 @@ def create_app(
         listeners: Listeners to run; defaults to ``settings.listeners``. Each writes to
             ``settings.database_url_of(name)``; listeners sharing a database share its
             transaction per batch.
+        declare_topics: False when the topics were created beforehand
+            (``listeners.topics.ensure_topics``, as the worker command does): Faust's own
+            declaration at start-up can die on a fresh cluster.
     """
     settings = settings or ListenerSettings()
     listeners = list(listeners) if listeners is not None else load_listeners([], settings)
@@ -113,6 +115,7 @@ def create_app(
         store="memory://",
         datadir=str(settings.data_dir),
         autodiscover=False,
+        topic_allow_declare=declare_topics,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,

@@ -207,6 +207,7 @@ def _query(url: str, run: Any) -> Any:
 
 def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: list[str]) -> int:
     from listeners.app import create_app
+    from listeners.topics import ensure_topics
 
     try:
         listeners = load_listeners(args.listeners, settings)
@@ -230,7 +231,12 @@ def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: li
             return 2
         finally:
             engine.dispose()
-    built = create_app(settings, listeners=listeners)
+    try:
+        asyncio.run(ensure_topics(settings))
+    except ListenerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    built = create_app(settings, listeners=listeners, declare_topics=False)
     sys.argv = [sys.argv[0], "worker", "-l", args.loglevel, *faust_args]
     built.app.main()
     return 0

@@ -523,6 +523,10 @@ class _Run:
             return
         if st.late_success:
             return  # recorded once; the unwind already accounts for it
+        if not st.uncertain and st.status != "failed":
+            # its success was applied before the unwind began: a redelivered duplicate
+            # (e.g. a step request re-run after a crash), not news
+            return
         st.late_success = True
         if st.output is None:
             st.output, _ = self._checked_output(i, msg.output)  # the undo may need it

@@ -150,10 +150,15 @@ def timeline(events: list[LifecycleEvent]) -> list[str]:
 
 
 def resting_status(events: list[LifecycleEvent]) -> str | None:
-    """The resting status the lifecycle shows (last event by seq), or None while running."""
-    if not events:
+    """The resting status the lifecycle shows (last event by seq), or None while running.
+
+    A ``step_late_success`` after the saga came to rest is a record, not a move: the
+    status is that of the last event before it.
+    """
+    moves = [e for e in events if e.type != "step_late_success"]
+    if not moves:
         return None
-    return EVENT_STATUS.get(events[-1].type)
+    return EVENT_STATUS.get(moves[-1].type)
 
 
 def judge_lifecycle(

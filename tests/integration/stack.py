@@ -166,7 +166,8 @@ class Lifecycle:
         return found[-1] if found else None
 
     def status(self, saga_id: str) -> str | None:
-        events = self.events.get(saga_id, [])
+        """The type of the saga's newest event, a ``step_late_success`` record aside."""
+        events = [e for e in self.events.get(saga_id, []) if e.type != "step_late_success"]
         if not events:
             return None
         last = max(events, key=lambda e: e.seq)

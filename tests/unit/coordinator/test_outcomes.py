@@ -372,3 +372,12 @@ async def test_a_request_that_cannot_be_built_is_a_definite_failure_and_sends_no
     result = await StepExecutor(registry, client=client).execute(request)
     assert result.error is not None and not result.error.retryable and not result.error.uncertain
     assert sent == []
+
+
+def test_a_redelivered_success_of_an_applied_step_after_the_unwind_is_not_news() -> None:
+    d = business_failure_of_s1()
+    s0 = next(r for r in d.sent if r.step == "s0" and r.phase == "action")
+    d.compensate_all()
+    seq = d.state.seq if d.state else 0
+    out = d.send(s0.result(output={"ref": "s0"}))  # a step request re-run after a crash
+    assert not out.changed and not out.events and d.state is not None and d.state.seq == seq

@@ -16,6 +16,16 @@ from tests.services import fresh_database
 ClusterFactory = Callable[..., ChaosCluster]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The reduced run (``make test``) deselects the full-only scenarios: never a skip."""
+    if report.mode() == "full":
+        return
+    full_only = [item for item in items if item.get_closest_marker("chaos_full_only")]
+    if full_only:
+        config.hook.pytest_deselected(items=full_only)
+        items[:] = [item for item in items if item not in full_only]
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     table = report.table()
     if table:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_event
 from coordinator.messages import StepRequest
 from coordinator.settings import CoordinatorSettings
+from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.saga import service_urls
 from tests.integration.processes import Process
 
@@ -223,3 +224,17 @@ class RemoteService:
         await self.producer.send_and_wait(
             request.reply_to, result.to_json(), key=request.saga_id.encode()
         )
+
+
+def order(
+    order_id: str, *, card: str = "tok_ok", zip_code: str = "10001", sku: str = "SKU-1"
+) -> CreateOrderRequest:
+    """An order for the example services (a declined card, an outage zip or an OOS SKU)."""
+    return CreateOrderRequest(
+        order_id=order_id,
+        customer_id="c1",
+        items=[LineItem(sku=sku, quantity=1)],
+        amount_cents=1999,
+        card_token=card,
+        shipping_zip=zip_code,
+    )

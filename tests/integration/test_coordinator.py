@@ -8,25 +8,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from coordinator.client import SagaClient, ensure_topics
-from examples.order_fulfillment.models import CreateOrderRequest, LineItem
-from tests.integration.stack import Lifecycle, OrderStack, RemoteService
+from tests.integration.stack import Lifecycle, OrderStack, RemoteService, order
 
 pytestmark = pytest.mark.integration
 
 TERMINAL = {"saga_completed", "saga_compensated", "saga_cancelled"}
-
-
-def order(
-    order_id: str, *, card: str = "tok_ok", zip_code: str = "10001", sku: str = "SKU-1"
-) -> CreateOrderRequest:
-    return CreateOrderRequest(
-        order_id=order_id,
-        customer_id="c1",
-        items=[LineItem(sku=sku, quantity=1)],
-        amount_cents=1999,
-        card_token=card,
-        shipping_zip=zip_code,
-    )
 
 
 def types(life: Lifecycle, saga_id: str) -> list[str]:

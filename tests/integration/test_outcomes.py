@@ -22,24 +22,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coordinator.client import SagaClient
-from examples.order_fulfillment.models import CreateOrderRequest, LineItem
-from tests.integration.stack import Lifecycle, OrderStack
+from tests.integration.stack import Lifecycle, OrderStack, order
 
 pytestmark = pytest.mark.integration
 
 TERMINAL = {"saga_completed", "saga_compensated", "saga_cancelled"}
 SAGAS = "tests.integration.outcome_sagas:EXHAUSTED,tests.integration.outcome_sagas:BACKOFF"
-
-
-def order(order_id: str, *, card: str = "tok_ok") -> CreateOrderRequest:
-    return CreateOrderRequest(
-        order_id=order_id,
-        customer_id="c1",
-        items=[LineItem(sku="SKU-1", quantity=1)],
-        amount_cents=1999,
-        card_token=card,
-        shipping_zip="10001",
-    )
 
 
 async def ledger(stack: OrderStack, service: str) -> dict[str, str]:

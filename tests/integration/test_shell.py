@@ -14,25 +14,13 @@ from coordinator.client import SagaClient
 from coordinator.events import DeadLetter
 from coordinator.messages import StartSaga
 from coordinator.routing import partition_for
-from examples.order_fulfillment.models import CreateOrderRequest, LineItem
-from tests.integration.stack import Lifecycle, OrderStack, free_port
+from tests.integration.stack import Lifecycle, OrderStack, free_port, order
 from tests.unit.coordinator.shell_kit import AT
 
 pytestmark = pytest.mark.integration
 
 TERMINAL = {"saga_completed", "saga_compensated", "saga_cancelled"}
 BLOB = "tests.integration.big_sagas:BLOB"
-
-
-def order(order_id: str, *, card: str = "tok_ok") -> CreateOrderRequest:
-    return CreateOrderRequest(
-        order_id=order_id,
-        customer_id="c1",
-        items=[LineItem(sku="SKU-1", quantity=1)],
-        amount_cents=1999,
-        card_token=card,
-        shipping_zip="10001",
-    )
 
 
 async def saga_status(web_port: int, saga_id: str) -> tuple[int, dict[str, object]]:

@@ -10,7 +10,9 @@
   partition, results acknowledged before the request is acked. Remote services (any
   language) consume their step topic themselves instead.
 * a timer: sends ``timer`` records for deadlines that passed (``deadlines``: a heap over
-  the partitions this worker owns, rebuilt from the table after each rebalance).
+  the partitions this worker owns, rebuilt from the table after each rebalance), and
+  starts the expiry of finished sagas, which the worker applies itself per partition
+  (``expiry``), holding the partition's lock that its inbox batches also hold.
 * ``GET /sagas/{saga_id}/``: the saga's state as JSON, routed to the worker owning it
   (table keys are the raw saga id, so routing agrees with the inbox partitioner).
 
@@ -30,6 +32,7 @@ from faust.web import Request, Response, View
 from coordinator.deadlines import DeadlineIndex
 from coordinator.delivery import Record, is_too_large
 from coordinator.executor import StepExecutor
+from coordinator.expiry import Expirer
 from coordinator.faust_app import HookedApp, app_class
 from coordinator.inbox import InboxProcessor
 from coordinator.lanes import Lanes
@@ -92,7 +95,15 @@ class Coordinator:
             self.inline_services,
         )
         self.processor.changelog = changelog_topic(settings)
-        self.inbox_lanes = self._lanes("inbox", self.processor.handle, settings.batch_size)
+        self.expirer = Expirer(
+            self.deadlines.expiry,
+            self.store,
+            self.producer,
+            settings.retention_policy,
+            written=self.processor.maybe_fault,
+        )
+        self.expirer.changelog = self.processor.changelog
+        self.inbox_lanes = self._lanes("inbox", self._handle_inbox, settings.batch_size)
         self.step_worker = StepWorker(settings, self.executor, self.producer)
         self.executor_lanes: dict[str, Lanes] = {}
         self._ready = False
@@ -203,9 +214,14 @@ class Coordinator:
         self._ready = True
         print(f"coordinator ready: {self.settings.app_id} ({len(self.registry)} sagas)", flush=True)
 
+    async def _handle_inbox(self, partition: int, events: list[Any], stopping: Any) -> None:
+        async with self.expirer.lock(partition):  # never interleaved with its expiry
+            await self.processor.handle(partition, events, stopping)
+
     # -- rebalances ---------------------------------------------------------------------
 
     async def _on_revoke(self, revoked: set[Any]) -> None:
+        await self.expirer.stop()  # no expiry writes to a partition another worker takes
         for lanes in (self.inbox_lanes, *self.executor_lanes.values()):
             await lanes.stop()
         self.processor.forget()
@@ -221,8 +237,12 @@ class Coordinator:
             if tp.topic == self.inbox.get_topic_name()
         }
         self.deadlines.rebuild(held, self.store.items(held))
+        self.expirer.held = held
         log.info(
-            "deadline index rebuilt: %d sagas in partitions %s", len(self.deadlines), sorted(held)
+            "deadline index rebuilt: %d sagas in partitions %s; %d finished sagas to expire",
+            len(self.deadlines),
+            sorted(held),
+            len(self.deadlines.expiry),
         )
 
     # -- deadlines ----------------------------------------------------------------------
@@ -232,6 +252,7 @@ class Coordinator:
             return
         # A timer that raises crashes the whole Faust app: log and try again next tick.
         try:
+            self.expirer.tick()
             await self._fire_due()
         except Exception:
             log.exception("deadline timer: unexpected error (retrying next tick)")

@@ -10,6 +10,9 @@ the timer reads. Rules that keep an entry from being lost:
 * on a rebalance the revoked partitions are dropped and the assigned ones rebuilt from
   the table.
 
+Finished sagas wait for their expiry, not for a timer: ``set_state`` puts them in
+``expiry`` (``coordinator.expiry.ExpiryQueue``), applied by the owning worker itself.
+
 A heap ordered by deadline makes a tick cost O(due entries); entries replaced or removed
 stay in the heap until they surface (lazy deletion), and the heap is rebuilt when stale
 entries outnumber live ones.
@@ -20,7 +23,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from coordinator.state import SagaState
+from coordinator.expiry import ExpiryQueue
+from coordinator.state import TERMINAL, SagaState
 
 
 class DeadlineIndex:
@@ -29,6 +33,8 @@ class DeadlineIndex:
     def __init__(self) -> None:
         self._at: dict[str, tuple[float, int]] = {}  # saga_id -> (deadline, partition)
         self._heap: list[tuple[float, str]] = []
+        #: finished sagas (and markers) by when they expire
+        self.expiry = ExpiryQueue()
 
     def __len__(self) -> int:
         return len(self._at)
@@ -51,8 +57,17 @@ class DeadlineIndex:
             self._heap = [(at, saga_id) for saga_id, (at, _) in self._at.items()]
             heapq.heapify(self._heap)
 
-    def set_state(self, state: SagaState, partition: int) -> None:
-        """Index ``state.wake_at()``: call after every transition, changed or not."""
+    def set_state(self, state: SagaState, partition: int, *, changed: bool = True) -> None:
+        """Index ``state.wake_at()``: call after every transition, changed or not.
+
+        A finished saga goes to ``expiry`` instead, when its record changed (an unchanged
+        one is queued already).
+        """
+        if state.status in TERMINAL:
+            self.set(state.saga_id, partition, None)
+            if changed:
+                self.expiry.add_state(state, partition)
+            return
         self.set(state.saga_id, partition, deadline_of(state))
 
     def due(self, now: float) -> list[tuple[str, float, int]]:
@@ -77,11 +92,13 @@ class DeadlineIndex:
         kept = set(keep)
         for saga_id in [s for s, (_, p) in self._at.items() if p not in kept]:
             del self._at[saga_id]
+        self.expiry.keep_only(kept)
 
     def rebuild(self, partitions: Iterable[int], records: Iterable[tuple[int, bytes]]) -> None:
         """Drop partitions not held any more; index ``records`` (partition, saga record)."""
         held = set(partitions)
         self.drop_partitions(held)
+        self.expiry.clear(held)  # the table is the truth: indexed again below
         for partition, raw in records:
             if partition in held:
                 self.set_state(SagaState.model_validate_json(raw), partition)

@@ -152,7 +152,7 @@ class InboxProcessor:
             ]
             acks = await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
             self.store.write(partition, stored, changelog_offset(acks))
-            self._maybe_fault()
+            self.maybe_fault()
         sends = list(plan.sends)
         for saga_id, saga in plan.sagas.items():
             for item in saga.resend + saga.outbox:
@@ -165,12 +165,13 @@ class InboxProcessor:
             if saga.state is None:
                 self.deadlines.set(saga_id, partition, None)
                 continue
-            self.deadlines.set_state(saga.state, partition)
+            self.deadlines.set_state(saga.state, partition, changed=saga.changed)
             current = stored.get(saga_id) or self.store.get(saga_id)
             if current is not None and not saga.state.resting:
                 self._live[saga_id] = (current, saga.state)
 
-    def _maybe_fault(self) -> None:
+    def maybe_fault(self) -> None:
+        """SIGKILL this process after ``SAGA_FAULT_KILL_AFTER_RECORDS`` record batches (tests)."""
         left = self.settings.fault_kill_after_records - self._record_batches - 1
         self._record_batches += 1
         if left == 0:

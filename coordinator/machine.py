@@ -38,9 +38,10 @@ Rules (see ARCHITECTURE.md section 4):
   already ended, it re-opens for that step.
 * Cancel compensates a running saga; an attempt in flight is awaited first (its result or
   its deadline decides whether it counts as applied, maybe applied, or failed).
-* Retention (``coordinator.retention``): a finished saga's timer at ``expires_at`` shrinks
-  it to a compact marker; the marker's timer deletes it (``Transition.deleted``). A
-  marker answers a second start with nothing and ignores everything else.
+* Retention (``coordinator.retention``): at ``expires_at`` a finished saga shrinks to a
+  compact marker, and the marker is deleted at its own (the owning worker applies both
+  itself, ``coordinator.expiry``; a ``timer`` record does the same here). A marker
+  answers a second start with nothing and ignores everything else.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from coordinator.messages import (
     idempotency_key,
 )
 from coordinator.outbox import request_of, stored_request
-from coordinator.retention import FOREVER, Retention
+from coordinator.retention import FOREVER, Retention, expire, is_due
 from coordinator.state import TERMINAL, Pending, SagaState, StepState
 
 
@@ -187,14 +188,18 @@ def transition(
 def _expire(
     state: SagaState, now: datetime, message_id: str | None, retention: Retention
 ) -> Transition:
-    """Retention of a finished saga: full record → compact marker → deleted."""
-    if state.expires_at is None or now < state.expires_at:
+    """Retention of a finished saga by a ``timer`` record: full record → marker → deleted.
+
+    The owning worker expires its sagas itself (``coordinator.expiry``); a timer record
+    for a finished saga (from an older version) still does the same step.
+    """
+    if not is_due(state, now):
         return Transition(state)
-    if state.compact:
+    after = expire(state, now=now, retention=retention)
+    if after is None:
         return Transition(None, changed=True, deleted=True)
-    marker = state.marker(now=now, expires_at=now + retention.dedupe)
-    marker.last_message = message_id
-    return Transition(marker, changed=True)
+    after.last_message = message_id
+    return Transition(after, changed=True)
 
 
 def _replay(state: SagaState) -> Transition:

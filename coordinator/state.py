@@ -106,9 +106,10 @@ class SagaState(BaseModel):
         return self.status in RESTING
 
     def wake_at(self) -> datetime | None:
-        """When this saga needs a ``timer`` message (None: never, until something arrives).
+        """When this saga needs waking (None: never, until something arrives).
 
-        The deadline index of the owning worker holds exactly this value per saga.
+        A pending deadline (the owning worker's deadline index sends a ``timer`` record)
+        or a finished saga's expiry (its expiry queue; ``coordinator.expiry``).
         """
         if self.pending is not None and not self.resting:
             return self.pending.deadline

@@ -85,6 +85,7 @@ class CoordinatorSettings(BaseSettings):
     #: (``none``: keep every saga forever). ISO 8601 (``PT1H``) or seconds.
     retention: timedelta | None = timedelta(hours=1)
     #: the marker keeps "starting this id does nothing" this much longer, then is deleted
+    #: (0: no marker, the full record is deleted at once)
     dedupe_retention: timedelta = timedelta(days=7)
 
     @field_validator("definitions", "executors", mode="before")

@@ -5,6 +5,8 @@
   answers itself (or not: its attempt times out and is retried on a durable deadline).
 * ``broken``: its second step fails for good and the first step's compensation always
   raises: the saga ends ``compensation_failed`` quickly.
+* ``stuck``: its second step's only attempt is uncertain and the step parks the saga for
+  an operator (``parked``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 
 from compensations import RetryPolicy
-from coordinator import BusinessFailure, Saga, Service, Step, StepContext, remote
+from coordinator import BusinessFailure, Saga, Service, Step, StepContext, StepFailure, remote
 
 
 class Job(BaseModel):
@@ -35,6 +37,10 @@ async def work(ctx: StepContext[Job]) -> Done:
 
 async def refuse(ctx: StepContext[Job]) -> Done:
     raise BusinessFailure(f"{ctx.step} refused")
+
+
+async def lose_reply(ctx: StepContext[Job]) -> Done:
+    raise StepFailure(f"{ctx.step}: the participant never answered", uncertain=True)
 
 
 async def undo(ctx: StepContext[Job]) -> None:
@@ -67,6 +73,12 @@ BROKEN = Saga("broken", input=Job, steps=[
     Step("b", service=LOCAL, action=refuse, compensation=undo),
 ])  # fmt: skip
 
+STUCK = Saga("stuck", input=Job, steps=[
+    Step("a", service=LOCAL, action=work, compensation=undo),
+    Step("b", service=LOCAL, action=lose_reply, compensation=undo,
+         retry=RetryPolicy(maximum_attempts=1), on_uncertain="park"),
+])  # fmt: skip
+
 DEFINITIONS = ",".join(
-    f"tests.integration.retention_sagas:{name}" for name in ("QUICK", "GATED", "BROKEN")
+    f"tests.integration.retention_sagas:{name}" for name in ("QUICK", "GATED", "BROKEN", "STUCK")
 )

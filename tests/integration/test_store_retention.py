@@ -1,7 +1,8 @@
 """The persistent table store and retention of finished sagas, on a real broker with real
 worker processes: a SIGKILLed RocksDB worker resumes from its own disk, an expired saga id
 is deduplicated for the dedupe window and forgotten after it, a crash during expiry loses
-nothing and resurrects nothing, and a ``compensation_failed`` saga is never expired."""
+nothing and resurrects nothing, and ``compensation_failed`` and ``parked`` sagas are never
+expired."""
 
 from __future__ import annotations
 
@@ -218,7 +219,7 @@ async def test_a_crash_during_expiry_expires_the_saga_exactly_once(
     assert code == 404
 
 
-async def test_a_compensation_failed_saga_is_never_expired(bare: OrderStack) -> None:
+async def test_compensation_failed_and_parked_sagas_are_never_expired(bare: OrderStack) -> None:
     stack = bare
     stack.coordinator(
         definitions=DEFINITIONS,
@@ -226,22 +227,26 @@ async def test_a_compensation_failed_saga_is_never_expired(bare: OrderStack) -> 
     )
     settings = stack.settings()
     broken = f"{stack.prefix}-broken"
+    stuck = same_partition(f"{stack.prefix}-p", broken, stack.partitions, 1)[0]
     later = same_partition(f"{stack.prefix}-q", broken, stack.partitions, 1)[0]
     async with (
         SagaClient(settings) as client,
         Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
     ):
         await client.start("broken", {}, saga_id=broken)
+        await client.start("stuck", {}, saga_id=stuck)
         await life.wait([broken], statuses={"saga_compensation_failed"}, timeout=90)
-        await client.start("quick", {}, saga_id=later)  # finished after it, same retention
+        await life.wait([stuck], statuses={"saga_parked"}, timeout=90)
+        await client.start("quick", {}, saga_id=later)  # finished after them, same retention
 
         async def later_deleted() -> bool:
             records = await changelog(settings, later)
             return bool(records) and records[-1].value is None
 
         await until(later_deleted, f"{later} expired and deleted")
-    records = await changelog(settings, broken)
-    assert all(r.value is not None and not r.compact for r in records)
-    code, body = await saga_record(stack, broken)
-    assert code == 200 and body["status"] == "compensation_failed", body
-    assert body["steps"], "the full record, not a marker"
+    for saga_id, status in ((broken, "compensation_failed"), (stuck, "parked")):
+        records = await changelog(settings, saga_id)
+        assert all(r.value is not None and not r.compact for r in records)
+        code, body = await saga_record(stack, saga_id)
+        assert code == 200 and body["status"] == status, body
+        assert body["steps"], "the full record, not a marker"

@@ -119,7 +119,7 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for(self, pattern: re.Pattern[str] | str, timeout: float = 600) -> re.Match[str]:
+    async def wait_for(self, pattern: re.Pattern[str] | str, timeout: float = 600) -> re.Match[str]:
         """Wait until the log matches ``pattern`` (after the process started)."""
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
@@ -129,7 +129,7 @@ class Worker:
                 return found
             if self.proc is None or self.proc.poll() is not None:
                 break
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         raise RuntimeError(f"worker: {rx.pattern!r} not seen\n{self.log()[-3000:]}")
 
     def rss_mib(self) -> float:
@@ -258,6 +258,7 @@ class LongRun:
     label: str
     worker: Worker
     samples: list[dict[str, Any]] = field(default_factory=list)
+    planned: int = 0
     ran: int = 0
     elapsed: float = 0.0
     driver: Driver | None = None
@@ -274,7 +275,7 @@ def _rss_worker(args: argparse.Namespace, retention: bool, tmp: Path) -> LongRun
         dedupe=str(args.dedupe),
         partitions=args.partitions,
     )
-    return LongRun(label, w)
+    return LongRun(label, w, planned=args.sagas if retention else args.off_sagas or args.sagas)
 
 
 async def _drive(run: LongRun, args: argparse.Namespace, note: Any) -> None:
@@ -297,11 +298,11 @@ async def _drive(run: LongRun, args: argparse.Namespace, note: Any) -> None:
     def out_of_time() -> bool:
         return bool(args.budget) and time.monotonic() - t0 > args.budget
 
-    ids = [f"{w.prefix}-{i}" for i in range(args.sagas)]
+    ids = [f"{w.prefix}-{i}" for i in range(run.planned)]
     run.ran = await d.run(ids, "bench_simple", args.window, on_done, stop=out_of_time,
                           granularity=args.every)  # fmt: skip
     run.elapsed = time.monotonic() - t0
-    if run.ran < args.sagas:
+    if run.ran < run.planned:
         note(f"rss [{run.label}]: time budget ({args.budget:g} s) over after {run.ran} sagas")
 
 
@@ -311,7 +312,7 @@ def _rss_result(run: LongRun, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "retention": run.label,
         "sagas": run.ran,
-        "planned": args.sagas,
+        "planned": run.planned,
         "elapsed_s": round(run.elapsed, 1),
         "rate_per_s": round(run.ran / run.elapsed, 1) if run.elapsed else None,
         "samples": run.samples,
@@ -320,8 +321,9 @@ def _rss_result(run: LongRun, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def rss_and_restore(args: argparse.Namespace, note: Any) -> dict[str, Any]:
-    """Both RSS runs at once (same machine conditions for both curves), then the restore
-    part on the state the run without retention left, if asked for."""
+    """Both RSS runs at once (same machine conditions for both curves); the restore part
+    on the state the run without retention left, if asked for, as soon as that run ends
+    (``--off-sagas`` may end it early: the retention run goes on meanwhile)."""
     tmp = Path(tempfile.mkdtemp(prefix="longrun-"))
     runs = [_rss_worker(args, True, tmp), _rss_worker(args, False, tmp)]
     out: dict[str, Any] = {"rss": [], "restore": []}
@@ -329,15 +331,18 @@ async def rss_and_restore(args: argparse.Namespace, note: Any) -> dict[str, Any]
         for run in runs:
             run.worker.start("worker")
         for run in runs:
-            run.worker.wait_for("coordinator ready", timeout=180)
+            await run.worker.wait_for("coordinator ready", timeout=180)
             run.driver = await Driver(run.worker.settings).__aenter__()
-        await asyncio.gather(*(_drive(run, args, note) for run in runs))
-        out["rss"] = [_rss_result(run, args) for run in runs]
-        runs[0].worker.stop()
-        if "restore" in args.parts:
+
+        async def off_then_restore() -> None:
             kept = runs[1]
-            assert kept.driver is not None
-            out["restore"] = await _restores(kept.worker, kept.driver, kept.ran, args, note)
+            await _drive(kept, args, note)
+            if "restore" in args.parts:
+                assert kept.driver is not None
+                out["restore"] = await _restores(kept.worker, kept.driver, kept.ran, args, note)
+
+        await asyncio.gather(_drive(runs[0], args, note), off_then_restore())
+        out["rss"] = [_rss_result(run, args) for run in runs]
     finally:
         for run in runs:
             run.worker.stop()
@@ -358,7 +363,7 @@ async def restore_only(args: argparse.Namespace, note: Any) -> list[dict[str, An
                partitions=args.partitions)  # fmt: skip
     try:
         w.start("filling")
-        w.wait_for("coordinator ready", timeout=180)
+        await w.wait_for("coordinator ready", timeout=180)
         async with Driver(w.settings) as d:
             note(f"restore: filling {args.retained} finished sagas ...")
             await d.run([f"{w.prefix}-f{i}" for i in range(args.retained)], "bench_simple",
@@ -409,7 +414,7 @@ async def _restart(w: Worker, d: Driver, n: int, note: Any) -> dict[str, Any]:
     await d.start("bench_simple", probe)
     await d.until(lambda: probe in d.done, 1800, f"the probe saga after restart {n}")
     ready_s = time.monotonic() - w.started_at
-    match = w.wait_for(REBUILT, timeout=60)
+    match = await w.wait_for(REBUILT, timeout=60)
     return {
         "rss_after_restore_mib": round(w.rss_mib(), 1),
         "indexed": int(match.group(1)),
@@ -564,6 +569,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--parts", default="rss,restore", help="rss, restore or both")
     p.add_argument("--sagas", type=int, default=200_000)
+    p.add_argument(
+        "--off-sagas",
+        type=int,
+        default=0,
+        help="sagas of the run without retention (0: --sagas); then the restore part starts",
+    )
     p.add_argument("--every", type=int, default=20_000, help="RSS sample interval (sagas)")
     p.add_argument("--window", type=int, default=400, help="sagas in flight while driving")
     p.add_argument("--retention", type=float, default=5.0, help="SAGA_RETENTION, seconds")

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 from collections import Counter
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from bench.scenarios import HTTP_BUSINESS_FAILURE
+from infra.processes import free_port
 
 SERVICES = 10  # enough endpoints for any HTTP scenario up to 10 steps
 
@@ -66,12 +66,6 @@ async def _serve(port: int) -> None:
     loop.add_reader(sys.stdin.fileno(), stop.set)
     await stop.wait()
     await runner.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HttpServices:

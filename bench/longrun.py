@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,8 +44,8 @@ from bench.ours_sagas import LOCAL_INLINE, BenchInput, StepOut, _local_saga
 from coordinator import Saga, Service, Step, remote
 from coordinator.client import SagaClient
 from coordinator.settings import CoordinatorSettings
+from infra.processes import ROOT, Process
 
-ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- longrun:begin -->", "<!-- longrun:end -->"
 REBUILT = re.compile(r"deadline index rebuilt: (\d+) sagas")
 
@@ -76,8 +75,7 @@ class Worker:
     retention: str = "none"
     dedupe: str = "3600"
     partitions: int = 8
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(default_factory=Path)
+    proc: Process | None = None
     started_at: float = 0.0
 
     @property
@@ -91,10 +89,7 @@ class Worker:
         )
 
     def start(self, name: str) -> None:
-        self.log_path = self.datadir / f"{name}.log"
         env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
             "SAGA_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "SAGA_TOPIC_PREFIX": self.prefix,
             "SAGA_APP_ID": f"{self.prefix}-coordinator",
@@ -106,31 +101,24 @@ class Worker:
             "SAGA_RETENTION": self.retention,
             "SAGA_DEDUPE_RETENTION": self.dedupe,
         }
+        if self.proc is not None:
+            self.proc.close()  # the previous run's (its log file stays)
         self.started_at = time.monotonic()
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "coordinator", "worker", "-l", "info"],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        self.proc = Process(
+            ["-m", "coordinator", "worker", "-l", "info"],
+            env=env,
+            name=name,
+            log=self.datadir / f"{name}.log",
+        ).start()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.proc.output() if self.proc is not None else ""
 
     async def wait_for(self, pattern: re.Pattern[str] | str, timeout: float = 600) -> re.Match[str]:
         """Wait until the log matches ``pattern`` (after the process started)."""
+        assert self.proc is not None
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = rx.search(self.log())
-            if found:
-                return found
-            if self.proc is None or self.proc.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"worker: {rx.pattern!r} not seen\n{self.log()[-3000:]}")
+        return await self.proc.output_ready(rx, timeout, interval=0.05)
 
     def rss_mib(self) -> float:
         assert self.proc is not None
@@ -140,17 +128,12 @@ class Worker:
         return float("nan")
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            self.proc.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc is not None:
+            self.proc.stop(60)
 
 
 # -- driving sagas ---------------------------------------------------------------------

@@ -36,8 +36,8 @@ from bench.scenarios import Outcome, SagaInput
 from coordinator.client import SagaClient, ensure_topics
 from coordinator.settings import CoordinatorSettings
 from coordinator.topics import changelog_topic
+from infra.processes import ROOT, ProcessGroup, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}
 
 
@@ -54,9 +54,8 @@ class OursEngine:
         self.workers = workers
         self.partitions = partitions
         self.listener = listener
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.names: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-ours-"))
+        self.procs = ProcessGroup(self.tmp)
         self.prefix = f"bench{int(time.time())}{uuid.uuid4().hex[:6]}"
         self.listener_port = 0
         self.db_name = f"bench_listener_{self.prefix}"
@@ -130,8 +129,6 @@ class OursEngine:
             cwd=ROOT,
             capture_output=True,
         )
-        from tests.integration.stack import free_port
-
         self.listener_port = free_port()
         self._spawn(
             "listener",
@@ -152,22 +149,7 @@ class OursEngine:
         )
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], ready: str) -> None:
-        log_path = self.tmp / f"{name}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, *args],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-            )
-        self.procs.append(proc)
-        self.names.append(name)
-        deadline = time.monotonic() + 120
-        while ready not in log_path.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+        self.procs.start(name, args, env=env, ready=ready)
 
     async def _follow(self) -> None:
         # Reads only type/saga_id/step (json.loads, no model validation): the driver shares
@@ -195,16 +177,11 @@ class OursEngine:
             await self._client.__aexit__(None, None, None)
         if self._offsets is not None:
             await self._offsets.stop()
-        for name, proc in zip(self.names, self.procs, strict=True):
+        for proc in self.procs.processes:
             cpu = _cpu_seconds(proc.pid)
-            print(f"[bench] ours: {name} used {cpu:.1f} CPU-s in total", file=sys.stderr)
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            print(f"[bench] ours: {proc.name} used {cpu:.1f} CPU-s in total", file=sys.stderr)
+        self.procs.stop_all()
+        self.procs.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         if self.admin_url:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -221,7 +198,7 @@ class OursEngine:
         )
 
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.poll() is None]
+        return [p.pid for p in self.procs.processes if p.alive()]
 
     async def sql_counts(self) -> SqlCounts:
         if not self.listener_port:

@@ -19,9 +19,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +29,11 @@ import httpx
 
 from bench.durability import restate_log_syncs
 from bench.harness import EngineContext, SqlCounts
-from bench.http_services import free_port
 from bench.restate_server import VERSION, RestateServer
 from bench.restate_service import HANDLER, SERVICE
 from bench.scenarios import FAILED, Outcome, SagaInput
+from infra.processes import Process, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 #: Prometheus counters of records appended to the log, tried in order.
 _APPEND_METRICS = (
     "restate_bifrost_sequencer_committed_records_total",
@@ -58,7 +54,7 @@ class RestateEngine:
         self.partitions = partitions
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-restate-"))
         self.server = RestateServer(self.tmp / "server", partitions=partitions)
-        self.service: subprocess.Popen[bytes] | None = None
+        self.service: Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._durability: dict[str, Any] = {}
@@ -69,10 +65,8 @@ class RestateEngine:
         await asyncio.to_thread(self.server.start)
         self._durability = await asyncio.to_thread(self.server.durability)
         port = free_port()
-        log = (self.tmp / "service.log").open("wb")
-        self.service = subprocess.Popen(  # noqa: ASYNC220 - one-time setup, before any load
+        self.service = Process(
             [
-                sys.executable,
                 "-m",
                 "hypercorn",
                 "bench.restate_service:create_app()",
@@ -83,12 +77,10 @@ class RestateEngine:
                 "--log-level",
                 "WARNING",
             ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "BENCH_HTTP_BASE": ctx.http_base_url or "http://127.0.0.1:1"},
-            start_new_session=True,
-        )
+            env={"BENCH_HTTP_BASE": ctx.http_base_url or "http://127.0.0.1:1"},
+            name="restate-service",
+            log=self.tmp / "service.log",
+        ).start()
         await asyncio.to_thread(self._wait_service, port)
         await asyncio.to_thread(self.server.register, f"http://127.0.0.1:{port}")
         self._session = aiohttp.ClientSession(
@@ -101,7 +93,7 @@ class RestateEngine:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.service is not None
-            if self.service.poll() is not None:
+            if not self.service.alive():
                 raise RuntimeError(
                     f"Restate service exited: {(self.tmp / 'service.log').read_text()[-3000:]}"
                 )
@@ -119,13 +111,8 @@ class RestateEngine:
         if self._session is not None:
             await self._session.close()
         if self.service is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.service.pid, signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.service.wait, 20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.service.pid, signal.SIGKILL)
+            await asyncio.to_thread(self.service.stop, 20)
+            self.service.close()
         await asyncio.to_thread(self.server.stop)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -153,7 +140,7 @@ class RestateEngine:
         self.ctx.on_terminal(Outcome(saga_id, str(result["status"]), comps))
 
     def pids(self) -> list[int]:
-        roots = [p.pid for p in (self.server.proc, self.service) if p and p.poll() is None]
+        roots = [p.pid for p in (self.server.proc, self.service) if p and p.alive()]
         return [pid for root in roots for pid in _tree(root)]
 
     async def sql_counts(self) -> SqlCounts:

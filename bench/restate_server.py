@@ -20,7 +20,6 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.http_services import free_port
+from infra.processes import Process, free_port
 
 VERSION = "1.7.12"
 PACKAGE = "@restatedev/restate-server"
@@ -116,7 +115,7 @@ class RestateServer:
 
     base_dir: Path
     partitions: int = 8
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Process | None = None
     ingress_port: int = 0
     admin_port: int = 0
     node_port: int = 0
@@ -154,17 +153,16 @@ class RestateServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         config = self.base_dir / "restate.toml"
         config.write_text(self._config())
-        log = (self.base_dir / "server.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(binary), "--config-file", str(config), "--no-logo", "--listen-mode", "tcp"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        self.proc = Process(
+            ["--config-file", str(config), "--no-logo", "--listen-mode", "tcp"],
+            name="restate-server",
+            log=self.base_dir / "server.log",
             cwd=self.base_dir,
-            start_new_session=True,
-        )
+            executable=str(binary),
+        ).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if not self.proc.alive():
                 raise RestateSetupError(f"restate-server exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 admin = httpx.get(f"{self.admin_url}/health", timeout=1)
@@ -226,14 +224,8 @@ class RestateServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        self.proc.stop(30)
+        self.proc.close()
         self.proc = None
 
 

@@ -19,7 +19,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,12 +33,13 @@ from coordinator import CoordinatorSettings, SagaClient
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.saga import ORDER_SAGA, service_urls
 from infra import kafka
+from infra.processes import ROOT, ProcessGroup
 from listeners.db import create_db_engine, session_factory
 from listeners.orders.models import Order
 from listeners.orders.queries import get_order
 
-ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"completed", "cancelled", "compensation_failed"}
+SERVICES_READY = re.compile(r"services ready on (\S+)")
 
 #: scenario -> (share of orders, expected final status, what is injected)
 SCENARIOS: dict[str, tuple[float, str, str]] = {
@@ -63,47 +63,6 @@ def make_order(order_id: str, scenario: str, rng: random.Random) -> CreateOrderR
         card_token=card,
         shipping_zip=zip_code,
     )
-
-
-class Processes:
-    """Child processes with their logs in ``.demo/logs``; all stopped on exit."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str], ready: str) -> str:
-        log = (self.logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        )
-        self.children.append((name, proc))
-        deadline = time.monotonic() + 120
-        path = self.logs / f"{name}.log"
-        while time.monotonic() < deadline:
-            text = path.read_text(errors="replace")
-            if ready in text:
-                return text
-            if proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} did not become ready; see {path}")
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.children):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in reversed(self.children):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def progress(done: int, total: int, started: float) -> None:
@@ -216,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     )
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'orders.db'}"
     prefix = f"demo{int(time.time())}"
-    procs = Processes(workdir / "logs")
+    procs = ProcessGroup(workdir / "logs")
     try:
         print(f"2/6 listener database: {sa.make_url(database_url).render_as_string()}")
         subprocess.run(
@@ -225,15 +184,12 @@ def run(args: argparse.Namespace) -> int:
             cwd=ROOT,
         )
         print("3/6 starting services, coordinator worker, listener worker...")
-        text = procs.start(
+        services = procs.start(
             "services",
             ["-m", "examples.order_fulfillment.services", "--port", "0"],
-            {},
-            "services ready on",
+            ready=SERVICES_READY,
         )
-        match = re.search(r"services ready on (\S+)", text)
-        assert match is not None
-        base_url = match.group(1)
+        base_url = services.wait_for_output(SERVICES_READY).group(1)
         settings = CoordinatorSettings(
             kafka_bootstrap_servers=bootstrap,
             topic_prefix=prefix,
@@ -244,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         procs.start(
             "coordinator",
             ["-m", "coordinator", "worker", "-l", "warn"],
-            {
+            env={
                 "SAGA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "SAGA_TOPIC_PREFIX": prefix,
                 "SAGA_APP_ID": settings.app_id,
@@ -254,12 +210,12 @@ def run(args: argparse.Namespace) -> int:
                 "SAGA_DEFINITIONS": "examples.order_fulfillment.saga:ORDER_SAGA",
                 "SAGA_SERVICE_URLS": json.dumps(service_urls(base_url)),
             },
-            "coordinator ready",
+            ready="coordinator ready",
         )
         procs.start(
             "listener",
             ["-m", "listeners", "worker", "-l", "warn"],
-            {
+            env={
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "LISTENER_TOPIC_PREFIX": prefix,
                 "LISTENER_APP_ID": f"{prefix}-listeners",
@@ -268,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                 "LISTENER_WEB_PORT": str(args.web_port + 1),
                 "LISTENER_DATA_DIR": str(workdir / "listener-data"),
             },
-            "LISTENER-READY",
+            ready="LISTENER-READY",
         )
 
         rng = random.Random(args.seed)
@@ -304,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         print("6/6 stopping everything the demo started")
         procs.stop_all()
+        procs.close()
         if kafka_started:
             kafka.down()
     elapsed = time.monotonic() - started_at

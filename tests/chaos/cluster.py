@@ -20,13 +20,13 @@ import httpx
 import sqlalchemy as sa
 
 from coordinator.client import ensure_topics
+from infra.processes import Process, free_port
 from tests.chaos import oracle
 from tests.chaos.oracle import Verdict
 from tests.chaos.report import ARTIFACTS
 from tests.chaos.workload import Submitted
 from tests.integration.listener_kit import ListenerWorker
-from tests.integration.processes import Process
-from tests.integration.stack import COORDINATOR_READY, Lifecycle, OrderStack, free_port
+from tests.integration.stack import COORDINATOR_READY, Lifecycle, OrderStack
 
 WORKER_READY_TIMEOUT = 120.0
 SERVICES = ("order", "inventory", "payment", "shipping", "notification")
@@ -131,7 +131,7 @@ class ChaosCluster:
         target.mkdir(parents=True, exist_ok=True)
         for proc in [*self.stack.processes, self.listener.process]:
             if proc is not None:
-                shutil.copyfile(proc._log.name, target / f"{proc.name}-{id(proc)}.log")
+                shutil.copyfile(proc.log_path, target / f"{proc.name}-{id(proc)}.log")
         return target
 
     def close(self) -> None:

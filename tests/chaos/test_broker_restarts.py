@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from infra import kafka
+from infra.processes import free_port
 from tests.chaos.conftest import ClusterFactory
 from tests.chaos.scenario import SIZES, scenario
 from tests.chaos.workload import plan, submit
-from tests.integration.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coordinator.events import DeadLetter
-from tests.integration.pg_cluster import free_port
-from tests.integration.processes import Process, eventually
+from infra.processes import Process, free_port
+from tests.integration.polling import eventually
 from tests.listener_events import EXPECTED
 
 PARTITIONS = 4

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -22,16 +21,10 @@ from coordinator.messages import StepRequest
 from coordinator.settings import CoordinatorSettings
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.saga import service_urls
-from tests.integration.processes import Process
+from infra.processes import Process, free_port
 
 COORDINATOR_READY = "coordinator ready"
 READY = re.compile(r"services ready on (http://127\.0\.0\.1:\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OrderStack:

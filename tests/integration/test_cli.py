@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaProducer
 
 from coordinator.cli import Exit
 from coordinator.events import DeadLetter
-from tests.integration.processes import ROOT, Process, eventually
-from tests.integration.stack import free_port
+from infra.processes import ROOT, Process, free_port
+from tests.integration.polling import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import free_port
+from infra.processes import free_port
 from tests.services import ROOT
 
 pytestmark = pytest.mark.integration

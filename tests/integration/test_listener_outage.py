@@ -18,7 +18,7 @@ from tests.integration.listener_kit import (
     wait_applied,
 )
 from tests.integration.pg_cluster import PgCluster
-from tests.integration.processes import eventually
+from tests.integration.polling import eventually
 from tests.listener_events import mixed_sagas
 
 pytestmark = pytest.mark.integration

@@ -229,7 +229,7 @@ async def test_trips_from_a_real_coordinator(
     """Real lifecycle events: the trip saga run by a coordinator worker, listened to by a
     worker running two listeners with a database each (trips: PostgreSQL, orders: SQLite)."""
     from coordinator import SagaClient
-    from tests.integration.processes import eventually
+    from tests.integration.polling import eventually
     from tests.integration.stack import OrderStack
 
     stack = OrderStack(kafka_bootstrap, topic_prefix, tmp_path / "coordinator")

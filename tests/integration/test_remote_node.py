@@ -20,8 +20,7 @@ from coordinator import CoordinatorSettings, SagaClient
 from coordinator.topics import ensure_topics
 from coordinator.watch import partition_for
 from examples.remote_participant.saga import Checkout
-from tests.integration.processes import ROOT, Process
-from tests.integration.stack import free_port
+from infra.processes import ROOT, Process, free_port
 from tests.services import unavailable
 
 pytestmark = pytest.mark.integration
@@ -81,8 +80,12 @@ def running(proc: Process, ready: str) -> Iterator[Process]:
 @pytest.fixture
 async def participant(node: str, settings: CoordinatorSettings) -> AsyncIterator[Process]:
     await ensure_topics(settings, ["payment-node"])
-    proc = Process([], env=environment(settings), name="node-participant")
-    proc.args = [node, str(PARTICIPANT / "participant.js")]
+    proc = Process(
+        [str(PARTICIPANT / "participant.js")],
+        env=environment(settings),
+        name="node-participant",
+        executable=node,
+    )
     with running(proc, '"event":"ready"'):
         yield proc
 

@@ -14,7 +14,8 @@ from coordinator.client import SagaClient
 from coordinator.events import DeadLetter
 from coordinator.messages import StartSaga
 from coordinator.routing import partition_for
-from tests.integration.stack import Lifecycle, OrderStack, free_port, order
+from infra.processes import free_port
+from tests.integration.stack import Lifecycle, OrderStack, order
 from tests.unit.coordinator.shell_kit import AT
 
 pytestmark = pytest.mark.integration

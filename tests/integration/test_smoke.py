@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.processes import Process
+from infra.processes import Process
 
 pytestmark = pytest.mark.integration
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
-from pathlib import Path
+import re
 
 import httpx
 import pytest
@@ -13,9 +10,11 @@ import pytest
 from examples.order_fulfillment.knobs import parse_args
 from examples.order_fulfillment.models import Knobs, ResetReply
 from examples.order_fulfillment.services import run_services
+from infra.processes import Process
 from tests.unit.examples.helpers import charge, post, set_knobs, stats
 
-REPO = Path(__file__).resolve().parents[3]
+KNOBS = '{"flaky_failures": 7}'
+READY = re.compile(r"^services ready on (http://127\.0\.0\.1:\d+)$", re.MULTILINE)
 
 
 async def test_knobs_default_and_partial_update(client: httpx.AsyncClient) -> None:
@@ -66,28 +65,15 @@ def test_settings_from_environment_and_cli(monkeypatch: pytest.MonkeyPatch) -> N
     assert parse_args(["--port", "0"]).port == 0
 
 
-async def test_command_line_prints_ready_line_and_stops_on_sigterm() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "examples.order_fulfillment.services",
-        "--port",
-        "0",
-        "--knobs",
-        '{"flaky_failures": 7}',
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-    )
+def test_command_line_prints_ready_line_and_stops_on_sigterm() -> None:
+    process = Process(
+        ["-m", "examples.order_fulfillment.services", "--port", "0", "--knobs", KNOBS],
+        name="services",
+    ).start()
     try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), timeout=60)).decode()
-        assert line.startswith("services ready on http://127.0.0.1:")
-        url = line.removeprefix("services ready on ").strip()
-        async with httpx.AsyncClient(base_url=url) as client:
-            assert (await client.get("/admin/knobs")).json()["flaky_failures"] == 7
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+        url = process.wait_for_output(READY, timeout=60).group(1)
+        assert httpx.get(f"{url}/admin/knobs").json()["flaky_failures"] == 7
+        process.terminate()
+        assert process.wait(30) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        process.close()

@@ -13,24 +13,24 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from examples.order_fulfillment.base import Service
+from examples.order_fulfillment.base import ParticipantServer
 from examples.order_fulfillment.idempotency import json_response, parse_body
 from examples.order_fulfillment.knobs import KnobsBox
 from examples.order_fulfillment.models import (
     ErrorReply,
     Knobs,
-    OrderView,
+    OrderEffects,
     ResetReply,
     ResetRequest,
     ServiceName,
     StatsReply,
 )
-from examples.order_fulfillment.participants import (
-    InventoryService,
-    NotificationService,
-    OrderService,
-    PaymentService,
-    ShippingService,
+from examples.order_fulfillment.servers import (
+    InventoryServer,
+    NotificationServer,
+    OrderServer,
+    PaymentServer,
+    ShippingServer,
 )
 
 
@@ -43,16 +43,16 @@ class ServiceSet:
 
     def __init__(self, knobs: Knobs | None = None) -> None:
         self.knobs = KnobsBox(knobs)
-        self.orders = OrderService(self.knobs)
-        self.inventory = InventoryService(self.knobs)
-        self.payments = PaymentService(self.knobs)
-        self.shipping = ShippingService(self.knobs)
-        self.notifications = NotificationService(self.knobs)
+        self.orders = OrderServer(self.knobs)
+        self.inventory = InventoryServer(self.knobs)
+        self.payments = PaymentServer(self.knobs)
+        self.shipping = ShippingServer(self.knobs)
+        self.notifications = NotificationServer(self.knobs)
 
     @property
-    def services(self) -> dict[ServiceName, Service]:
+    def services(self) -> dict[ServiceName, ParticipantServer]:
         """The services by name (also their mount prefix without the slash)."""
-        all_services: list[Service] = [
+        all_services: list[ParticipantServer] = [
             self.orders,
             self.inventory,
             self.payments,
@@ -72,9 +72,9 @@ class ServiceSet:
         """Counters of every service."""
         return StatsReply(services={name: s.stats() for name, s in self.services.items()})
 
-    def order_view(self, order_id: str) -> OrderView:
+    def order_effects(self, order_id: str) -> OrderEffects:
         """Everything the five services hold about ``order_id``."""
-        return OrderView(
+        return OrderEffects(
             order_id=order_id,
             order=self.orders.orders.get(order_id),
             reservations=[
@@ -119,7 +119,7 @@ def admin_app(service_set: ServiceSet) -> web.Application:
         return json_response(200, service_set.stats())
 
     async def get_order(request: web.Request) -> web.Response:
-        return json_response(200, service_set.order_view(request.match_info["order_id"]))
+        return json_response(200, service_set.order_effects(request.match_info["order_id"]))
 
     async def post_reset(request: web.Request) -> web.Response:
         body = await parse_body(request, ResetRequest)

@@ -1,7 +1,8 @@
-"""Base of the five services: knobs, idempotency store, counters, sub-application.
+"""Base of the five participants' HTTP servers: knobs, idempotency store, counters, sub-app.
 
-A concrete service (see :mod:`examples.order_fulfillment.participants`) declares
-its name, its business counters, how to clear its state, and its routes.
+A concrete server (see :mod:`examples.order_fulfillment.servers`) names its participant
+(:mod:`examples.order_fulfillment.participants`: mount path, endpoints and models), its
+business counters, how to clear its state, and its routes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ from examples.order_fulfillment.idempotency import (
 )
 from examples.order_fulfillment.knobs import KnobsBox
 from examples.order_fulfillment.models import ErrorReply, ServiceName, ServiceStats
+from examples.order_fulfillment.participants import Endpoint, Participant
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,10 +42,10 @@ def error_outcome(status: int, error: str, message: str, *, sku: str | None = No
     return Outcome(status, body)
 
 
-class Service:
-    """Base of the five services: knobs, idempotency store, counters, sub-app."""
+class ParticipantServer:
+    """Base of the five participants' HTTP servers: knobs, idempotency store, counters."""
 
-    name: ServiceName
+    participant: Participant
     counter_names: tuple[str, ...] = ()
 
     def __init__(self, knobs: KnobsBox) -> None:
@@ -51,6 +53,11 @@ class Service:
         self.store = IdempotencyStore()
         self.counters: Counter[str] = Counter()
         self.reset()
+
+    @property
+    def name(self) -> ServiceName:
+        """The server's mount path segment (also its key in knobs and stats)."""
+        return self.participant.mount
 
     def reset(self) -> None:
         """Drop all state, stored replies and counters."""
@@ -112,6 +119,27 @@ class Service:
         # no latency knob here: the knob models a slow action; an undo queued behind a
         # slow do (same key, same lock) is already as slow as that do
         return undo_handler(self.store, operation, apply)
+
+    def endpoint(
+        self,
+        endpoint: Endpoint[M, Any],
+        apply: Callable[[Call[M]], Awaitable[Outcome]],
+        *,
+        undo: Callable[[str], Awaitable[Outcome]] | None = None,
+    ) -> list[web.RouteDef]:
+        """Routes of a declared endpoint: the idempotent POST and, given ``undo``, its undo.
+
+        Args:
+            endpoint: the declaration (path, request model, operation name).
+            apply: the operation.
+            undo: receives the call's stored reply text and undoes its effect.
+        """
+        routes = [
+            web.post(endpoint.path, self.idempotent(endpoint.operation, endpoint.request, apply))
+        ]
+        if undo is not None:
+            routes.append(web.post(endpoint.undo_path, self.undo(endpoint.operation, undo)))
+        return routes
 
     def read_only(self, handler: Handler) -> Handler:
         """Handler for a read (no Idempotency-Key), with the latency knob."""

@@ -31,7 +31,8 @@ import sqlalchemy as sa
 
 from coordinator import CoordinatorSettings, SagaClient
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
-from examples.order_fulfillment.saga import ORDER_SAGA, service_urls
+from examples.order_fulfillment.participants import service_urls
+from examples.order_fulfillment.saga import ORDER_SAGA
 from infra import kafka
 from infra.processes import ROOT, ProcessGroup
 from listeners.db import create_db_engine, session_factory

@@ -299,7 +299,7 @@ class StatsReply(BaseModel):
     services: dict[ServiceName, ServiceStats]
 
 
-class OrderView(BaseModel):
+class OrderEffects(BaseModel):
     """Reply of ``GET /admin/orders/{order_id}``: what every service knows of it."""
 
     order_id: str

@@ -1,400 +1,148 @@
-"""The five saga participants: state, operations and routes of each service.
+"""The five participants of the order saga, each declared once (eventuate's service proxies).
 
-Each service owns its in-memory state, an idempotency store and business
-counters (see :class:`~examples.order_fulfillment.base.Service`), and builds its
-own aiohttp sub-application, mounted under ``/<service name>``.
+A participant is its coordinator :class:`~coordinator.Service` (the name keys its step
+topic and ``SAGA_SERVICE_URLS``), the path the example servers mount it under, and the
+endpoints the saga calls with their request and reply models. The saga
+(:mod:`~examples.order_fulfillment.saga`) builds its steps from these declarations and the
+HTTP servers (:mod:`~examples.order_fulfillment.servers`) route and parse with them, so
+no service name, path or model is written twice.
 
-Compensations are idempotent twice over: by Idempotency-Key (a retry replays
-the stored reply) and by state (a second cancel/release/refund under a new key
-answers 200 with the current record and changes nothing), so a refund returns
-exactly the charged amount once and a release returns stock once.
-
-Each compensation also exists keyed by the action it undoes (``POST .../undo`` with
-header ``Saga-Compensates: <action key>``): the saga uses these, so it can undo an
-action whose reply it never saw (a timeout, a 5xx after the effect). That is the
-participant contract; see ``idempotency.undo_handler``.
+Every endpoint is undone by the key of the call it undoes at ``{path}/undo`` (header
+``Saga-Compensates``: the participant contract), which works even when the call's reply
+never arrived.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
-from aiohttp import web
+from pydantic import BaseModel
 
-from examples.order_fulfillment.base import Service, error_outcome, new_id
-from examples.order_fulfillment.idempotency import (
-    Call,
-    Outcome,
-    json_response,
-)
+from coordinator import Http, RetryPolicy, Service, StepContext, http
 from examples.order_fulfillment.models import (
-    ChargeRecord,
     ChargeReply,
     ChargeRequest,
-    CompensationRequest,
     CreateOrderRequest,
     CreateShipmentRequest,
-    NotificationRecord,
     NotificationReply,
     NotificationRequest,
-    OrderRecord,
     OrderReply,
-    RefundReply,
-    ReservationRecord,
     ReservationReply,
     ReserveInventoryRequest,
     ServiceName,
-    ShipmentRecord,
     ShipmentReply,
-    StockReply,
 )
 
-
-class OrderService(Service):
-    """Orders: create, cancel (compensation), read."""
-
-    name: ServiceName = "orders"
-    counter_names = ("orders_created", "orders_cancelled")
-
-    def _clear_state(self) -> None:
-        self.orders: dict[str, OrderRecord] = {}
-
-    def routes(self) -> Iterable[web.RouteDef]:
-        return [
-            web.post("", self.idempotent("create", CreateOrderRequest, self.create)),
-            web.post("/undo", self.undo("create", self.undo_create)),
-            web.post(
-                "/{order_id}/cancel",
-                self.idempotent("cancel", CompensationRequest, self.cancel),
-            ),
-            web.get("/{order_id}", self.read_only(self.read)),
-        ]
-
-    async def create(self, call: Call[CreateOrderRequest]) -> Outcome:
-        """Create an order; 409 ``order_exists`` if its id was created under another key."""
-        body = call.body
-        if body.order_id in self.orders:
-            return error_outcome(
-                409,
-                "order_exists",
-                f"order {body.order_id!r} already exists (created with another "
-                "Idempotency-Key); retry with the original key or use a new order_id",
-            )
-        self.orders[body.order_id] = OrderRecord(**body.model_dump(), status="created")
-        self.counters["orders_created"] += 1
-        return Outcome(201, OrderReply(order_id=body.order_id, status="created"))
-
-    async def cancel(self, call: Call[CompensationRequest]) -> Outcome:
-        """Cancel an order (once); 404 ``order_not_found`` for an unknown id."""
-        return self._cancel(call.path["order_id"])
-
-    async def undo_create(self, stored: str) -> Outcome:
-        """Cancel the order a ``create`` made (the saga's compensation)."""
-        return self._cancel(OrderReply.model_validate_json(stored).order_id)
-
-    def _cancel(self, order_id: str) -> Outcome:
-        order = self.orders.get(order_id)
-        if order is None:
-            return _order_not_found(order_id)
-        if order.status != "cancelled":
-            order.status = "cancelled"
-            self.counters["orders_cancelled"] += 1
-        return Outcome(200, OrderReply(order_id=order_id, status=order.status))
-
-    async def read(self, request: web.Request) -> web.Response:
-        """``GET /orders/{order_id}``: the order record."""
-        order = self.orders.get(request.match_info["order_id"])
-        if order is None:
-            outcome = _order_not_found(request.match_info["order_id"])
-            return json_response(outcome.status, outcome.body)
-        return json_response(200, order)
+RequestT = TypeVar("RequestT", bound=BaseModel)
+ReplyT = TypeVar("ReplyT", bound=BaseModel)
 
 
-def _order_not_found(order_id: str) -> Outcome:
-    return error_outcome(
-        404, "order_not_found", f"no order {order_id!r}; create it first with POST /orders"
-    )
+@dataclass(frozen=True)
+class Endpoint(Generic[RequestT, ReplyT]):
+    """One idempotent ``POST`` of a participant, undone by key at ``{path}/undo``.
+
+    Args:
+        operation: the server's name for it (scopes its idempotency keys), e.g. "charge".
+        path: relative to the participant's mount ("" is the mount itself).
+        request: the body model.
+        reply: the success reply model (the step's output).
+    """
+
+    operation: str
+    path: str
+    request: type[RequestT]
+    reply: type[ReplyT]
+
+    @property
+    def undo_path(self) -> str:
+        """Where a call is undone by its key."""
+        return f"{self.path}/undo"
+
+    def call(
+        self,
+        body: Callable[[StepContext[Any]], RequestT],
+        *,
+        transport_retry: RetryPolicy | None = None,
+    ) -> Http:
+        """The step action: ``POST path`` with the body ``body`` builds.
+
+        Args:
+            body: builds the request from the step's context.
+            transport_retry: in-process retries of one attempt (default: the engine's).
+        """
+        action = http("POST", self.path, body=body, output=self.reply)
+        if transport_retry is None:
+            return action
+        return replace(action, transport_retry=transport_retry)
+
+    def undo(self) -> Http:
+        """The step compensation: ``POST path/undo`` by the action's key."""
+        return http("POST", self.undo_path)
 
 
-class InventoryService(Service):
-    """Inventory: reserve all items of an order or none, release (compensation)."""
+@dataclass(frozen=True)
+class Participant:
+    """A service of the example: its coordinator service and its mount on the servers.
 
-    name: ServiceName = "inventory"
-    counter_names = (
-        "reservations_created",
-        "reservations_rejected",
-        "reservations_released",
-        "units_reserved",
-        "units_released",
-    )
+    Args:
+        service: what the saga's steps name (topic ``{prefix}.step.{name}``).
+        mount: the path segment the example servers mount it under.
+    """
 
-    def _clear_state(self) -> None:
-        self.stock: dict[str, int] = {}
-        self.reservations: dict[str, ReservationRecord] = {}
+    service: Service
+    mount: ServiceName
 
-    def routes(self) -> Iterable[web.RouteDef]:
-        return [
-            web.post(
-                "/reservations",
-                self.idempotent("reserve", ReserveInventoryRequest, self.reserve),
-            ),
-            web.post("/reservations/undo", self.undo("reserve", self.undo_reserve)),
-            web.post(
-                "/reservations/{reservation_id}/release",
-                self.idempotent("release", CompensationRequest, self.release),
-            ),
-            web.get("/stock/{sku}", self.read_only(self.read_stock)),
-        ]
-
-    def level(self, sku: str) -> int:
-        """Units of ``sku`` available now; a SKU first seen starts at its knob level."""
-        if sku not in self.stock:
-            knobs = self.knobs.current
-            self.stock[sku] = knobs.stock.get(sku, knobs.default_stock)
-        return self.stock[sku]
-
-    async def reserve(self, call: Call[ReserveInventoryRequest]) -> Outcome:
-        """Reserve every item, or nothing with 409 ``out_of_stock`` naming the SKU."""
-        wanted: Counter[str] = Counter()
-        for item in call.body.items:
-            wanted[item.sku] += item.quantity
-        for sku, quantity in wanted.items():
-            available = 0 if sku in self.knobs.current.out_of_stock_skus else self.level(sku)
-            if available < quantity:
-                self.counters["reservations_rejected"] += 1
-                return error_outcome(
-                    409,
-                    "out_of_stock",
-                    f"SKU {sku!r}: {quantity} unit(s) wanted, {available} available; "
-                    "the order cannot be fulfilled (business failure, do not retry)",
-                    sku=sku,
-                )
-        for sku, quantity in wanted.items():
-            self.stock[sku] -= quantity
-        record = ReservationRecord(
-            reservation_id=new_id("res"),
-            order_id=call.body.order_id,
-            items=call.body.items,
-            status="reserved",
-        )
-        self.reservations[record.reservation_id] = record
-        self.counters["reservations_created"] += 1
-        self.counters["units_reserved"] += sum(wanted.values())
-        return Outcome(201, ReservationReply(**record.model_dump()))
-
-    async def release(self, call: Call[CompensationRequest]) -> Outcome:
-        """Return a reservation's units to stock (once); 404 for an unknown id."""
-        return self._release(call.path["reservation_id"])
-
-    async def undo_reserve(self, stored: str) -> Outcome:
-        """Release the reservation a ``reserve`` made (the saga's compensation)."""
-        return self._release(ReservationReply.model_validate_json(stored).reservation_id)
-
-    def _release(self, reservation_id: str) -> Outcome:
-        record = self.reservations.get(reservation_id)
-        if record is None:
-            return error_outcome(
-                404,
-                "reservation_not_found",
-                f"no reservation {reservation_id!r}; release only ids returned by "
-                "POST /inventory/reservations",
-            )
-        if record.status != "released":
-            record.status = "released"
-            for item in record.items:
-                self.stock[item.sku] += item.quantity
-            units = sum(item.quantity for item in record.items)
-            self.counters["reservations_released"] += 1
-            self.counters["units_released"] += units
-        return Outcome(200, ReservationReply(**record.model_dump()))
-
-    async def read_stock(self, request: web.Request) -> web.Response:
-        """``GET /inventory/stock/{sku}``: units available."""
-        sku = request.match_info["sku"]
-        return json_response(200, StockReply(sku=sku, available=self.level(sku)))
+    def url(self, base_url: str) -> str:
+        """The participant's base URL when the example servers run at ``base_url``."""
+        return f"{base_url.rstrip('/')}/{self.mount}"
 
 
-class PaymentService(Service):
-    """Payments: charge a card, refund a charge (compensation)."""
+@dataclass(frozen=True)
+class Orders(Participant):
+    """The order service."""
 
-    name: ServiceName = "payments"
-    counter_names = (
-        "charges_created",
-        "charges_declined",
-        "refunds",
-        "amount_charged_cents",
-        "amount_refunded_cents",
-    )
-
-    def _clear_state(self) -> None:
-        self.charges: dict[str, ChargeRecord] = {}
-
-    def routes(self) -> Iterable[web.RouteDef]:
-        return [
-            web.post("/charges", self.idempotent("charge", ChargeRequest, self.charge)),
-            web.post("/charges/undo", self.undo("charge", self.undo_charge)),
-            web.post(
-                "/charges/{charge_id}/refund",
-                self.idempotent("refund", CompensationRequest, self.refund),
-            ),
-        ]
-
-    async def charge(self, call: Call[ChargeRequest]) -> Outcome:
-        """Charge a card; 402 ``card_declined`` (nothing charged) for a declined card."""
-        body = call.body
-        if body.card_token in self.knobs.current.declined_cards:
-            self.counters["charges_declined"] += 1
-            return error_outcome(
-                402,
-                "card_declined",
-                f"card {body.card_token!r} was declined for order {body.order_id!r}; "
-                "nothing was charged (business failure, do not retry)",
-            )
-        record = ChargeRecord(
-            charge_id=new_id("ch"),
-            order_id=body.order_id,
-            amount_cents=body.amount_cents,
-            card_token=body.card_token,
-            status="charged",
-        )
-        self.charges[record.charge_id] = record
-        self.counters["charges_created"] += 1
-        self.counters["amount_charged_cents"] += body.amount_cents
-        return Outcome(201, ChargeReply(**record.model_dump()))
-
-    async def refund(self, call: Call[CompensationRequest]) -> Outcome:
-        """Refund the full charged amount (once); 503 during a refund outage."""
-        return self._refund(call.path["charge_id"])
-
-    async def undo_charge(self, stored: str) -> Outcome:
-        """Refund the charge a ``charge`` made (the saga's compensation)."""
-        return self._refund(ChargeReply.model_validate_json(stored).charge_id)
-
-    def _refund(self, charge_id: str) -> Outcome:
-        record = self.charges.get(charge_id)
-        if record is None:
-            return error_outcome(
-                404,
-                "charge_not_found",
-                f"no charge {charge_id!r}; refund only ids returned by POST /payments/charges",
-            )
-        knobs = self.knobs.current
-        if knobs.refund_outage or record.card_token in knobs.refund_failing_cards:
-            return error_outcome(
-                503,
-                "refund_unavailable",
-                f"refund of charge {charge_id!r} failed: the card processor is "
-                "unavailable; retry later with the same Idempotency-Key",
-            )
-        if record.refund_id is None:
-            record.refund_id = new_id("re")
-            record.refunded_cents = record.amount_cents
-            record.status = "refunded"
-            self.counters["refunds"] += 1
-            self.counters["amount_refunded_cents"] += record.amount_cents
-        reply = RefundReply(
-            refund_id=record.refund_id,
-            charge_id=charge_id,
-            order_id=record.order_id,
-            amount_cents=record.refunded_cents,
-        )
-        return Outcome(200, reply)
+    create = Endpoint("create", "", CreateOrderRequest, OrderReply)
 
 
-class ShippingService(Service):
-    """Shipping: create a shipment (outages and flaky zips), cancel (compensation)."""
+@dataclass(frozen=True)
+class Inventory(Participant):
+    """The inventory service."""
 
-    name: ServiceName = "shipping"
-    counter_names = ("shipments_created", "shipments_cancelled")
-
-    def _clear_state(self) -> None:
-        self.shipments: dict[str, ShipmentRecord] = {}
-        # Attempts per Idempotency-Key for flaky zips: the flaky knob is "fail
-        # the first N calls of each key", so a saga's retries eventually pass.
-        self.flaky_attempts: Counter[str] = Counter()
-
-    def routes(self) -> Iterable[web.RouteDef]:
-        return [
-            web.post(
-                "/shipments",
-                self.idempotent("ship", CreateShipmentRequest, self.ship),
-            ),
-            web.post("/shipments/undo", self.undo("ship", self.undo_ship)),
-            web.post(
-                "/shipments/{shipment_id}/cancel",
-                self.idempotent("cancel", CompensationRequest, self.cancel),
-            ),
-        ]
-
-    async def ship(self, call: Call[CreateShipmentRequest]) -> Outcome:
-        """Create a shipment; 503 ``shipping_unavailable`` during an outage or flake."""
-        body = call.body
-        knobs = self.knobs.current
-        if knobs.shipping_outage or body.shipping_zip in knobs.shipping_outage_zips:
-            return _shipping_unavailable(body.shipping_zip, "outage")
-        if body.shipping_zip in knobs.flaky_zips:
-            self.flaky_attempts[call.key] += 1
-            if self.flaky_attempts[call.key] <= knobs.flaky_failures:
-                return _shipping_unavailable(body.shipping_zip, "flaky carrier")
-        record = ShipmentRecord(
-            shipment_id=new_id("shp"),
-            order_id=body.order_id,
-            shipping_zip=body.shipping_zip,
-            items=body.items,
-            status="created",
-        )
-        self.shipments[record.shipment_id] = record
-        self.counters["shipments_created"] += 1
-        return Outcome(201, ShipmentReply(**record.model_dump()))
-
-    async def cancel(self, call: Call[CompensationRequest]) -> Outcome:
-        """Cancel a shipment (once); 404 ``shipment_not_found`` for an unknown id."""
-        return self._cancel_shipment(call.path["shipment_id"])
-
-    async def undo_ship(self, stored: str) -> Outcome:
-        """Cancel the shipment a ``ship`` made (the saga's compensation)."""
-        return self._cancel_shipment(ShipmentReply.model_validate_json(stored).shipment_id)
-
-    def _cancel_shipment(self, shipment_id: str) -> Outcome:
-        record = self.shipments.get(shipment_id)
-        if record is None:
-            return error_outcome(
-                404,
-                "shipment_not_found",
-                f"no shipment {shipment_id!r}; cancel only ids returned by "
-                "POST /shipping/shipments",
-            )
-        if record.status != "cancelled":
-            record.status = "cancelled"
-            self.counters["shipments_cancelled"] += 1
-        return Outcome(200, ShipmentReply(**record.model_dump()))
+    reserve = Endpoint("reserve", "/reservations", ReserveInventoryRequest, ReservationReply)
 
 
-def _shipping_unavailable(zip_code: str, why: str) -> Outcome:
-    return error_outcome(
-        503,
-        "shipping_unavailable",
-        f"no carrier available for zip {zip_code!r} ({why}); retry later with the "
-        "same Idempotency-Key",
-    )
+@dataclass(frozen=True)
+class Payments(Participant):
+    """The payment service."""
+
+    charge = Endpoint("charge", "/charges", ChargeRequest, ChargeReply)
 
 
-class NotificationService(Service):
-    """Notifications: record a message to the customer (no compensation)."""
+@dataclass(frozen=True)
+class Shipping(Participant):
+    """The shipping service."""
 
-    name: ServiceName = "notifications"
-    counter_names = ("notifications_sent",)
+    ship = Endpoint("ship", "/shipments", CreateShipmentRequest, ShipmentReply)
 
-    def _clear_state(self) -> None:
-        self.notifications: dict[str, NotificationRecord] = {}
 
-    def routes(self) -> Iterable[web.RouteDef]:
-        return [web.post("", self.idempotent("notify", NotificationRequest, self.notify))]
+@dataclass(frozen=True)
+class Notifications(Participant):
+    """The notification service."""
 
-    async def notify(self, call: Call[NotificationRequest]) -> Outcome:
-        """Send (record) a notification."""
-        record = NotificationRecord(notification_id=new_id("ntf"), **call.body.model_dump())
-        self.notifications[record.notification_id] = record
-        self.counters["notifications_sent"] += 1
-        return Outcome(201, NotificationReply(**record.model_dump()))
+    notify = Endpoint("notify", "", NotificationRequest, NotificationReply)
+
+
+ORDERS = Orders(Service("order"), mount="orders")
+INVENTORY = Inventory(Service("inventory"), mount="inventory")
+PAYMENTS = Payments(Service("payment"), mount="payments")
+SHIPPING = Shipping(Service("shipping"), mount="shipping")
+NOTIFICATIONS = Notifications(Service("notification"), mount="notifications")
+
+PARTICIPANTS: tuple[Participant, ...] = (ORDERS, INVENTORY, PAYMENTS, SHIPPING, NOTIFICATIONS)
+
+
+def service_urls(base_url: str) -> dict[str, str]:
+    """``SAGA_SERVICE_URLS`` when the example servers run at ``base_url``."""
+    return {p.service.name: p.url(base_url) for p in PARTICIPANTS}

@@ -36,7 +36,7 @@ Routes, as ``METHOD path [idem]: request -> replies``::
     GET  /admin/knobs -> 200 Knobs
     POST /admin/knobs: partial Knobs (JSON object) -> 200 Knobs | 422 invalid_knobs
     GET  /admin/stats -> 200 StatsReply
-    GET  /admin/orders/{order_id} -> 200 OrderView
+    GET  /admin/orders/{order_id} -> 200 OrderEffects
     POST /admin/reset: ResetRequest (optional) -> 200 ResetReply
 
 A :class:`CompensationRequest` body is optional (an empty body is fine).

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from coordinator import NO_RETRY, RetryPolicy, Saga, Step, http
+from coordinator import NO_RETRY, RetryPolicy, Saga, Step
 from examples.order_fulfillment.models import CreateOrderRequest as Order
-from examples.order_fulfillment.models import OrderReply, ShipmentReply
-from examples.order_fulfillment.saga import ORDERS, SHIPPING, ship
+from examples.order_fulfillment.participants import ORDERS, SHIPPING
+from examples.order_fulfillment.saga import place, ship
 
 UNDO_RETRY = RetryPolicy(
     maximum_attempts=10,
@@ -19,16 +19,14 @@ UNDO_RETRY = RetryPolicy(
 def slow_ship(name: str, *, attempts: int, backoff: timedelta) -> Saga[Order]:
     """create_order, then a ship step whose 1 s timeout a slow carrier exceeds."""
     return Saga(name, input=Order, steps=[
-        Step("create_order", service=ORDERS,
-             action=http("POST", "", body=lambda c: c.input, output=OrderReply),
-             compensation=http("POST", "/undo")),
-        Step("ship", service=SHIPPING, timeout=timedelta(seconds=1),
+        Step("create_order", service=ORDERS.service,
+             action=ORDERS.create.call(place), compensation=ORDERS.create.undo()),
+        Step("ship", service=SHIPPING.service, timeout=timedelta(seconds=1),
              retry=RetryPolicy(maximum_attempts=attempts, initial_interval=backoff,
                                maximum_interval=backoff, jitter=0.0),
              compensation_retry=UNDO_RETRY,
-             action=http("POST", "/shipments", body=ship, output=ShipmentReply,
-                         transport_retry=NO_RETRY),
-             compensation=http("POST", "/shipments/undo")),
+             action=SHIPPING.ship.call(ship, transport_retry=NO_RETRY),
+             compensation=SHIPPING.ship.undo()),
     ])  # fmt: skip
 
 

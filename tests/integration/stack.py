@@ -20,7 +20,7 @@ from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_event
 from coordinator.messages import StepRequest
 from coordinator.settings import CoordinatorSettings
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
-from examples.order_fulfillment.saga import service_urls
+from examples.order_fulfillment.participants import service_urls
 from infra.processes import Process, free_port
 
 COORDINATOR_READY = "coordinator ready"

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from examples.order_fulfillment.models import (
+    OrderEffects,
     OrderReply,
-    OrderView,
     RefundReply,
     ReservationReply,
     ShipmentReply,
@@ -30,7 +30,7 @@ async def test_refund_returns_the_charged_amount_once(client: httpx.AsyncClient)
     payments = (await stats(client)).services["payments"]
     assert payments.counters["refunds"] == 1
     assert payments.counters["amount_refunded_cents"] == 1234
-    view = OrderView.model_validate_json((await client.get("/admin/orders/o-1")).content)
+    view = OrderEffects.model_validate_json((await client.get("/admin/orders/o-1")).content)
     assert [(c.status, c.refunded_cents) for c in view.charges] == [("refunded", 1234)]
 
 

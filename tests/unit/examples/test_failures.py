@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from examples.order_fulfillment.models import ErrorReply, LineItem, OrderView
+from examples.order_fulfillment.models import ErrorReply, LineItem, OrderEffects
 from tests.unit.examples.helpers import charge, post, reservation, set_knobs, shipment, stats
 
 
@@ -15,7 +15,7 @@ async def test_declined_card_is_402_and_charges_nothing(client: httpx.AsyncClien
     assert response.status_code == 402
     error = ErrorReply.model_validate_json(response.content)
     assert (error.error, error.retryable) == ("card_declined", False)
-    view = OrderView.model_validate_json((await client.get("/admin/orders/o-1")).content)
+    view = OrderEffects.model_validate_json((await client.get("/admin/orders/o-1")).content)
     assert view.charges == []
     assert (await stats(client)).services["payments"].counters["amount_charged_cents"] == 0
 

@@ -8,9 +8,9 @@ from examples.order_fulfillment.models import (
     ChargeReply,
     NotificationReply,
     NotificationRequest,
+    OrderEffects,
     OrderRecord,
     OrderReply,
-    OrderView,
     ReservationReply,
     ShipmentReply,
     StockReply,
@@ -40,7 +40,7 @@ async def test_every_step_succeeds_and_admin_sees_the_order(client: httpx.AsyncC
     assert notified.status_code == 201
     NotificationReply.model_validate_json(notified.content)
 
-    view = OrderView.model_validate_json((await client.get("/admin/orders/o-1")).content)
+    view = OrderEffects.model_validate_json((await client.get("/admin/orders/o-1")).content)
     assert view.order is not None and view.order.status == "created"
     assert [r.status for r in view.reservations] == ["reserved"]
     assert [(c.status, c.amount_cents) for c in view.charges] == [("charged", 4200)]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from coordinator import BusinessFailure
 from coordinator.testing import SagaTestKit
+from examples.order_fulfillment import saga as saga_module
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
-from examples.order_fulfillment.saga import ORDER_SAGA, service_urls
+from examples.order_fulfillment.participants import PARTICIPANTS, PAYMENTS, service_urls
+from examples.order_fulfillment.saga import ORDER_SAGA
+from tests.readme import README
 
 ITEM = {"sku": "S", "quantity": 1}
 REPLIES = {  # valid bodies of each participant's create endpoint
@@ -72,3 +77,18 @@ async def test_all_five_steps_complete_over_http() -> None:
         "ship",
         "notify",
     ]
+
+
+def test_the_readme_shows_the_saga_as_it_is() -> None:
+    source = Path(saga_module.__file__ or "").read_text().replace("  # fmt: skip", "")
+    section = README.read_text().split("## Defining a saga", 1)[1]
+    shown = section.split("```python\n", 1)[1].split("```\n", 1)[0]
+    assert shown in source
+
+
+def test_every_participant_is_declared_once_and_the_saga_uses_the_declarations() -> None:
+    assert [s.service for s in ORDER_SAGA.steps] == [p.service for p in PARTICIPANTS]
+    assert len({p.service.name for p in PARTICIPANTS}) == len({p.mount for p in PARTICIPANTS}) == 5
+    charge = ORDER_SAGA.steps[ORDER_SAGA.index("charge_payment")]
+    assert charge.action == PAYMENTS.charge.call(saga_module.charge)
+    assert charge.output_model() is PAYMENTS.charge.reply

@@ -1,7 +1,7 @@
 """The five participants of the order saga, each declared once (eventuate's service proxies).
 
-A participant is its coordinator :class:`~coordinator.Service` (the name keys its step
-topic and ``SAGA_SERVICE_URLS``), the path the example servers mount it under, and the
+A participant is a coordinator :class:`~coordinator.Service` (its name keys its step topic
+and ``SAGA_SERVICE_URLS``) with the path the example servers mount it under, and the
 endpoints the saga calls with their request and reply models. The saga
 (:mod:`~examples.order_fulfillment.saga`) builds its steps from these declarations and the
 HTTP servers (:mod:`~examples.order_fulfillment.servers`) route and parse with them, so
@@ -15,7 +15,7 @@ never arrived.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -83,20 +83,19 @@ class Endpoint(Generic[RequestT, ReplyT]):
 
 
 @dataclass(frozen=True)
-class Participant:
-    """A service of the example: its coordinator service and its mount on the servers.
+class Participant(Service):
+    """A service of the example: a coordinator :class:`~coordinator.Service` and its mount.
 
     Args:
-        service: what the saga's steps name (topic ``{prefix}.step.{name}``).
+        name: what step requests are routed by (topic ``{prefix}.step.{name}``).
         mount: the path segment the example servers mount it under.
     """
 
-    service: Service
-    mount: ServiceName
+    mount: ServiceName = field(kw_only=True)
 
-    def url(self, base_url: str) -> str:
-        """The participant's base URL when the example servers run at ``base_url``."""
-        return f"{base_url.rstrip('/')}/{self.mount}"
+    def base_url(self, servers_url: str) -> str:
+        """The participant's base URL when the example servers run at ``servers_url``."""
+        return f"{servers_url.rstrip('/')}/{self.mount}"
 
 
 @dataclass(frozen=True)
@@ -134,15 +133,15 @@ class Notifications(Participant):
     notify = Endpoint("notify", "", NotificationRequest, NotificationReply)
 
 
-ORDERS = Orders(Service("order"), mount="orders")
-INVENTORY = Inventory(Service("inventory"), mount="inventory")
-PAYMENTS = Payments(Service("payment"), mount="payments")
-SHIPPING = Shipping(Service("shipping"), mount="shipping")
-NOTIFICATIONS = Notifications(Service("notification"), mount="notifications")
+ORDERS = Orders("order", mount="orders")
+INVENTORY = Inventory("inventory", mount="inventory")
+PAYMENTS = Payments("payment", mount="payments")
+SHIPPING = Shipping("shipping", mount="shipping")
+NOTIFICATIONS = Notifications("notification", mount="notifications")
 
 PARTICIPANTS: tuple[Participant, ...] = (ORDERS, INVENTORY, PAYMENTS, SHIPPING, NOTIFICATIONS)
 
 
 def service_urls(base_url: str) -> dict[str, str]:
     """``SAGA_SERVICE_URLS`` when the example servers run at ``base_url``."""
-    return {p.service.name: p.url(base_url) for p in PARTICIPANTS}
+    return {p.name: p.base_url(base_url) for p in PARTICIPANTS}

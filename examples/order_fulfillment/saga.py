@@ -59,15 +59,15 @@ def notify(c: StepContext[Order]) -> NotificationRequest:
 SHIPPING_RETRY = RetryPolicy(maximum_attempts=4, initial_interval=timedelta(milliseconds=200))
 
 ORDER_SAGA = Saga("order_fulfillment", version=1, input=Order, steps=[
-    Step("create_order", service=ORDERS.service,
+    Step("create_order", service=ORDERS,
          action=ORDERS.create.call(place), compensation=ORDERS.create.undo()),
-    Step("reserve_inventory", service=INVENTORY.service,
+    Step("reserve_inventory", service=INVENTORY,
          action=INVENTORY.reserve.call(reserve), compensation=INVENTORY.reserve.undo()),
-    Step("charge_payment", service=PAYMENTS.service,
+    Step("charge_payment", service=PAYMENTS,
          action=PAYMENTS.charge.call(charge), compensation=PAYMENTS.charge.undo()),
-    Step("ship", service=SHIPPING.service, retry=SHIPPING_RETRY,
+    Step("ship", service=SHIPPING, retry=SHIPPING_RETRY,
          action=SHIPPING.ship.call(ship, transport_retry=NO_RETRY),
          compensation=SHIPPING.ship.undo()),
-    Step("notify", service=NOTIFICATIONS.service,
+    Step("notify", service=NOTIFICATIONS,
          action=NOTIFICATIONS.notify.call(notify)),
 ])  # fmt: skip

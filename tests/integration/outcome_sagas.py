@@ -19,9 +19,9 @@ UNDO_RETRY = RetryPolicy(
 def slow_ship(name: str, *, attempts: int, backoff: timedelta) -> Saga[Order]:
     """create_order, then a ship step whose 1 s timeout a slow carrier exceeds."""
     return Saga(name, input=Order, steps=[
-        Step("create_order", service=ORDERS.service,
+        Step("create_order", service=ORDERS,
              action=ORDERS.create.call(place), compensation=ORDERS.create.undo()),
-        Step("ship", service=SHIPPING.service, timeout=timedelta(seconds=1),
+        Step("ship", service=SHIPPING, timeout=timedelta(seconds=1),
              retry=RetryPolicy(maximum_attempts=attempts, initial_interval=backoff,
                                maximum_interval=backoff, jitter=0.0),
              compensation_retry=UNDO_RETRY,

@@ -87,8 +87,8 @@ def test_the_readme_shows_the_saga_as_it_is() -> None:
 
 
 def test_every_participant_is_declared_once_and_the_saga_uses_the_declarations() -> None:
-    assert [s.service for s in ORDER_SAGA.steps] == [p.service for p in PARTICIPANTS]
-    assert len({p.service.name for p in PARTICIPANTS}) == len({p.mount for p in PARTICIPANTS}) == 5
+    assert [s.service for s in ORDER_SAGA.steps] == list(PARTICIPANTS)
+    assert len({p.name for p in PARTICIPANTS}) == len({p.mount for p in PARTICIPANTS}) == 5
     charge = ORDER_SAGA.steps[ORDER_SAGA.index("charge_payment")]
     assert charge.action == PAYMENTS.charge.call(saga_module.charge)
     assert charge.output_model() is PAYMENTS.charge.reply

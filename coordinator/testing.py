@@ -3,16 +3,18 @@
 Given a saga, when a step fails, expect these compensations::
 
     async def test_declined_card_releases_inventory():
-        kit = SagaTestKit(ORDER_SAGA, transport=httpx.MockTransport(handler),
-                          service_urls=service_urls("http://test"))
-        kit.fail("charge_payment", BusinessFailure("card declined"))
-        run = await kit.run(ORDER_SAGA, order)
+        async with SagaTestKit(ORDER_SAGA, transport=httpx.MockTransport(handler),
+                               service_urls=service_urls("http://test")) as kit:
+            kit.fail("charge_payment", BusinessFailure("card declined"))
+            run = await kit.run(order)
         assert run.status == "compensated"
-        assert run.compensated == ["release_inventory", "cancel_order"]
+        assert run.compensated == ["reserve_inventory", "create_order"]
 
-The kit drives the real state machine and the real executor; actions run for real
-unless replaced with :meth:`SagaTestKit.replace`. HTTP steps can be pointed at an
-``httpx.MockTransport``. Backoffs and timeouts pass in virtual time, instantly.
+The kit takes the saga once; ``run`` starts it with an input (its model, or a dict). It
+drives the real state machine and the real executor; actions run for real unless replaced
+with :meth:`SagaTestKit.replace`. HTTP steps can be pointed at an ``httpx.MockTransport``.
+Backoffs and timeouts pass in virtual time, instantly. ``async with`` closes the
+executor's HTTP client at the end.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -40,7 +42,14 @@ from coordinator.messages import (
     TimerFired,
 )
 from coordinator.registry import SagaRegistry
-from coordinator.state import SagaState
+from coordinator.state import SagaState, SagaStatus, StepStatus
+
+__all__ = ["Attempt", "Resolution", "SagaRun", "SagaTestKit"]
+
+InputT = TypeVar("InputT", bound=BaseModel)
+
+#: an operator's verdict on a parked step (``python -m coordinator resolve``)
+Resolution = Literal["applied", "not_applied", "retry"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,14 @@ class SagaRun:
     dead_letters: list[str] = field(default_factory=list)
 
     @property
-    def status(self) -> str | None:
-        """The saga's status at the end of the run (None: never started)."""
+    def status(self) -> SagaStatus | None:
+        """The saga's status at the end of the run (None: never started, see dead_letters)."""
         return self.state.status if self.state else None
+
+    @property
+    def steps(self) -> dict[str, StepStatus]:
+        """Each step's status at the end of the run, in saga order."""
+        return {s.name: s.status for s in self.state.steps} if self.state else {}
 
     @property
     def completed(self) -> list[str]:
@@ -91,11 +105,13 @@ class SagaRun:
         return [e.type for e in self.events]
 
 
-class SagaTestKit:
-    """Runs sagas in process against the real state machine and executor.
+class SagaTestKit(Generic[InputT]):
+    """Runs one saga in process against the real state machine and executor.
+
+    Use it as ``async with SagaTestKit(saga) as kit:``; runs need the open kit.
 
     Args:
-        sagas: the definitions under test.
+        saga: the definition under test.
         transport: an ``httpx.MockTransport`` (or any transport) for HTTP steps.
         service_urls: base URLs per service for HTTP steps.
         start: the virtual clock's start.
@@ -103,20 +119,43 @@ class SagaTestKit:
 
     def __init__(
         self,
-        *sagas: Saga[Any],
+        saga: Saga[InputT],
+        *,
         transport: httpx.AsyncBaseTransport | None = None,
         service_urls: dict[str, str] | None = None,
         start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
     ) -> None:
-        self.registry = SagaRegistry(sagas)
+        self.saga = saga
+        self.registry = SagaRegistry([saga])
         self.now = start
-        client = httpx.AsyncClient(transport=transport) if transport is not None else None
-        self.executor = StepExecutor(
-            self.registry, service_urls=service_urls, client=client, clock=lambda: self.now
-        )
+        self._transport = transport
+        self._service_urls = service_urls
+        self._executor: StepExecutor | None = None
         self._replaced: dict[tuple[Phase, str], Action] = {}
         self._failures: dict[tuple[Phase, str], _Failure] = {}
         self._runs: dict[str, SagaRun] = {}
+
+    async def __aenter__(self) -> SagaTestKit[InputT]:
+        client = httpx.AsyncClient(transport=self._transport) if self._transport else None
+        self._executor = StepExecutor(
+            self.registry, service_urls=self._service_urls, client=client, clock=lambda: self.now
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            await self._executor.aclose()
+            self._executor = None
+
+    @property
+    def executor(self) -> StepExecutor:
+        """The real executor the kit runs steps with (open inside ``async with`` only)."""
+        if self._executor is None:
+            raise RuntimeError(
+                f"SagaTestKit({self.saga.name!r}) is not open: run sagas inside "
+                "`async with SagaTestKit(saga) as kit:`"
+            )
+        return self._executor
 
     def replace(self, step: str, fn: Action, *, phase: Phase = "action") -> SagaTestKit:
         """Run ``fn`` instead of the step's action (or compensation)."""
@@ -143,21 +182,28 @@ class SagaTestKit:
 
     async def run(
         self,
-        saga: Saga[Any] | str,
-        input: BaseModel | dict[str, Any],
+        input: InputT | dict[str, Any],
         *,
         saga_id: str = "saga-1",
         business_key: str | None = None,
         cancel_before: str | None = None,
     ) -> SagaRun:
-        """Start a saga and drive it until it rests (terminal, compensation_failed, parked).
+        """Start the saga and drive it until it rests (terminal, compensation_failed, parked).
 
-        ``cancel_before`` sends an operator cancel just before that step's first attempt.
+        Args:
+            input: the saga's input model, or a dict (an invalid one is rejected, as a
+                worker rejects it: ``run.status`` is None and ``run.dead_letters`` says why).
+            saga_id: the id to start it under.
+            business_key: the business key its lifecycle events carry.
+            cancel_before: send an operator cancel just before that step's first attempt.
         """
-        name = saga if isinstance(saga, str) else saga.name
         data = input.model_dump(mode="json") if isinstance(input, BaseModel) else input
         start = StartSaga(
-            saga_id=saga_id, at=self.now, saga_type=name, input=data, business_key=business_key
+            saga_id=saga_id,
+            at=self.now,
+            saga_type=self.saga.name,
+            input=data,
+            business_key=business_key,
         )
         run = self._runs.setdefault(saga_id, SagaRun(saga_id, None))
         await self._drive(run, start, cancel_before=cancel_before)
@@ -172,7 +218,7 @@ class SagaTestKit:
     async def resolve(
         self,
         step: str,
-        resolution: str,
+        resolution: Resolution,
         *,
         saga_id: str = "saga-1",
         output: BaseModel | None = None,
@@ -186,13 +232,10 @@ class SagaTestKit:
         await self._drive(run, message)
         return run
 
-    async def aclose(self) -> None:
-        """Close the executor's HTTP client."""
-        await self.executor.aclose()
-
     async def _drive(
         self, run: SagaRun, first: InboxMessage, *, cancel_before: str | None = None
     ) -> None:
+        executor = self.executor  # raises before anything runs when the kit is not open
         inbox: deque[InboxMessage] = deque([first])
         for _ in range(100_000):
             if not inbox:
@@ -211,14 +254,14 @@ class SagaTestKit:
                     cancel_before = None
                     inbox.append(CancelSaga(saga_id=run.saga_id, at=self.now))
                     continue
-                result = await self._execute(request)
+                result = await self._execute(executor, request)
                 run.attempts.append(
                     Attempt(request.phase, request.step, request.attempt, result.ok)
                 )
                 inbox.append(result)
         raise AssertionError(f"saga {run.saga_id!r} did not come to rest in 100000 messages")
 
-    async def _execute(self, request: StepRequest) -> Any:
+    async def _execute(self, executor: StepExecutor, request: StepRequest) -> Any:
         key = (request.phase, request.step)
         failure = self._failures.get(key)
         if failure is not None and (failure.times is None or failure.seen < failure.times):
@@ -228,11 +271,11 @@ class SagaTestKit:
             return request.result(at=self.now, error=error_info(failure.error, step))
         replacement = self._replaced.get(key)
         if replacement is None:
-            return await self.executor.execute(request)
+            return await executor.execute(request)
         saga = self.registry.get(request.saga_type, request.saga_version)
         step = saga.steps[saga.index(request.step)]
         try:
-            reply = await replacement(self.executor.context(saga, step, request))
+            reply = await replacement(executor.context(saga, step, request))
         except Exception as exc:
             return request.result(at=self.now, error=error_info(exc, step))
         output = reply.model_dump(mode="json") if isinstance(reply, BaseModel) else None

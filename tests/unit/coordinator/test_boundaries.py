@@ -46,6 +46,6 @@ def test_coordinator_and_compensations_sources_import_no_sql_or_listeners() -> N
 
 def test_order_saga_definition_fits_on_one_screen() -> None:
     source = (ROOT / "examples/order_fulfillment/saga.py").read_text().splitlines()
-    start = next(i for i, line in enumerate(source) if line.startswith("ORDERS = Service"))
+    start = next(i for i, line in enumerate(source) if line.startswith("SHIPPING_RETRY = "))
     end = next(i for i, line in enumerate(source) if line.startswith("])"))
     assert end - start + 1 <= 40

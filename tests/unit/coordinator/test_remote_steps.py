@@ -59,16 +59,17 @@ async def test_the_test_kit_names_what_stands_in_for_a_remote_step() -> None:
         Step("prepare", service=LOCAL, action=local, compensation=local),
         Step("charge", service=NODE, action=remote(output=Charged)),
     )
-    kit = SagaTestKit(defined, transport=httpx.MockTransport(lambda r: httpx.Response(500)))
-    run = await kit.run(defined, Job())
-    assert run.status == "compensated"
-    assert run.state is not None and run.state.error is not None
-    assert "runs in the remote participant 'payments-node'" in run.state.error.message
-    assert "SagaTestKit.replace" in run.state.error.message
 
     async def charge(ctx: StepContext[Job]) -> Charged:
         return Charged(charge_id="c-1")
 
-    run = await kit.replace("charge", charge).run(defined, Job(), saga_id="saga-2")
+    transport = httpx.MockTransport(lambda r: httpx.Response(500))
+    async with SagaTestKit(defined, transport=transport) as kit:
+        run = await kit.run(Job())
+        assert run.status == "compensated"
+        assert run.state is not None and run.state.error is not None
+        assert "runs in the remote participant 'payments-node'" in run.state.error.message
+        assert "SagaTestKit.replace" in run.state.error.message
+
+        run = await kit.replace("charge", charge).run(Job(), saga_id="saga-2")
     assert run.status == "completed"
-    await kit.aclose()

@@ -12,7 +12,7 @@ from examples.order_fulfillment import saga as saga_module
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.participants import PARTICIPANTS, PAYMENTS, service_urls
 from examples.order_fulfillment.saga import ORDER_SAGA
-from tests.readme import README
+from tests.readme import README, python_block
 
 ITEM = {"sku": "S", "quantity": 1}
 REPLIES = {  # valid bodies of each participant's create endpoint
@@ -53,23 +53,30 @@ ORDER = CreateOrderRequest(
 
 
 async def test_declined_card_releases_inventory_then_cancels_the_order() -> None:
-    kit = SagaTestKit(
-        ORDER_SAGA, transport=httpx.MockTransport(handler), service_urls=service_urls("http://test")
+    # the README's example ("Testing a saga without a broker"), as it is written there
+    namespace = {
+        "BusinessFailure": BusinessFailure,
+        "ORDER_SAGA": ORDER_SAGA,
+        "SagaTestKit": SagaTestKit,
+        "handler": handler,
+        "httpx": httpx,
+        "order": ORDER,
+        "service_urls": service_urls,
+    }
+    code = "async def example():\n" + "".join(
+        f"    {line}\n" for line in python_block("### Testing a saga without a broker").splitlines()
     )
-    kit.fail("charge_payment", BusinessFailure("card declined"))
-    run = await kit.run(ORDER_SAGA, ORDER)
-    await kit.aclose()
-    assert run.status == "compensated"
-    assert run.compensated == ["reserve_inventory", "create_order"]
+    exec(code, namespace)
+    await namespace["example"]()
 
 
 async def test_all_five_steps_complete_over_http() -> None:
-    kit = SagaTestKit(
+    async with SagaTestKit(
         ORDER_SAGA, transport=httpx.MockTransport(handler), service_urls=service_urls("http://test")
-    )
-    run = await kit.run(ORDER_SAGA, ORDER)
-    await kit.aclose()
+    ) as kit:
+        run = await kit.run(ORDER)
     assert run.status == "completed", run.events
+    assert list(run.steps.values()) == ["succeeded"] * 5
     assert run.completed == [
         "create_order",
         "reserve_inventory",

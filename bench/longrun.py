@@ -43,6 +43,7 @@ from aiokafka import AIOKafkaConsumer
 from bench.ours_sagas import LOCAL_INLINE, BenchInput, StepOut, _local_saga
 from coordinator import Saga, Service, Step, remote
 from coordinator.client import SagaClient
+from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS
 from coordinator.settings import CoordinatorSettings
 from infra.processes import ROOT, Process
 
@@ -583,7 +584,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--keep", action="store_true", help="keep the workers' data and logs")
     p.add_argument(
-        "--kafka-bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+        "--kafka-bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP_SERVERS),
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     p.add_argument("--results-md", type=Path, default=Path(__file__).parent / "RESULTS.md")

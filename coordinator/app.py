@@ -113,7 +113,7 @@ class Coordinator:
         s = self.settings
         s.datadir.mkdir(parents=True, exist_ok=True)
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap_servers.split(",")]
-        return app_class(s.fetch_max_wait_ms)(
+        return app_class(int(s.fetch_max_wait.total_seconds() * 1000))(
             s.app_id,
             broker=brokers,
             store=s.store,
@@ -126,8 +126,8 @@ class Coordinator:
             web_bind=s.web_host,
             web_host=s.web_host,
             consumer_auto_offset_reset="earliest",
-            broker_session_timeout=s.session_timeout,
-            broker_heartbeat_interval=min(3.0, s.session_timeout / 3),
+            broker_session_timeout=s.session_timeout.total_seconds(),
+            broker_heartbeat_interval=min(3.0, s.session_timeout.total_seconds() / 3),
             broker_commit_every=1000,
             broker_commit_interval=1.0,
             producer_linger_ms=1,
@@ -186,7 +186,8 @@ class Coordinator:
                 )
                 self.executor_lanes[name] = lanes
                 app.agent(self.step_topics[name], name=f"executor-{name}")(self._make_agent(lanes))
-        app.timer(self.settings.timer_interval, name="saga-deadlines")(self._fire_deadlines)
+        interval = self.settings.timer_interval.total_seconds()
+        app.timer(interval, name="saga-deadlines")(self._fire_deadlines)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
         app.task(self._announce)
         store = self.store

@@ -17,6 +17,9 @@ def format_entry(entry: DeadLetterEntry) -> str:
     reason = " ".join(letter.reason.split())
     if len(reason) > 400:
         reason = reason[:399] + "…"
+    if letter.truncated:
+        kept = len(letter.value())
+        reason += f" [value truncated: first {kept} of {letter.original_size} bytes kept]"
     return (
         f"{entry.ref:<8} {letter.occurred_at:%Y-%m-%d %H:%M:%S} {letter.agent:<10} "
         f"{letter.source_topic}  saga {letter.key or '-'}  {letter.error_type}: {reason}"

@@ -1,7 +1,11 @@
 """The Python client: start, inspect, wait for, cancel and resume sagas.
 
-Commands go to the saga inbox (Kafka, keyed by saga id); state is read from the
-coordinator worker's HTTP endpoint, which routes to the worker owning the saga::
+Commands go to the saga inbox (Kafka, keyed by saga id); state is read from a coordinator
+worker's web endpoint, which routes to the worker owning the saga. So ``get``/``find``/
+``wait``, and the status checks of a confirmed ``cancel``/``retry_compensation``/``resolve``,
+need a worker running with ``SAGA_WEB_ENABLED=true`` (the default) at ``web_url``; sending
+a command unconfirmed and a confirmed ``start`` (answered on the lifecycle and dead-letter
+topics) do not::
 
     async with SagaClient(settings) as client:
         saga_id = await client.start(ORDER_SAGA, order, business_key=order.order_id,
@@ -49,6 +53,11 @@ __all__ = ["SagaClient", "ensure_topics"]
 
 #: how long ``confirm=True`` waits for the coordinator's answer by default
 DEFAULT_CONFIRM_TIMEOUT = timedelta(seconds=30)
+#: what a confirmed command could do without a web endpoint
+_UNCONFIRMED = (
+    "a confirmed {what} checks the saga's status there first; or send it unconfirmed "
+    "(--no-wait, confirm=False)"
+)
 
 
 class SagaClient:
@@ -158,7 +167,7 @@ class SagaClient:
         if not confirm:
             await self._send(saga_id, msg, wait=True)
             return None
-        before = await self.get(saga_id)
+        before = await self.get(saga_id, needs=_UNCONFIRMED.format(what="cancel"))
         if before.status not in ("running", "parked"):
             raise SagaStatusError(
                 f"saga {saga_id!r} is {before.status}: only a running or parked saga can be "
@@ -195,7 +204,7 @@ class SagaClient:
         if not confirm:
             await self._send(saga_id, msg, wait=True)
             return None
-        before = await self.get(saga_id)
+        before = await self.get(saga_id, needs=_UNCONFIRMED.format(what="retry-compensation"))
         if before.status != "compensation_failed":
             raise SagaStatusError(
                 f"saga {saga_id!r} is {before.status}: retry-compensation resumes only a "
@@ -235,7 +244,13 @@ class SagaClient:
                 (e.g. an output that does not match the step's output model).
             timeout: how long ``confirm`` waits.
         """
-        before = await self.get(saga_id) if confirm or step is None else None
+        needs = (
+            _UNCONFIRMED.format(what="resolve")
+            if step is not None
+            else "resolve looks up the parked step there; or name it and send it unconfirmed "
+            "(--step STEP --no-wait; step=, confirm=False)"
+        )
+        before = await self.get(saga_id, needs=needs) if confirm or step is None else None
         if before is not None and before.status != "parked":
             raise SagaStatusError(
                 f"saga {saga_id!r} is {before.status}: only a parked saga is resolved"
@@ -262,15 +277,26 @@ class SagaClient:
 
     # -- queries ------------------------------------------------------------------------
 
-    async def find(self, saga_id: str) -> SagaView | None:
-        """The saga's state from the worker that owns it, or None if there is no such saga."""
+    async def find(self, saga_id: str, *, needs: str = "") -> SagaView | None:
+        """The saga's state from the worker that owns it, or None if there is no such saga.
+
+        Read from a coordinator worker's web endpoint (``web_url``); raises
+        :class:`~coordinator.CoordinatorUnavailable` naming it when none answers there.
+
+        Args:
+            saga_id: the saga.
+            needs: why the caller needs the endpoint, and what it could do without (for
+                the error).
+        """
         url = f"{self.web_url}/sagas/{quote(saga_id, safe='')}/"
         try:
             response = await self._http.get(url)
         except httpx.TransportError as exc:
             raise CoordinatorUnavailable(
-                f"no coordinator answered at {url} ({type(exc).__name__}); is a worker "
-                "running, and are SAGA_WEB_HOST/SAGA_WEB_PORT (or --url) right?"
+                f"no coordinator worker's web endpoint answered at {url} "
+                f"({type(exc).__name__}): saga state is read there, so a worker must run "
+                "with SAGA_WEB_ENABLED=true (the default) and SAGA_WEB_HOST/SAGA_WEB_PORT "
+                f"(--url, web_url=) must point at it{'; ' + needs if needs else ''}"
             ) from exc
         if response.status_code == 404:
             return None
@@ -280,9 +306,14 @@ class SagaClient:
             )
         return SagaView.model_validate_json(response.content)
 
-    async def get(self, saga_id: str) -> SagaView:
-        """The saga's state; raises :class:`~coordinator.SagaNotFoundError` if unknown."""
-        view = await self.find(saga_id)
+    async def get(self, saga_id: str, *, needs: str = "") -> SagaView:
+        """The saga's state; raises :class:`~coordinator.SagaNotFoundError` if unknown.
+
+        Args:
+            saga_id: the saga.
+            needs: as for :meth:`find`.
+        """
+        view = await self.find(saga_id, needs=needs)
         if view is None:
             raise SagaNotFoundError(f"no saga {saga_id!r}: it was never started, or not yet")
         return view

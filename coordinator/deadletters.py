@@ -22,13 +22,13 @@ from coordinator.watch import partition_counts, partition_for
 
 __all__ = ["DeadLetterEntry", "DeadLetterLog", "matches", "parse_ref", "truncated"]
 
-#: how an agent marks a dead letter that keeps only the start of an oversized value
+#: how dead letters written before ``DeadLetter.truncated`` existed said so, in the reason
 _TRUNCATED = "value truncated"
 
 
 def truncated(letter: DeadLetter) -> bool:
     """True when the dead letter keeps only the first bytes of the original value."""
-    return _TRUNCATED in letter.reason
+    return letter.truncated or _TRUNCATED in letter.reason
 
 
 def matches(letter: DeadLetter, payload: bytes) -> bool:

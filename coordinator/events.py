@@ -30,8 +30,8 @@ Event types and when they are emitted::
     saga_cancelled            terminal: cancelled by an operator and compensated
     saga_compensation_failed  resting: a compensation exhausted its retries; an operator may retry
 
-Dead letters (``DeadLetter``) share this module because every agent, listeners included,
-writes them.
+Dead letters (``DeadLetter``), the topic names (``Topics``) and the default broker address
+share this module because every agent, listeners included, writes or reads them.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 SCHEMA_VERSION = 1
 
 __all__ = [
+    "DEAD_LETTER_VALUE_LIMIT",
+    "DEFAULT_BOOTSTRAP_SERVERS",
     "SCHEMA_VERSION",
     "TERMINAL_EVENT_TYPES",
     "CompensationFailed",
@@ -65,6 +67,7 @@ __all__ = [
     "StepResolved",
     "StepStarted",
     "StepSucceeded",
+    "Topics",
     "parse_event",
 ]
 
@@ -227,8 +230,41 @@ def parse_event(raw: bytes | str) -> LifecycleEvent:
     return _ADAPTER.validate_json(raw)
 
 
+#: the broker when neither ``SAGA_KAFKA_BOOTSTRAP_SERVERS`` nor ``KAFKA_BOOTSTRAP_SERVERS``
+#: names one: the project's local broker (``make kafka-up``)
+DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:19092"
+
+
+class Topics:
+    """Topic names derived from one prefix; no topic string lives anywhere else.
+
+    Args:
+        prefix: the deployment's topic prefix (``SAGA_TOPIC_PREFIX``).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.inbox = f"{prefix}.inbox"
+        self.lifecycle = f"{prefix}.lifecycle"
+        self.deadletters = f"{prefix}.deadletters"
+
+    def step(self, service: str) -> str:
+        """The step-request topic of ``service``."""
+        return f"{self.prefix}.step.{service}"
+
+
+#: most bytes of the original value a dead letter keeps: a 5 MB record would make the
+#: dead letter itself too large for the broker (base64 makes the kept bytes 4/3 larger)
+DEAD_LETTER_VALUE_LIMIT = 64 * 1024
+
+
 class DeadLetter(BaseModel):
-    """A message an agent could not use, kept with the reason (never silently dropped)."""
+    """A message an agent could not use, kept with the reason (never silently dropped).
+
+    ``truncated`` says the original value was larger than :data:`DEAD_LETTER_VALUE_LIMIT`
+    and ``value_b64`` keeps only its first bytes (``original_size`` is the whole size): such
+    a dead letter cannot be re-submitted. Build one with :meth:`of`.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -241,6 +277,27 @@ class DeadLetter(BaseModel):
     error_type: str
     agent: str
     occurred_at: datetime
+    truncated: bool = False
+    original_size: int | None = None
+
+    @classmethod
+    def of(
+        cls, value: bytes | None, *, limit: int = DEAD_LETTER_VALUE_LIMIT, **fields: Any
+    ) -> DeadLetter:
+        """The dead letter of ``value``, cut to ``limit`` bytes and marked ``truncated`` if longer.
+
+        Args:
+            value: the original record's bytes.
+            limit: most bytes kept.
+            **fields: the other fields (source_topic, reason, error_type, agent, ...).
+        """
+        raw = value or b""
+        return cls(
+            value_b64=cls.encode_value(raw[:limit]),
+            truncated=len(raw) > limit,
+            original_size=len(raw),
+            **fields,
+        )
 
     @staticmethod
     def encode_value(value: bytes | None) -> str:

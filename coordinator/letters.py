@@ -11,25 +11,18 @@ from coordinator.events import DeadLetter
 
 log = logging.getLogger("coordinator.deadletters")
 
-#: a dead letter keeps at most this much of the original value (a 5 MB record would
-#: make the dead letter itself too large for the broker)
-KEEP_BYTES = 64 * 1024
-
 
 def dead_letter(
     topic: str, message: Any, reason: str, *, agent: str, error_type: str = "Rejected"
 ) -> Record:
     """Build the dead-letter record for ``message`` (Faust/aiokafka), keyed as it was."""
     key: bytes | None = getattr(message, "key", None)
-    value: bytes = getattr(message, "value", None) or b""
-    if len(value) > KEEP_BYTES:
-        reason = f"{reason} [value truncated: first {KEEP_BYTES} of {len(value)} bytes kept]"
-    letter = DeadLetter(
+    letter = DeadLetter.of(
+        getattr(message, "value", None),
         source_topic=getattr(message, "topic", "?"),
         partition=getattr(message, "partition", None),
         offset=getattr(message, "offset", None),
         key=key.decode(errors="replace") if key else None,
-        value_b64=DeadLetter.encode_value(value[:KEEP_BYTES]),
         reason=reason[:4000],
         error_type=error_type,
         agent=agent,

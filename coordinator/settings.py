@@ -9,24 +9,11 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS, Topics
 from coordinator.retention import Retention
 
 #: the table stores ``SAGA_STORE`` accepts (Faust store URLs; see coordinator.tablestore)
 STORE_SCHEMES = ("memory://", "rocksdb://")
-
-
-class Topics:
-    """Topic names derived from one prefix; no topic string lives anywhere else."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.inbox = f"{prefix}.inbox"
-        self.lifecycle = f"{prefix}.lifecycle"
-        self.deadletters = f"{prefix}.deadletters"
-
-    def step(self, service: str) -> str:
-        """The step-request topic of ``service``."""
-        return f"{self.prefix}.step.{service}"
 
 
 class CoordinatorSettings(BaseSettings):
@@ -35,7 +22,7 @@ class CoordinatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore")
 
     kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:19092",
+        default=DEFAULT_BOOTSTRAP_SERVERS,
         validation_alias=AliasChoices("SAGA_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
     )
     app_id: str = "saga-coordinator"
@@ -51,8 +38,8 @@ class CoordinatorSettings(BaseSettings):
     #: step attempts run at once per step-topic partition (results are acked in order)
     executor_concurrency: int = Field(default=8, ge=1)
     run_executors: bool = True
-    #: seconds between looks at the deadline heap (a look costs O(due sagas))
-    timer_interval: float = Field(default=0.1, gt=0)
+    #: time between looks at the deadline heap (a look costs O(due sagas))
+    timer_interval: timedelta = Field(default=timedelta(milliseconds=100), gt=timedelta(0))
     #: inbox records applied per partition per batch (one broker round trip per batch)
     batch_size: int = Field(default=500, ge=1)
     #: records buffered per partition before its fetching pauses
@@ -72,9 +59,9 @@ class CoordinatorSettings(BaseSettings):
     #: forever, as listener workers create it too: replay rebuilds from its first event)
     lifecycle_retention: timedelta | None = None
     #: longest Kafka long-poll; bounds the wait of each hop (faust hard-codes 1500 ms)
-    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    fetch_max_wait: timedelta = Field(default=timedelta(milliseconds=10), ge=timedelta(0))
     #: a crashed worker's partitions move to the survivors after this long
-    session_timeout: float = Field(default=10.0, gt=0)
+    session_timeout: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
@@ -102,9 +89,11 @@ class CoordinatorSettings(BaseSettings):
             return None
         return _seconds(value)
 
-    @field_validator("dedupe_retention", mode="before")
+    @field_validator(
+        "dedupe_retention", "timer_interval", "fetch_max_wait", "session_timeout", mode="before"
+    )
     @classmethod
-    def _dedupe_seconds(cls, value: Any) -> Any:
+    def _duration_seconds(cls, value: Any) -> Any:
         return _seconds(value)
 
     @property

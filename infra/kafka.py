@@ -33,6 +33,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS
+
 KAFKA_VERSION = "3.9.1"
 _POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 
@@ -45,7 +47,7 @@ class KafkaProvisionError(RuntimeError):
 class BrokerConfig:
     """Where the local broker lives. Every field has an environment override."""
 
-    port: int = int(os.environ.get("SAGA_KAFKA_PORT", "19092"))
+    port: int = int(os.environ.get("SAGA_KAFKA_PORT", DEFAULT_BOOTSTRAP_SERVERS.split(":")[1]))
     controller_port: int = int(os.environ.get("SAGA_KAFKA_CONTROLLER_PORT", "19093"))
     cache_dir: Path = Path(
         os.environ.get("SAGA_CACHE_DIR", str(Path.home() / ".cache" / "saga-coordinator"))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from coordinator.events import DeadLetter
+from coordinator.events import DEAD_LETTER_VALUE_LIMIT, DeadLetter
 from listeners.events import Event, parse_any_event
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
 
 _MAX_REASON = 2000
 #: Most bytes of the original value a dead letter keeps (base64 makes it 4/3 larger).
-MAX_DEAD_LETTER_VALUE = 64 * 1024
+MAX_DEAD_LETTER_VALUE = DEAD_LETTER_VALUE_LIMIT
 #: Default largest lifecycle record a listener decodes (``LISTENER_MAX_EVENT_BYTES``).
 DEFAULT_MAX_EVENT_BYTES = 512 * 1024
 
@@ -47,17 +47,14 @@ class RawRecord:
 def dead_letter(record: RawRecord, *, reason: str, error_type: str, agent: str) -> DeadLetter:
     """A dead letter keeping ``record`` (its first 64 KiB), with why it could not be used."""
     key = record.key.decode("utf-8", errors="replace") if record.key is not None else None
-    value = record.value or b""
-    if len(value) > MAX_DEAD_LETTER_VALUE:
-        reason = f"{reason} (value truncated to {MAX_DEAD_LETTER_VALUE} of {len(value)} bytes)"
-        value = value[:MAX_DEAD_LETTER_VALUE]
-        key = key[:1000] if key is not None else None
-    return DeadLetter(
+    if key is not None and len(record.value or b"") > MAX_DEAD_LETTER_VALUE:
+        key = key[:1000]
+    return DeadLetter.of(
+        record.value,
         source_topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         key=key,
-        value_b64=DeadLetter.encode_value(value),
         reason=reason[:_MAX_REASON],
         error_type=error_type,
         agent=agent,

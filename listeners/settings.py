@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS, Topics
+
 __all__ = ["DEFAULT_ORDER_STATUS_BY_STEP", "ListenerSettings"]
 
 #: Status an order reaches when the named step of the order saga succeeds.
@@ -59,7 +61,7 @@ class ListenerSettings(BaseSettings):
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:19092",
+        default=DEFAULT_BOOTSTRAP_SERVERS,
         validation_alias=AliasChoices(
             "KAFKA_BOOTSTRAP_SERVERS", "LISTENER_KAFKA_BOOTSTRAP_SERVERS"
         ),
@@ -103,12 +105,12 @@ class ListenerSettings(BaseSettings):
     @property
     def lifecycle_topic(self) -> str:
         """Name of the lifecycle topic the coordinator writes (``{prefix}.lifecycle``)."""
-        return f"{self.topic_prefix}.lifecycle"
+        return Topics(self.topic_prefix).lifecycle
 
     @property
     def deadletter_topic(self) -> str:
         """Name of the dead-letter topic every agent writes (``{prefix}.deadletters``)."""
-        return f"{self.topic_prefix}.deadletters"
+        return Topics(self.topic_prefix).deadletters
 
     @property
     def broker_url(self) -> str:

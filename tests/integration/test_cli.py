@@ -144,6 +144,29 @@ def test_start_without_a_worker_times_out(deployment: Deployment, tmp_path: Path
     )
 
 
+def test_commands_that_read_state_name_the_web_endpoint_they_need(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """No worker's web endpoint answers: a confirmed command says so and how to go without."""
+    idle = Deployment(deployment.env["KAFKA_BOOTSTRAP_SERVERS"], tmp_path)
+    web = f"http://127.0.0.1:{idle.env['SAGA_WEB_PORT']}"
+    for command, without in [
+        (["status", "errand:x"], None),
+        (["cancel", "errand:x"], "a confirmed cancel checks the saga's status there first"),
+        (["retry-compensation", "errand:x"], "a confirmed retry-compensation checks"),
+        (["resolve", "errand:x", "--applied"], "--step STEP --no-wait"),
+    ]:
+        out = idle.cli(*command)
+        assert out.returncode == Exit.UNAVAILABLE, out
+        line = error_line(out)
+        assert f"no coordinator worker's web endpoint answered at {web}" in line
+        assert "SAGA_WEB_ENABLED=true" in line
+        assert without is None or (without in line and "--no-wait" in line), line
+    out = idle.cli("cancel", "errand:x", "--no-wait")
+    assert out.returncode == Exit.OK, out.stderr
+    assert "(not confirmed: --no-wait)" in out.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -312,7 +335,9 @@ def test_resubmit_refuses_a_truncated_dead_letter(deployment: Deployment) -> Non
         source_topic=f"{deployment.env['SAGA_TOPIC_PREFIX']}.inbox",
         key="errand:big",
         value_b64=DeadLetter.encode_value(b"x" * 1024),
-        reason="too large [value truncated: first 1024 of 900000 bytes kept]",
+        truncated=True,
+        original_size=900_000,
+        reason="too large",
         error_type="RecordTooLarge",
         agent="inbox",
         occurred_at=datetime.now(UTC),

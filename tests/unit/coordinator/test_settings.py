@@ -1,0 +1,59 @@
+"""Settings: durations are timedeltas, topic names and the broker are defined once."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from coordinator import CoordinatorSettings
+from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS, Topics
+from infra.kafka import BrokerConfig
+from listeners import ListenerSettings
+
+
+def test_durations_are_timedeltas_from_seconds_or_iso_8601(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAGA_TIMER_INTERVAL", "0.25")
+    monkeypatch.setenv("SAGA_SESSION_TIMEOUT", "PT30S")
+    monkeypatch.setenv("SAGA_FETCH_MAX_WAIT", "0")
+    settings = CoordinatorSettings()
+    assert settings.timer_interval == timedelta(milliseconds=250)
+    assert settings.session_timeout == timedelta(seconds=30)
+    assert settings.fetch_max_wait == timedelta(0)
+    durations = {
+        name
+        for name, field in CoordinatorSettings.model_fields.items()
+        if "timedelta" in str(field.annotation)
+    }
+    # every duration of the coordinator's settings is a timedelta (none in floats or *_ms)
+    assert durations >= {"timer_interval", "session_timeout", "fetch_max_wait", "retention"}
+    assert not [n for n in CoordinatorSettings.model_fields if n.endswith(("_ms", "_seconds"))]
+
+
+@pytest.mark.parametrize("name", ["SAGA_TIMER_INTERVAL", "SAGA_SESSION_TIMEOUT"])
+def test_a_duration_that_must_be_positive_refuses_zero(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "0")
+    field = name.removeprefix("SAGA_").lower()
+    with pytest.raises(ValidationError, match=rf"(?s){field}.*greater than 0"):
+        CoordinatorSettings()
+
+
+def test_coordinator_and_listeners_name_topics_and_broker_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("SAGA_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    coordinator = CoordinatorSettings(topic_prefix="shop")
+    listener = ListenerSettings(topic_prefix="shop")
+    assert listener.lifecycle_topic == coordinator.topics.lifecycle == Topics("shop").lifecycle
+    assert listener.deadletter_topic == coordinator.topics.deadletters
+    assert coordinator.kafka_bootstrap_servers == DEFAULT_BOOTSTRAP_SERVERS
+    assert listener.kafka_bootstrap_servers == DEFAULT_BOOTSTRAP_SERVERS
+    if "SAGA_KAFKA_PORT" not in os.environ:
+        assert BrokerConfig().bootstrap == DEFAULT_BOOTSTRAP_SERVERS

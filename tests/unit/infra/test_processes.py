@@ -47,3 +47,11 @@ def test_group_keeps_named_logs_and_stops_everything(tmp_path: Path) -> None:
         assert first.alive() and second.alive()
     assert not first.alive() and not second.alive()
     assert (tmp_path / "first.log").read_text().strip() == "ready"
+
+
+async def test_output_ready_waits_without_blocking_the_event_loop() -> None:
+    proc = Process(SLEEPER, name="sleeper").start()
+    try:
+        assert (await proc.output_ready(re.compile("rea(dy)"), timeout=30)).group(1) == "dy"
+    finally:
+        proc.close()

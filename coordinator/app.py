@@ -21,6 +21,7 @@ Zero SQL: application state lives in Kafka only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, cast
@@ -107,6 +108,7 @@ class Coordinator:
         self.step_worker = StepWorker(settings, self.executor, self.producer)
         self.executor_lanes: dict[str, Lanes] = {}
         self._ready = False
+        self._rebuilding: asyncio.Future[None] | None = None
         self._wire()
 
     def _make_app(self) -> HookedApp:
@@ -237,13 +239,25 @@ class Coordinator:
             for tp in self.app.consumer.assignment()
             if tp.topic == self.inbox.get_topic_name()
         }
-        self.deadlines.rebuild(held, self.store.items(held))
-        self.expirer.held = held
+        self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
+        # in the background, yielding to the loop: parsing 100k+ records in one go blocks
+        # heartbeats past the session timeout (another rebalance, and so on)
+        self._rebuilding = asyncio.ensure_future(self._rebuild_deadlines(held))
+
+    async def _rebuild_deadlines(self, held: set[int]) -> None:
+        started = time.monotonic()
+        try:
+            await self.deadlines.rebuild(held, self.store.items(held))
+        except Exception:  # a bug: log it (a timer that raises would stop the app)
+            log.exception("deadline index rebuild failed for partitions %s", sorted(held))
+            return
         log.info(
-            "deadline index rebuilt: %d sagas in partitions %s; %d finished sagas to expire",
+            "deadline index rebuilt: %d sagas in partitions %s; %d finished sagas to expire "
+            "(%.1fs)",
             len(self.deadlines),
             sorted(held),
             len(self.deadlines.expiry),
+            time.monotonic() - started,
         )
 
     # -- deadlines ----------------------------------------------------------------------

@@ -8,7 +8,10 @@ the timer reads. Rules that keep an entry from being lost:
 * ``due`` hands out an entry only if the index still holds that same deadline for that
   saga, and removes it; the caller puts it back with ``restore`` if its send fails;
 * on a rebalance the revoked partitions are dropped and the assigned ones rebuilt from
-  the table.
+  the table: in chunks that yield to the event loop (a worker holding 100k+ sagas must
+  keep heartbeating, or the group rebalances again), while the lanes already run. A saga
+  whose entry the lanes or the timer touched since the rebuild began keeps that entry:
+  the rebuild's copy of the table may be older (``rebuild``).
 
 Finished sagas wait for their expiry, not for a timer: ``set_state`` puts them in
 ``expiry`` (``coordinator.expiry.ExpiryQueue``), applied by the owning worker itself.
@@ -20,11 +23,49 @@ entries outnumber live ones.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import logging
 from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from coordinator.expiry import ExpiryQueue
-from coordinator.state import TERMINAL, SagaState
+from coordinator.state import TERMINAL, SagaState, wake_time
+
+log = logging.getLogger("coordinator.deadlines")
+
+#: records indexed between two yields to the event loop during a rebuild
+REBUILD_CHUNK = 500
+
+
+class _Deadline(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    deadline: datetime
+
+
+class Wake(BaseModel):
+    """The fields of a saga record that ``wake_at()`` reads (parsing the rest is slow)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    saga_id: str
+    status: str
+    pending: _Deadline | None = None
+    expires_at: datetime | None = None
+
+    def at(self) -> float | None:
+        """``wake_at()`` in epoch seconds."""
+        deadline = self.pending.deadline if self.pending is not None else None
+        wake = wake_time(self.status, deadline, self.expires_at)
+        return None if wake is None else wake.timestamp()
+
+
+def wake_of(raw: bytes) -> Wake:
+    """What ``wake_at()`` needs of a stored saga record."""
+    return Wake.model_validate_json(raw)
 
 
 class DeadlineIndex:
@@ -33,6 +74,9 @@ class DeadlineIndex:
     def __init__(self) -> None:
         self._at: dict[str, tuple[float, int]] = {}  # saga_id -> (deadline, partition)
         self._heap: list[tuple[float, str]] = []
+        #: sagas set or fired since the running rebuild began (None: no rebuild runs)
+        self._touched: set[str] | None = None
+        self._generation = 0
         #: finished sagas (and markers) by when they expire
         self.expiry = ExpiryQueue()
 
@@ -46,6 +90,11 @@ class DeadlineIndex:
 
     def set(self, saga_id: str, partition: int, deadline: float | None) -> None:
         """Index a saga's current deadline (None: it waits for nothing)."""
+        if self._touched is not None:
+            self._touched.add(saga_id)
+        self._put(saga_id, partition, deadline)
+
+    def _put(self, saga_id: str, partition: int, deadline: float | None) -> None:
         if deadline is None:
             self._at.pop(saga_id, None)
             return
@@ -80,6 +129,8 @@ class DeadlineIndex:
                 continue  # replaced or removed since it was pushed
             del self._at[saga_id]
             found.append((saga_id, at, entry[1]))
+            if self._touched is not None:
+                self._touched.add(saga_id)  # fired: a rebuild must not arm it again
         return found
 
     def restore(self, saga_id: str, deadline: float, partition: int) -> None:
@@ -94,14 +145,53 @@ class DeadlineIndex:
             del self._at[saga_id]
         self.expiry.keep_only(kept)
 
-    def rebuild(self, partitions: Iterable[int], records: Iterable[tuple[int, bytes]]) -> None:
-        """Drop partitions not held any more; index ``records`` (partition, saga record)."""
+    async def rebuild(
+        self,
+        partitions: Iterable[int],
+        records: Iterable[tuple[int, bytes]],
+        *,
+        chunk: int = REBUILD_CHUNK,
+    ) -> None:
+        """Drop partitions not held any more; index ``records`` (partition, saga record).
+
+        Yields to the event loop every ``chunk`` records. Meanwhile the lanes apply new
+        records and the timer fires: an entry they set or fired since this call began is
+        newer than the one ``records`` holds, so it is kept. A newer ``rebuild`` call
+        ends an older one that is still running.
+        """
         held = set(partitions)
+        self._generation += 1
+        generation = self._generation
         self.drop_partitions(held)
         self.expiry.clear(held)  # the table is the truth: indexed again below
-        for partition, raw in records:
-            if partition in held:
-                self.set_state(SagaState.model_validate_json(raw), partition)
+        touched = self._touched = set()
+        try:
+            for i, (partition, raw) in enumerate(records, 1):
+                if partition in held:
+                    self._index(partition, raw, touched)
+                if i % chunk == 0:
+                    await asyncio.sleep(0)
+                    if generation != self._generation:
+                        return  # a newer rebalance rebuilds it again
+        finally:
+            if generation == self._generation:
+                self._touched = None
+
+    def _index(self, partition: int, raw: bytes, touched: set[str]) -> None:
+        try:
+            wake = wake_of(raw)
+        except ValidationError as exc:  # never written by us: say so, go on
+            log.error("deadline index: unreadable saga record in p%d: %s", partition, exc)
+            return
+        if wake.status in TERMINAL:
+            # waits for its expiry; a stale or doubled expiry entry is harmless (the
+            # expirer re-reads the record)
+            if wake.saga_id not in touched:
+                self._put(wake.saga_id, partition, None)
+            if wake.expires_at is not None:
+                self.expiry.add(partition, wake.saga_id, wake.expires_at.timestamp())
+        elif wake.saga_id not in touched:
+            self._put(wake.saga_id, partition, wake.at())
 
 
 def deadline_of(state: SagaState) -> float | None:

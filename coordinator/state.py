@@ -35,6 +35,20 @@ TERMINAL: frozenset[str] = frozenset({"completed", "compensated", "cancelled"})
 RESTING: frozenset[str] = TERMINAL | {"compensation_failed", "parked"}
 
 
+def wake_time(
+    status: str, pending_deadline: datetime | None, expires_at: datetime | None
+) -> datetime | None:
+    """``SagaState.wake_at()`` from the three fields it reads.
+
+    The deadline index parses only these when it is rebuilt (``deadlines.wake_of``).
+    """
+    if pending_deadline is not None and status not in RESTING:
+        return pending_deadline
+    if status in TERMINAL:
+        return expires_at  # retention: shrink, then delete
+    return None
+
+
 class StepState(BaseModel):
     """One step of a saga record: status, attempts, output, last error."""
 
@@ -111,11 +125,8 @@ class SagaState(BaseModel):
         A pending deadline (the owning worker's deadline index sends a ``timer`` record)
         or a finished saga's expiry (its expiry queue; ``coordinator.expiry``).
         """
-        if self.pending is not None and not self.resting:
-            return self.pending.deadline
-        if self.status in TERMINAL:
-            return self.expires_at  # retention: shrink, then delete
-        return None
+        deadline = self.pending.deadline if self.pending is not None else None
+        return wake_time(self.status, deadline, self.expires_at)
 
     def marker(self, *, now: datetime, expires_at: datetime) -> SagaState:
         """The compact record of a finished saga: enough to refuse a second start."""

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import ProducerSendError
 
-from coordinator.deadlines import DeadlineIndex
+from coordinator.deadlines import DeadlineIndex, deadline_of, wake_of
 from coordinator.delivery import Abandoned, Backoff, Record, deliver, is_too_large, is_transient
 from coordinator.lanes import Lanes
 from coordinator.routing import partition_for, saga_table
@@ -63,32 +63,39 @@ def test_re_indexing_the_same_deadline_after_it_fired_arms_it_again() -> None:
     assert index.due(10.0) == [("a", 10.0, 0)]
 
 
-def test_rebuild_drops_revoked_partitions_and_takes_the_table_as_truth() -> None:
+def record(
+    saga_id: str,
+    status: str,
+    deadline: datetime | None,
+    expires_at: datetime | None = None,
+) -> bytes:
+    pending = None
+    if deadline is not None:
+        pending = Pending(phase="action", step=0, attempt=1, waiting="result", deadline=deadline)
+    state = SagaState(
+        saga_id=saga_id,
+        saga_type="t",
+        saga_version=1,
+        status=status,  # type: ignore[arg-type]
+        input={},
+        steps=[],
+        pending=pending,
+        started_at=deadline or AT0,
+        updated_at=deadline or AT0,
+        expires_at=expires_at,
+    )
+    return state.model_dump_json().encode()
+
+
+AT0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_rebuild_drops_revoked_partitions_and_takes_the_table_as_truth() -> None:
     index = DeadlineIndex()
     index.set("gone", 3, 10.0)
     index.set("stale", 0, 10.0)
-
-    def record(saga_id: str, status: str, deadline: datetime | None) -> bytes:
-        pending = None
-        if deadline is not None:
-            pending = Pending(
-                phase="action", step=0, attempt=1, waiting="result", deadline=deadline
-            )
-        state = SagaState(
-            saga_id=saga_id,
-            saga_type="t",
-            saga_version=1,
-            status=status,  # type: ignore[arg-type]
-            input={},
-            steps=[],
-            pending=pending,
-            started_at=deadline or datetime(2026, 1, 1, tzinfo=UTC),
-            updated_at=deadline or datetime(2026, 1, 1, tzinfo=UTC),
-        )
-        return state.model_dump_json().encode()
-
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    index.rebuild(
+    at = AT0
+    await index.rebuild(
         [0, 1],
         [
             (0, record("stale", "running", at)),
@@ -100,6 +107,78 @@ def test_rebuild_drops_revoked_partitions_and_takes_the_table_as_truth() -> None
     )
     assert {s for s, _, _ in index.due(at.timestamp())} == {"stale", "new"}
     assert len(index) == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "deadline", "expires"),
+    [
+        ("running", AT0, None),
+        ("compensating", AT0, None),
+        ("parked", AT0, None),
+        ("compensation_failed", AT0, None),
+        ("completed", None, AT0),
+        ("compensated", None, None),
+        ("running", None, None),
+    ],
+)
+def test_the_rebuilds_light_parse_agrees_with_wake_at(
+    status: str, deadline: datetime | None, expires: datetime | None
+) -> None:
+    raw = record("s", status, deadline, expires)
+    wake = wake_of(raw)
+    assert (wake.saga_id, wake.at()) == ("s", deadline_of(SagaState.model_validate_json(raw)))
+
+
+async def test_a_rebuild_yields_to_the_loop_and_the_lanes_newer_deadline_wins() -> None:
+    index = DeadlineIndex()
+    old, new = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    # the rebuild's copy of the table is older than what the lanes store meanwhile
+    table = [(0, record(f"s{i}", "running", old)) for i in range(10)]
+    ran_between: list[int] = []
+
+    async def lanes() -> None:
+        await asyncio.sleep(0)  # runs once the rebuild yields (after its first chunk)
+        ran_between.append(len(index))
+        index.set("s1", 0, new.timestamp())  # indexed already: the lane replaces it
+        index.set("s7", 0, new.timestamp())  # not yet read by the rebuild
+        index.set("s8", 0, None)  # finished meanwhile: waits for nothing
+
+    await asyncio.gather(index.rebuild([0], table, chunk=3), lanes())
+    assert ran_between and 0 < ran_between[0] < 10  # the loop ran mid-rebuild
+    assert index.get("s1") == new.timestamp()
+    assert index.get("s7") == new.timestamp()  # the stale record read later lost
+    assert index.get("s8") is None
+    assert index.get("s9") == old.timestamp()  # untouched sagas come from the table
+
+
+async def test_a_deadline_fired_during_a_rebuild_is_not_armed_again_by_it() -> None:
+    index = DeadlineIndex()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    index.set("a", 0, at.timestamp())  # held before the rebalance (partition kept)
+    table = [(0, record(f"s{i}", "running", at)) for i in range(6)] + [
+        (0, record("a", "running", at))
+    ]
+    fired: list[str] = []
+
+    async def timer() -> None:
+        await asyncio.sleep(0)
+        fired.extend(s for s, _, _ in index.due(at.timestamp()))
+
+    await asyncio.gather(index.rebuild([0], table, chunk=2), timer())
+    assert "a" in fired
+    assert "a" not in {s for s, _, _ in index.due(at.timestamp())}  # fired once
+
+
+async def test_a_newer_rebuild_ends_an_older_one() -> None:
+    index = DeadlineIndex()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    first = asyncio.ensure_future(
+        index.rebuild([0, 1], [(1, record(f"s{i}", "running", at)) for i in range(100)], chunk=2)
+    )
+    await asyncio.sleep(0)
+    await index.rebuild([0], [(0, record("kept", "running", at))])
+    await first
+    assert {s for s, _, _ in index.due(at.timestamp())} == {"kept"}
 
 
 def test_the_heap_stays_bounded_when_deadlines_keep_moving() -> None:

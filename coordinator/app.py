@@ -31,7 +31,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 
 from coordinator.deadlines import DeadlineIndex
-from coordinator.delivery import Record, is_too_large
+from coordinator.delivery import BATCH_BUFFER, AiokafkaBatches, Record, is_too_large
 from coordinator.executor import StepExecutor
 from coordinator.expiry import Expirer
 from coordinator.faust_app import HookedApp, app_class
@@ -50,10 +50,11 @@ from coordinator.topics import TABLE_NAME, changelog_topic, ensure_topics
 log = logging.getLogger("coordinator")
 
 
-class AppProducer:
+class AppProducer(AiokafkaBatches):
     """The app's producer, looked up at send time (Faust builds it when the app starts)."""
 
     def __init__(self, app: faust.App) -> None:
+        super().__init__(lambda: cast(Any, app.producer)._producer)
         self.app = app
 
     async def send(self, *args: Any, **kwargs: Any) -> Any:
@@ -133,6 +134,7 @@ class Coordinator:
             broker_commit_every=1000,
             broker_commit_interval=1.0,
             producer_linger_ms=1,
+            producer_max_batch_size=BATCH_BUFFER,
             # lanes hold un-acked records on purpose; a rebalance stops them instead
             stream_wait_empty=False,
         )

@@ -1,16 +1,22 @@
-"""Sending records and knowing they arrived: every send's delivery is awaited.
+"""Sending records and knowing they arrived, in order: every delivery is awaited.
 
-``deliver`` sends a group of records at once (one broker round trip for all of them),
-awaits each acknowledgement, and re-sends only the ones that failed, in place, until
-every one is acknowledged. Nothing is logged and forgotten.
+``deliver`` sends a group of records and awaits every acknowledgement. Records are
+grouped by destination partition; each partition's records go as whole batches
+(``Producer.send_batch``: the broker appends a batch all or nothing), every partition
+at once, so a group costs one broker round trip. A partition's next batch is sent only
+once the one before is acknowledged, and a failed batch is re-sent in place before
+anything after it: a later record of a partition never reaches the broker ahead of an
+earlier one, whatever fails (consumers keep a saga's newest ``seq``: a record overtaken
+by a later one would be a gap for them). Nothing is logged and forgotten.
 
 Errors are classified:
 
 * the broker is unavailable or slow (any other ``KafkaError``): retried in place with
   backoff, holding only the caller's partition;
 * a record too large for the broker (``MessageSizeTooLargeError``,
-  ``RecordTooLargeError``): never transient. The shell checks sizes before sending
-  (``SAGA_MAX_RECORD_BYTES``), so this means the broker's limit is lower than ours: it
+  ``RecordTooLargeError``): never transient. A refused batch of several records is
+  re-sent one record at a time (each acknowledged before the next); a single record
+  refused means the broker's limit is lower than ours (``SAGA_MAX_RECORD_BYTES``): it
   is retried in place with an error naming the setting to lower.
 """
 
@@ -18,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import ProducerSendError
 
 log = logging.getLogger("coordinator.delivery")
@@ -35,18 +43,20 @@ class Abandoned(Exception):
 
 
 class Producer(Protocol):
-    """Faust's producer ``send``: enqueue, returning the delivery future."""
+    """What ``deliver`` needs of a Kafka producer (the app's aiokafka producer)."""
 
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
+    async def partition_of(self, topic: str, key: bytes | None) -> int:
+        """The partition the default partitioner picks for ``key`` on ``topic``."""
+        ...
+
+    async def send_batch(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
     ) -> Awaitable[Any]:
-        """Enqueue a record; the returned awaitable resolves when the broker acks it."""
+        """Enqueue ``(key, value)`` records as one batch (the broker appends all or none).
+
+        The returned awaitable resolves, once the broker acknowledged the batch, to its
+        metadata: ``offset`` is the offset of the first record.
+        """
         ...
 
 
@@ -96,63 +106,172 @@ class Backoff:
             raise Abandoned()
 
 
+#: a partition's records are sent in batches of at most this many bytes (a bigger record
+#: goes alone); under the broker's default ``message.max.bytes`` (1 MiB)
+BATCH_BYTES = 256 * 1024
+
+
+#: the producer's batch buffer (aiokafka ``max_batch_size``): a batch of ``deliver`` (at
+#: most BATCH_BYTES, or one record up to SAGA_MAX_RECORD_BYTES) always fits
+BATCH_BUFFER = 2 * BATCH_BYTES
+
+
+class AiokafkaBatches:
+    """``Producer.partition_of`` and ``send_batch`` over an aiokafka producer.
+
+    The producer must be created with ``max_batch_size >= BATCH_BUFFER``.
+    """
+
+    def __init__(self, producer: Callable[[], AIOKafkaProducer | None]) -> None:
+        self._producer = producer
+        self._partitioner = DefaultPartitioner()
+
+    def _aiokafka(self) -> AIOKafkaProducer:
+        producer = self._producer()
+        if producer is None:
+            raise RuntimeError("the Kafka producer is not started yet")
+        return producer
+
+    async def partition_of(self, topic: str, key: bytes | None) -> int:
+        """The partition aiokafka's default partitioner (murmur2) picks for ``key``."""
+        producer = self._aiokafka()
+        partitions = sorted(await producer.partitions_for(topic))
+        available = producer.client.cluster.available_partitions_for_topic(topic)
+        return int(self._partitioner(key, partitions, sorted(available or partitions)))
+
+    async def send_batch(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> Awaitable[Any]:
+        """Enqueue ``records`` as one closed batch: the broker appends all or none."""
+        producer = self._aiokafka()
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise RuntimeError(
+                    f"{len(records)} records do not fit one producer batch: create the "
+                    f"producer with max_batch_size >= {BATCH_BUFFER}"
+                )
+        batch.close()  # nothing else joins it: all of it or none reaches the topic
+        return cast(Awaitable[Any], await producer.send_batch(batch, topic, partition=partition))
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Where the broker stored a record."""
+
+    topic: str
+    partition: int
+    offset: int | None
+
+
 async def deliver(
     producer: Producer, records: list[Record], backoff: Backoff, *, what: str
-) -> list[Any]:
-    """Send ``records`` and await every acknowledgement; returns their metadata in order.
+) -> list[Ack]:
+    """Send ``records`` and await every acknowledgement; returns where each was stored.
 
-    All are sent at once. If any fails, everything from the first failure on is sent
-    again one record at a time (a later record of the same saga must not stay ahead of
-    an earlier one: consumers keep the newest ``seq``), until acknowledged. Raises
-    ``Abandoned`` if the caller's partition is taken away meanwhile.
+    Per destination partition, in order, batch after acknowledged batch; all partitions
+    at once. Raises ``Abandoned`` if the caller's partition is taken away meanwhile.
     """
-    results: list[Any] = [None] * len(records)
-    first = await _send_all(producer, records, results)
-    while first is not None:
-        await backoff.wait()
-        first = await _send_each(producer, records, results, first, what, backoff)
-    return results
+    results: list[Ack | None] = [None] * len(records)
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, r in enumerate(records):
+        p = r.partition if r.partition is not None else await producer.partition_of(r.topic, r.key)
+        groups.setdefault((r.topic, p), []).append(i)
+    partitions = [
+        _Partition(producer, records, results, topic, p, indexes, backoff, what)
+        for (topic, p), indexes in groups.items()
+    ]
+    if len(partitions) == 1:
+        await partitions[0].deliver()
+    else:
+        await _all(partitions)
+    return [r for r in results if r is not None]
 
 
-async def _send_all(producer: Producer, records: list[Record], results: list[Any]) -> int | None:
-    """Send all at once; the index of the first failure, if any."""
-    pending: list[Awaitable[Any] | BaseException] = []
-    for r in records:
-        try:
-            pending.append(await producer.send(r.topic, r.key, r.value, r.partition, None, None))
-        except Exception as exc:
-            pending.append(_retryable(exc))
-    first: int | None = None
-    for i, fut in enumerate(pending):
-        try:
-            if isinstance(fut, BaseException):
-                raise fut
-            results[i] = await fut
-        except Exception as exc:
-            _retryable(exc)
-            first = i if first is None else first
-    if first is not None:
-        log.warning("%d records: delivery failed from #%d on; re-sending", len(records), first)
-    return first
+async def _all(partitions: list[_Partition]) -> None:
+    """Deliver every partition's records at once; the first error stops the others."""
+    tasks = [asyncio.ensure_future(p.deliver()) for p in partitions]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise cast(BaseException, task.exception())
 
 
-async def _send_each(
-    producer: Producer,
-    records: list[Record],
-    results: list[Any],
-    start: int,
-    what: str,
-    backoff: Backoff,
-) -> int | None:
-    for i in range(start, len(records)):
+class _Partition:
+    """One destination partition's records of a ``deliver`` call."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        records: list[Record],
+        results: list[Ack | None],
+        topic: str,
+        partition: int,
+        indexes: list[int],
+        backoff: Backoff,
+        what: str,
+    ) -> None:
+        self.producer = producer
+        self.records = records
+        self.results = results
+        self.topic = topic
+        self.partition = partition
+        self.indexes = indexes
+        self.backoff = Backoff(backoff.stopping, first=backoff.delay, cap=backoff.cap)
+        self.what = what
+
+    async def deliver(self) -> None:
+        for chunk in _chunks(self.records, self.indexes):
+            await self._send(chunk)
+
+    async def _send(self, chunk: list[int]) -> None:
+        """Send ``chunk`` as one batch until acknowledged (a refused big batch: one by one)."""
+        while True:
+            try:
+                batch = [(self.records[i].key, self.records[i].value) for i in chunk]
+                meta = await (await self.producer.send_batch(self.topic, self.partition, batch))
+                first = getattr(meta, "offset", None)
+                for n, i in enumerate(chunk):
+                    offset = None if not isinstance(first, int) else first + n
+                    self.results[i] = Ack(self.topic, self.partition, offset)
+                return
+            except Exception as exc:
+                cause = _retryable(exc)
+                if len(chunk) > 1 and is_too_large(cause):
+                    log.warning(
+                        "%s: a batch of %d records to %s[%d] was refused as too large (%r); "
+                        "sending them one at a time",
+                        self.what,
+                        len(chunk),
+                        self.topic,
+                        self.partition,
+                        cause,
+                    )
+                    for i in chunk:  # each acknowledged before the next: order is kept
+                        await self._send([i])
+                    return
+                _log_failure(self.what, len(chunk), len(self.indexes), cause, self.backoff.delay)
+                await self.backoff.wait()
+
+
+def _chunks(records: list[Record], indexes: list[int]) -> list[list[int]]:
+    """``indexes`` in order, cut into batches of at most ``BATCH_BYTES``."""
+    chunks: list[list[int]] = []
+    size = BATCH_BYTES
+    for i in indexes:
         r = records[i]
-        try:
-            fut = await producer.send(r.topic, r.key, r.value, r.partition, None, None)
-            results[i] = await fut
-        except Exception as exc:
-            _log_failure(what, len(records) - i, len(records), _retryable(exc), backoff.delay)
-            return i
-    return None
+        n = len(r.key or b"") + len(r.value or b"") + 64  # record overhead, generously
+        if size + n > BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += n
+    return chunks
 
 
 def _retryable(exc: BaseException) -> BaseException:

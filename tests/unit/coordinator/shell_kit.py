@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,41 +55,61 @@ class Sent:
         return json.loads(self.value)
 
 
+@dataclass
+class Batch:
+    """What ``send_batch`` resolves to: the offset of the batch's first record."""
+
+    offset: int
+
+
 class FakeProducer:
-    """Records sends; can fail the next N sends to a topic, or hold acks until released."""
+    """Records sends (a batch is stored all or none); can fail the next N batches sent to a
+    topic, or hold acknowledgements until released."""
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []  # acknowledged, in order of acknowledgement
         self.enqueued: list[Sent] = []
         self.failures: dict[str, int] = {}
         self.hold = False
-        self._held: list[tuple[asyncio.Future[Any], Sent]] = []
+        self._held: list[tuple[asyncio.Future[Any], list[Sent]]] = []
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, *rest: Any) -> Any:
-        record = Sent(topic, key, value or b"", rest[0] if rest else None)
-        self.enqueued.append(record)
+        partition = rest[0] if rest and rest[0] is not None else await self.partition_of(topic, key)
+        return await self.send_batch(topic, partition, [(key, value)])
+
+    async def partition_of(self, topic: str, key: bytes | None) -> int:
+        return 0 if key is None else partition_for(key.decode(errors="replace"), PARTITIONS)
+
+    async def send_batch(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> Any:
+        batch = [Sent(topic, key, value or b"", partition) for key, value in records]
+        self.enqueued.extend(batch)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.failures.get(topic):
             self.failures[topic] -= 1
             fut.set_exception(KafkaConnectionError(f"broker down ({topic})"))
         elif self.hold:
-            self._held.append((fut, record))
+            self._held.append((fut, batch))
         else:
-            self._ack(fut, record)
+            self._ack(fut, batch)
         return fut
 
-    def _ack(self, fut: asyncio.Future[Any], record: Sent) -> None:
-        record.offset = sum(
-            1 for s in self.sent if (s.topic, s.partition) == (record.topic, record.partition)
+    def _ack(self, fut: asyncio.Future[Any], batch: list[Sent]) -> None:
+        first = batch[0]
+        offset = sum(
+            1 for s in self.sent if (s.topic, s.partition) == (first.topic, first.partition)
         )
-        self.sent.append(record)
-        fut.set_result(record)
+        for i, record in enumerate(batch):
+            record.offset = offset + i
+        self.sent.extend(batch)
+        fut.set_result(Batch(offset))
 
     def release(self) -> None:
         self.hold = False
         held, self._held = self._held, []
-        for fut, record in held:
-            self._ack(fut, record)
+        for fut, batch in held:
+            self._ack(fut, batch)
 
     def to(self, topic: str) -> list[Sent]:
         return [s for s in self.sent if s.topic == topic]

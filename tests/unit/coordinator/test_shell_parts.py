@@ -13,7 +13,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import ProducerSendError
 
 from coordinator.deadlines import DeadlineIndex, deadline_of, wake_of
-from coordinator.delivery import Abandoned, Backoff, Record, deliver, is_too_large, is_transient
+from coordinator.delivery import (
+    BATCH_BYTES,
+    Abandoned,
+    Backoff,
+    Record,
+    deliver,
+    is_too_large,
+    is_transient,
+)
 from coordinator.lanes import Lanes
 from coordinator.routing import partition_for, saga_table
 from coordinator.state import Pending, SagaState
@@ -224,13 +232,80 @@ def test_a_record_too_large_is_never_transient() -> None:
     assert not is_transient(ValueError("bug"))
 
 
-async def test_deliver_re_sends_from_the_first_failure_on_in_order() -> None:
+class Outstanding(FakeProducer):
+    """Acknowledges batches only when told, counting how many wait per partition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = True
+        self.most: dict[tuple[str, int], int] = {}
+
+    async def send_batch(self, topic: str, partition: int, records: Any) -> Any:
+        fut = await super().send_batch(topic, partition, records)
+        waiting = sum(
+            1
+            for _, batch in self._held
+            if (batch[0].topic, batch[0].partition) == (topic, partition)
+        )
+        self.most[topic, partition] = max(self.most.get((topic, partition), 0), waiting)
+        return fut
+
+
+async def settle(producer: FakeProducer, task: asyncio.Future[Any]) -> Any:
+    while not task.done():
+        for _ in range(5):
+            await asyncio.sleep(0)
+        producer.release()
+        producer.hold = isinstance(producer, Outstanding)
+    return task.result()
+
+
+async def test_a_later_record_never_overtakes_an_earlier_one_whose_batch_failed() -> None:
+    producer = Outstanding()
+    producer.failures = {"t": 1}  # the partition's first batch fails
+    big = b"x" * (BATCH_BYTES // 2)  # two records per batch at most
+    records = [Record("t", b"k", big + f"{i}".encode(), partition=1) for i in range(5)]
+    records += [Record("u", b"k", f"u{i}".encode(), partition=1) for i in range(3)]
+    backoff = Backoff(lambda: False, first=0.001)
+    task = asyncio.ensure_future(deliver(producer, records, backoff, what="t"))
+    acks = await settle(producer, task)
+    assert [s.value[-1:] for s in producer.to("t")] == [b"0", b"1", b"2", b"3", b"4"]
+    assert [s.value for s in producer.to("u")] == [b"u0", b"u1", b"u2"]
+    # the failed batch was sent again before anything after it was even enqueued
+    assert [s.value[-1:] for s in producer.enqueued if s.topic == "t"][:2] == [b"0", b"0"]
+    assert producer.most == {("t", 1): 1, ("u", 1): 1}  # one unacknowledged batch at a time
+    assert [(a.topic, a.offset) for a in acks] == [("t", i) for i in range(5)] + [
+        ("u", i) for i in range(3)
+    ]
+
+
+async def test_a_partition_whose_sends_fail_does_not_hold_the_others() -> None:
     producer = FakeProducer()
-    producer.failures = {"t": 2}  # records 0 and 1 fail, 2 gets through first
+    producer.failures = {"down": 10**6}
+    stop = False
+    records = [Record("down", b"k", b"1", partition=0), Record("up", b"k", b"2", partition=0)]
+    task = asyncio.ensure_future(
+        deliver(producer, records, Backoff(lambda: stop, first=0.001), what="t")
+    )
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    assert [s.value for s in producer.sent] == [b"2"] and not task.done()
+    stop = True
+    with pytest.raises(Abandoned):
+        await task
+
+
+async def test_a_batch_refused_as_too_large_is_re_sent_one_record_at_a_time() -> None:
+    class Refusing(FakeProducer):
+        async def send_batch(self, topic: str, partition: int, records: Any) -> Any:
+            if len(records) > 1:
+                raise MessageSizeTooLargeError("batch over max.message.bytes")
+            return await super().send_batch(topic, partition, records)
+
+    producer = Refusing()
     records = [Record("t", b"k", f"{i}".encode()) for i in range(3)]
-    metadata = await deliver(producer, records, Backoff(lambda: False, first=0.001), what="t")
-    assert [s.value for s in producer.sent] == [b"2", b"0", b"1", b"2"]
-    assert [m.value for m in metadata] == [b"0", b"1", b"2"]
+    await deliver(producer, records, Backoff(lambda: False, first=0.001), what="t")
+    assert [s.value for s in producer.sent] == [b"0", b"1", b"2"]
 
 
 async def test_deliver_gives_up_only_when_the_partition_is_taken_away() -> None:
@@ -242,7 +317,7 @@ async def test_deliver_gives_up_only_when_the_partition_is_taken_away() -> None:
 
 async def test_deliver_raises_a_bug_instead_of_retrying_it() -> None:
     class Broken(FakeProducer):
-        async def send(self, *args: Any) -> Any:
+        async def send_batch(self, *args: Any) -> Any:
             raise TypeError("bug")
 
     with pytest.raises(TypeError):

@@ -202,28 +202,22 @@ async def _all(partitions: list[_Partition]) -> None:
             raise cast(BaseException, task.exception())
 
 
+@dataclass
 class _Partition:
     """One destination partition's records of a ``deliver`` call."""
 
-    def __init__(
-        self,
-        producer: Producer,
-        records: list[Record],
-        results: list[Ack | None],
-        topic: str,
-        partition: int,
-        indexes: list[int],
-        backoff: Backoff,
-        what: str,
-    ) -> None:
-        self.producer = producer
-        self.records = records
-        self.results = results
-        self.topic = topic
-        self.partition = partition
-        self.indexes = indexes
-        self.backoff = Backoff(backoff.stopping, first=backoff.delay, cap=backoff.cap)
-        self.what = what
+    producer: Producer
+    records: list[Record]
+    results: list[Ack | None]
+    topic: str
+    partition: int
+    indexes: list[int]
+    backoff: Backoff
+    what: str
+
+    def __post_init__(self) -> None:
+        b = self.backoff  # its own pacing: partitions fail and recover independently
+        self.backoff = Backoff(b.stopping, first=b.delay, cap=b.cap)
 
     async def deliver(self) -> None:
         for chunk in _chunks(self.records, self.indexes):

@@ -30,8 +30,9 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from coordinator.deadlines import DeadlineIndex
+from coordinator.deadlines import DeadlineIndex, wake_of
 from coordinator.delivery import BATCH_BUFFER, AiokafkaBatches, Record, is_too_large
+from coordinator.errors import CoordinatorUnavailable
 from coordinator.executor import StepExecutor
 from coordinator.expiry import Expirer
 from coordinator.faust_app import HookedApp, app_class
@@ -248,6 +249,11 @@ class Coordinator:
 
     async def _rebuild_deadlines(self, held: set[int]) -> None:
         started = time.monotonic()
+        stale = self._stale_changelog(held)
+        if stale is not None:
+            log.critical("%s", stale)
+            await self.app.crash(CoordinatorUnavailable(stale))
+            return
         try:
             await self.deadlines.rebuild(held, self.store.items(held))
         except Exception:  # a bug: log it (a timer that raises would stop the app)
@@ -260,6 +266,25 @@ class Coordinator:
             sorted(held),
             len(self.deadlines.expiry),
             time.monotonic() - started,
+        )
+
+    def _stale_changelog(self, held: set[int]) -> str | None:
+        """An error naming the fix if the table holds records under JSON-quoted keys.
+
+        Versions before raw-key routing wrote the table's changelog with keys ``"id"``
+        (JSON); this one looks sagas up by the raw id, so it would not find them.
+        """
+        first = next(iter(self.store.items(held)), None)
+        if first is None:
+            return None
+        saga_id, _ = wake_of(first[1])
+        if self.store.get(saga_id) is not None:
+            return None
+        return (
+            f"the saga table's changelog {changelog_topic(self.settings)!r} holds saga "
+            f"{saga_id!r} under another key (JSON-quoted ids, written by a version before "
+            "raw-key routing): this version cannot read it. Start it with a new SAGA_APP_ID "
+            "and SAGA_TOPIC_PREFIX and let the old deployment drain (README: Upgrading)"
         )
 
     # -- deadlines ----------------------------------------------------------------------

@@ -14,6 +14,8 @@ from coordinator.client import SagaClient
 from coordinator.events import DeadLetter
 from coordinator.messages import StartSaga
 from coordinator.routing import partition_for
+from coordinator.state import SagaState
+from coordinator.topics import changelog_topic, ensure_topics
 from infra.processes import free_port
 from tests.integration.stack import Lifecycle, OrderStack, order
 from tests.unit.coordinator.shell_kit import AT
@@ -176,3 +178,38 @@ async def test_sigkill_between_a_record_and_its_sends_loses_nothing(stack: Order
     stats = await stack.admin("GET", "/admin/stats")
     assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values())
     assert json.dumps(stats)  # the services answered after the crash
+
+
+async def test_a_changelog_with_json_keys_of_an_older_version_stops_the_worker_naming_the_fix(
+    stack: OrderStack,
+) -> None:
+    """Versions before raw-key routing keyed the table's changelog by JSON (``"id"``)."""
+    settings = stack.settings()
+    await ensure_topics(settings, changelog=True, timeout=60)
+    old = SagaState(
+        saga_id="o-old",
+        saga_type="order_fulfillment",
+        saga_version=1,
+        input={},
+        steps=[],
+        started_at=AT,
+        updated_at=AT,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await producer.start()
+    try:
+        key = json.dumps(old.saga_id).encode()
+        await producer.send_and_wait(
+            changelog_topic(settings), old.model_dump_json().encode(), key=key
+        )
+    finally:
+        await producer.stop()
+    worker = stack.coordinator(wait=False)
+    for _ in range(900):
+        if not worker.alive():
+            break
+        await asyncio.sleep(0.1)
+    assert not worker.alive(), worker.output()[-3000:]
+    assert worker.proc is not None and worker.proc.returncode != 0
+    out = worker.output()
+    assert "raw-key routing" in out and "new SAGA_APP_ID" in out, out[-3000:]

@@ -277,7 +277,7 @@ class Coordinator:
         first = next(iter(self.store.items(held)), None)
         if first is None:
             return None
-        saga_id, _ = wake_of(first[1])
+        saga_id = wake_of(first[1]).saga_id
         if self.store.get(saga_id) is not None:
             return None
         return (

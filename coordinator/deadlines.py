@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -177,7 +177,7 @@ class DeadlineIndex:
             if generation == self._generation:
                 self._touched = None
 
-    def _index(self, partition: int, raw: bytes, touched: set[str]) -> None:
+    def _index(self, partition: int, raw: bytes, touched: Container[str]) -> None:
         try:
             wake = wake_of(raw)
         except ValidationError as exc:  # never written by us: say so, go on

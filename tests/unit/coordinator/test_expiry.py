@@ -154,7 +154,7 @@ async def test_a_broker_outage_is_retried_in_place_and_a_revoke_abandons_it() ->
     # the next owner rebuilds its queue from the table: the expiry fires again
     other = DeadlineIndex()
     raw = w.store["x"]
-    other.rebuild([p], [(p, raw)])
+    await other.rebuild([p], [(p, raw)])
     assert other.expiry.pop_due(p, w.now, 10) == ["x"]
 
 

@@ -12,6 +12,10 @@ offset (``start_offset``): a record it already handled is dropped, and a record 
 the next expected one means Faust skipped some (it does, around rebalances): the lane
 drops what it holds and seeks the partition back (``seek``), so nothing is skipped.
 
+A lane that is not strict (step topics) runs up to ``batch_size`` events at once, one
+handler call each, and acks them in offset order as the oldest finishes (``WindowLane``):
+a slow step holds its own slot, not a whole batch.
+
 A lane whose buffer passes ``buffer`` pauses fetching of its partition and resumes it
 once drained to half. On a rebalance (or shutdown) every lane finishes the handler call
 it is in (bounded by ``stop_timeout``), then is dropped with its buffer: those events
@@ -77,15 +81,16 @@ class Lane:
                 self.buffer.popleft()
             self.lanes.ack(batch)
             self.expected = batch[-1].message.offset + 1
-            if self.paused and len(self.buffer) <= self.lanes.buffer // 2:
-                self.paused = False
-                self.lanes.resume(self.partition)
+            self._resume_if_drained()
+
+    def _resume_if_drained(self) -> None:
+        if self.paused and len(self.buffer) <= self.lanes.buffer // 2:
+            self.paused = False
+            self.lanes.resume(self.partition)
 
     async def _in_order(self) -> list[Any]:
         """The next batch: consecutive offsets from ``expected`` (empty after a seek)."""
         assert self.expected is not None
-        if not self.lanes.strict:
-            return [self.buffer[i] for i in range(min(len(self.buffer), self.lanes.batch_size))]
         dropped: list[Any] = []
         while self.buffer and self.buffer[0].message.offset < self.expected:
             dropped.append(self.buffer.popleft())  # handled already (a re-read)
@@ -156,6 +161,47 @@ class Lane:
         return list(self.buffer)
 
 
+class WindowLane(Lane):
+    """A lane that runs up to ``batch_size`` events at once, one handler call each.
+
+    It acks them in offset order as the oldest finishes: a slow event holds its own
+    slot, never a whole batch (step topics, read as delivered).
+    """
+
+    async def _run(self) -> None:
+        running: deque[tuple[Any, asyncio.Task[None]]] = deque()  # the buffer's head, started
+        try:
+            while True:
+                while running and running[0][1].done():
+                    event, task = running.popleft()
+                    if task.cancelled() or task.exception() is not None:
+                        return  # Abandoned: the partition was taken away
+                    self.buffer.popleft()
+                    self.lanes.ack([event])
+                self._resume_if_drained()
+                active = sum(1 for _, task in running if not task.done())
+                if self.stopping and not active:
+                    return
+                while (
+                    not self.stopping
+                    and len(running) < len(self.buffer)
+                    and active < self.lanes.batch_size
+                ):
+                    event = self.buffer[len(running)]
+                    running.append((event, asyncio.ensure_future(self._handle([event]))))
+                    active += 1
+                self.wakeup.clear()
+                woken = asyncio.ensure_future(self.wakeup.wait())
+                waiting = [task for _, task in running if not task.done()]
+                try:
+                    await asyncio.wait([*waiting, woken], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+        finally:
+            for _, task in running:
+                task.cancel()  # only when this lane's own task is cancelled or returns
+
+
 class Lanes:
     """The lanes of one topic (one per partition, created on first event)."""
 
@@ -195,7 +241,8 @@ class Lanes:
         partition = event.message.partition
         lane = self.lanes.get(partition)
         if lane is None:
-            lane = self.lanes[partition] = Lane(self, partition)
+            kind = Lane if self.strict else WindowLane
+            lane = self.lanes[partition] = kind(self, partition)
         lane.put(event)
 
     def busy(self) -> int:

@@ -451,3 +451,63 @@ async def test_a_lane_reads_in_offset_order_and_seeks_back_over_a_gap() -> None:
         await asyncio.sleep(0)
     assert handled == [10, 11, 12, 13] and 9 in forgotten
     await lanes.stop()
+
+
+async def test_a_slow_step_holds_its_own_slot_not_the_partition() -> None:
+    """Step topics: up to batch_size at once, one event per call, acked in offset order."""
+    release = asyncio.Event()
+    started: list[int] = []
+    running = 0
+    most = 0
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        nonlocal running, most
+        [e] = events
+        started.append(e.message.offset)
+        running += 1
+        most = max(most, running)
+        if e.message.offset == 0:
+            await release.wait()
+        else:
+            await asyncio.sleep(0)
+        running -= 1
+
+    lanes = Lanes("steps", handler, batch_size=2, buffer=100, strict=False)
+    events = [event(0, offset) for offset in range(5)]
+    for e in events:
+        lanes.dispatch(e)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert started == [0, 1, 2, 3, 4]  # the others went on while offset 0 was slow
+    assert most == 2  # never more than batch_size at once
+    assert not any(e.acked for e in events)  # acks stay in offset order behind the head
+    release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert all(e.acked for e in events)
+    await lanes.stop()
+
+
+async def test_a_stopped_step_lane_returns_what_it_did_not_ack() -> None:
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        if events[0].message.offset == 0:
+            await asyncio.Event().wait()  # never finishes
+
+    forgotten: list[Any] = []
+    lanes = Lanes(
+        "steps",
+        handler,
+        batch_size=4,
+        buffer=100,
+        strict=False,
+        forget=forgotten.extend,
+        stop_timeout=0.05,
+    )
+    events = [event(1, offset) for offset in range(3)]
+    for e in events:
+        lanes.dispatch(e)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await lanes.stop()
+    assert not any(e.acked for e in events)
+    assert forgotten == events  # delivered again to the next owner

@@ -174,8 +174,13 @@ async def deliver(
     """
     results: list[Ack | None] = [None] * len(records)
     groups: dict[tuple[str, int], list[int]] = {}
+    keyed: dict[tuple[str, bytes | None], int] = {}  # a saga's records share a key
     for i, r in enumerate(records):
-        p = r.partition if r.partition is not None else await producer.partition_of(r.topic, r.key)
+        p = r.partition
+        if p is None:
+            p = keyed.get((r.topic, r.key))
+            if p is None:
+                p = keyed[r.topic, r.key] = await producer.partition_of(r.topic, r.key)
         groups.setdefault((r.topic, p), []).append(i)
     partitions = [
         _Partition(producer, records, results, topic, p, indexes, backoff, what)

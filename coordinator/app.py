@@ -29,6 +29,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 from faust.web import Request, Response, View
+from pydantic import ValidationError
 
 from coordinator.deadlines import DeadlineIndex, wake_of
 from coordinator.delivery import BATCH_BUFFER, AiokafkaBatches, Record, is_too_large
@@ -249,13 +250,14 @@ class Coordinator:
 
     async def _rebuild_deadlines(self, held: set[int]) -> None:
         started = time.monotonic()
-        stale = self._stale_changelog(held)
-        if stale is not None:
-            log.critical("%s", stale)
-            await self.app.crash(CoordinatorUnavailable(stale))
-            return
         try:
-            await self.deadlines.rebuild(held, self.store.items(held))
+            stale = self._stale_changelog(held)
+            if stale is not None:
+                log.critical("%s", stale)
+                await self.app.crash(CoordinatorUnavailable(stale))
+                return
+            if not await self.deadlines.rebuild(held, self.store.items(held)):
+                return  # a newer rebalance rebuilds it
         except Exception:  # a bug: log it (a timer that raises would stop the app)
             log.exception("deadline index rebuild failed for partitions %s", sorted(held))
             return
@@ -277,7 +279,10 @@ class Coordinator:
         first = next(iter(self.store.items(held)), None)
         if first is None:
             return None
-        saga_id = wake_of(first[1]).saga_id
+        try:
+            saga_id = wake_of(first[1]).saga_id
+        except ValidationError:
+            return None  # not a saga record at all: the rebuild logs it
         if self.store.get(saga_id) is not None:
             return None
         return (

@@ -151,13 +151,13 @@ class DeadlineIndex:
         records: Iterable[tuple[int, bytes]],
         *,
         chunk: int = REBUILD_CHUNK,
-    ) -> None:
+    ) -> bool:
         """Drop partitions not held any more; index ``records`` (partition, saga record).
 
         Yields to the event loop every ``chunk`` records. Meanwhile the lanes apply new
         records and the timer fires: an entry they set or fired since this call began is
         newer than the one ``records`` holds, so it is kept. A newer ``rebuild`` call
-        ends an older one that is still running.
+        ends an older one that is still running: that one returns False.
         """
         held = set(partitions)
         self._generation += 1
@@ -172,7 +172,8 @@ class DeadlineIndex:
                 if i % chunk == 0:
                     await asyncio.sleep(0)
                     if generation != self._generation:
-                        return  # a newer rebalance rebuilds it again
+                        return False  # a newer rebalance rebuilds it again
+            return True
         finally:
             if generation == self._generation:
                 self._touched = None

@@ -184,8 +184,8 @@ async def test_a_newer_rebuild_ends_an_older_one() -> None:
         index.rebuild([0, 1], [(1, record(f"s{i}", "running", at)) for i in range(100)], chunk=2)
     )
     await asyncio.sleep(0)
-    await index.rebuild([0], [(0, record("kept", "running", at))])
-    await first
+    assert await index.rebuild([0], [(0, record("kept", "running", at))])
+    assert await first is False
     assert {s for s, _, _ in index.due(at.timestamp())} == {"kept"}
 
 

@@ -1,8 +1,13 @@
 """``python -m coordinator COMMAND``: see :mod:`coordinator.cli`."""
 
+import os
 import sys
 
 from coordinator.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. `... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -126,6 +126,12 @@ async def _run(args: argparse.Namespace) -> int:
         from coordinator.commands import start_message
 
         args.data = _read_json(args.input)
+        if args.id is None and args.business_key is None:
+            raise UsageError(
+                f"start {args.saga_type}: pass --id ID or --business-key KEY (the id is then "
+                f"{args.saga_type}:KEY); ids are never random, so a retried start cannot run "
+                "the saga twice"
+            )
         args.saga_id = start_message(
             args.saga_type,
             args.data,

@@ -14,7 +14,10 @@ none given, ``LISTENER_LISTENERS`` applies, by default the order listener)::
 
 Settings come from ``LISTENER_*`` variables (see ``ListenerSettings``); ``--database-url``
 overrides the listeners' database for one command. No command touches a database or
-the broker before its arguments are valid, and ``--help`` never does.
+the broker before its arguments are valid, and ``--help`` never does. Exit codes are
+those of ``python -m coordinator``: 0 done, 1 unexpected failure, 2 a wrong command line,
+setting or database schema (the line names the fix), 4 no such entity, 6 the database
+does not answer.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
 
+from coordinator.cli_parser import Exit
 from listeners.db import create_db_engine, session_factory
 from listeners.declarative import Listener
-from listeners.errors import ListenerError
+from listeners.errors import EntityNotFoundError, ListenerConfigError, ListenerError
 from listeners.migrations import require_head, revision, upgrade
 from listeners.queries import EntityView, get_entity, list_entities
 from listeners.registry import load_listener, load_listeners
@@ -122,23 +127,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = ListenerSettings()
     except ValidationError as exc:
         print(f"error: invalid LISTENER_* settings: {exc}", file=sys.stderr)
-        return 1
+        return Exit.USAGE
     try:
         if args.command == "worker":
             return _worker(settings, args, faust_args)
         _run(settings, args)
+    except EntityNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return Exit.NOT_FOUND
     except ListenerError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except SQLAlchemyError as exc:
+        return Exit.USAGE
+    except (OperationalError, InterfaceError) as exc:
         first = str(exc).splitlines()[0]
         print(
-            f"error: listener database failed: {first}; check the database URL and that the "
-            "database server runs",
+            f"error: listener database does not answer: {first}; check the database URL and "
+            "that the database server runs",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return Exit.UNAVAILABLE
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0]
+        print(f"error: listener database failed: {first}", file=sys.stderr)
+        return Exit.FAILED
+    return Exit.OK
 
 
 def _url(settings: ListenerSettings, args: argparse.Namespace, listener: Listener[Any]) -> str:
@@ -164,13 +176,16 @@ def _run(settings: ListenerSettings, args: argparse.Namespace) -> None:
         print(f"listener {listener.name!r}: wrote {path}")
     elif command == "get":
         listener = load_listener(args.listener, settings)
-        entity = _query(_url(settings, args, listener), lambda s: get_entity(s, listener, args.key))
+        entity = _query(
+            _url(settings, args, listener), listener, lambda s: get_entity(s, listener, args.key)
+        )
         print(entity.model_dump_json(indent=2) if args.json else _render(listener, entity))
     elif command == "list":
         listener = load_listener(args.listener, settings)
         filters = dict(_pair(item) for item in args.where)
         found = _query(
             _url(settings, args, listener),
+            listener,
             lambda s: list_entities(s, listener, filters, limit=args.limit),
         )
         print(json.dumps([item.model_dump(mode="json") for item in found], indent=2))
@@ -196,9 +211,20 @@ def _pair(item: str) -> tuple[str, str]:
     return attr, value
 
 
-def _query(url: str, run: Any) -> Any:
+def _query(url: str, listener: Listener[Any], run: Any) -> Any:
+    """Run a read-only query; a database that is missing or not migrated names `migrate`."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        from pathlib import Path
+
+        if not Path(parsed.database).exists():  # never create a file for a query
+            raise ListenerConfigError(
+                f"listener {listener.name!r}: database file {parsed.database} does not exist; "
+                "check the database URL, or run `python -m listeners migrate` first"
+            )
     engine = create_db_engine(url)
     try:
+        require_head(engine, [listener])
         with session_factory(engine)() as session:
             return run(session)
     finally:
@@ -213,7 +239,7 @@ def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: li
         listeners = load_listeners(args.listeners, settings)
     except ListenerError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     for listener in listeners:
         engine = create_db_engine(settings.database_url_of(listener.name))
         try:
@@ -228,14 +254,14 @@ def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: li
                     require_head(engine, [listener])
         except ListenerError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return Exit.USAGE
         finally:
             engine.dispose()
     try:
         asyncio.run(ensure_topics(settings))
     except ListenerError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return Exit.UNAVAILABLE
     built = create_app(settings, listeners=listeners, declare_topics=False)
     sys.argv = [sys.argv[0], "worker", "-l", args.loglevel, *faust_args]
     built.app.main()

@@ -63,7 +63,7 @@ class ListenerSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default=DEFAULT_BOOTSTRAP_SERVERS,
         validation_alias=AliasChoices(
-            "KAFKA_BOOTSTRAP_SERVERS", "LISTENER_KAFKA_BOOTSTRAP_SERVERS"
+            "LISTENER_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
         ),
     )
     web_host: str = "127.0.0.1"

@@ -173,7 +173,7 @@ def test_commands_that_read_state_name_the_web_endpoint_they_need(
         (["start", "errand", "{oops"], {}, "error: INPUT is not valid JSON"),
         (["start", "errand", "[1]"], {}, "error: INPUT must be a JSON object"),
         (["start", "errand", "{}", "--id", "x" * 201], {}, "at most 200 characters"),
-        (["start", "errand", "{}"], {}, "pass saga_id= or business_key="),
+        (["start", "errand", "{}"], {}, "pass --id ID or --business-key KEY"),
         (
             ["start", "errand", json.dumps({"fail_at": "x" * 20_000}), "--id", "big"],
             {"SAGA_MAX_INBOX_BYTES": "8192"},

@@ -164,7 +164,7 @@ async def test_trips_listener_declared_migrated_run_queried_and_replayed(
 
         # A swap while the worker runs is refused before anything is built.
         busy = worker.cli("replay", TRIPS)
-        assert busy.proc is not None and busy.proc.returncode == 1
+        assert busy.proc is not None and busy.proc.returncode == 2
         assert "stop them before a swap" in busy.output()
 
         before = _snapshot(live_url)
@@ -209,7 +209,7 @@ async def test_replay_refuses_a_topic_that_lost_its_beginning(
     try:
         into = sqlite_url(tmp_path, "rebuilt.db")
         refused = worker.cli("replay", TRIPS, "--into", into, "--no-swap")
-        assert refused.proc is not None and refused.proc.returncode == 1
+        assert refused.proc is not None and refused.proc.returncode == 2
         last = refused.output().strip().splitlines()[-1]
         assert last.startswith("error: lifecycle topic") and "--force" in last
         assert not (tmp_path / "rebuilt.db").exists()

@@ -81,7 +81,7 @@ def test_start_input_must_be_a_json_object(
 
 def test_start_needs_an_id_or_a_business_key(capsys: pytest.CaptureFixture[str]) -> None:
     line = fails(capsys, ["start", "order", "{}"], Exit.USAGE)
-    assert "pass saga_id= or business_key=" in line and "'order:<business_key>'" in line
+    assert "pass --id ID or --business-key KEY" in line and "order:KEY" in line
 
 
 def test_saga_id_over_the_limit(capsys: pytest.CaptureFixture[str]) -> None:

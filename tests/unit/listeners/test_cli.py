@@ -60,7 +60,7 @@ def _main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 def test_unknown_listener_is_one_error_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _main(tmp_path, monkeypatch, "get", "no_such_module:thing", "k1") == 1
+    assert _main(tmp_path, monkeypatch, "get", "no_such_module:thing", "k1") == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("error: listener 'no_such_module:thing': cannot import module")
@@ -88,7 +88,7 @@ def test_unknown_key_names_the_listener(
     )
     assert (
         _main(tmp_path, monkeypatch, "get", "examples.trips:trips", "t-1", "--database-url", url)
-        == 1
+        == 4
     )
     assert capsys.readouterr().err.startswith("error: trips 't-1' not found")
 
@@ -101,7 +101,47 @@ def test_bad_filter_is_one_error_line(
     code = _main(
         tmp_path, monkeypatch, "list", "orders", "--where", "colour=red", "--database-url", url
     )
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: orders has no attribute 'colour'")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_query_never_creates_a_database_and_names_migrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "sqlite:///missing.db"
+    assert _main(tmp_path, monkeypatch, "order-status", "42", "--database-url", url) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "missing.db does not exist" in err and "python -m listeners migrate" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_query_on_an_unmigrated_database_names_migrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "empty.db").close()
+    url = "sqlite:///empty.db"
+    assert _main(tmp_path, monkeypatch, "order-status", "42", "--database-url", url) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: listener 'orders': database sqlite:///empty.db is at revision")
+    assert "run `python -m listeners migrate`" in err
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    assert _run(tmp_path, "migrate", "--database-url", url).returncode == 0
+    done = subprocess.run(
+        f"{sys.executable} -m listeners --help | head -c 10",
+        shell=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -181,18 +181,33 @@ def judge_lifecycle(
         verdict.lost.add(saga_id, f"{saga_id} ({planned.kind.name}): last event {last}")
         return None
     verdict.finished += 1
-    if status not in (planned.kind.status, planned.kind.or_status):
+    kind = planned.kind
+    if outage_cost_attempts(kind.outage_step, events):
+        kind = kind.after_outage()
+    if status not in (kind.status, kind.or_status):
         verdict.wrong_status.add(
             saga_id, f"{saga_id} ({planned.kind.name}): {status}, expected {planned.kind.status}"
         )
     compensated = tuple(e.step for e in events if e.type == "compensation_succeeded")
-    if status != "completed" and compensated not in planned.kind.compensation_orders():
+    if status != "completed" and compensated not in kind.compensation_orders():
         verdict.wrong_compensations.add(
             saga_id,
             f"{saga_id} ({planned.kind.name}): compensated {list(compensated)}, "
-            f"expected {list(planned.kind.compensations)}",
+            f"expected {list(kind.compensations)}",
         )
     return status
+
+
+#: how an attempt fails when a fault, not the participant, kept it from answering
+OUTAGE_ERRORS = frozenset({"StepTimeout", "Expired"})
+
+
+def outage_cost_attempts(step: str | None, events: list[LifecycleEvent]) -> bool:
+    """Whether an attempt of ``step`` expired unrun or timed out (a fault cost it)."""
+    return step is not None and any(
+        e.type == "step_failed" and e.step == step and e.error and e.error.type in OUTAGE_ERRORS
+        for e in events
+    )
 
 
 def judge_effects(

@@ -38,6 +38,11 @@ class Kind:
     uncertain: str | None = None
     #: another status the same injected failure explains (see ``SLOW_PAYMENT``)
     or_status: str | None = None
+    #: a step whose retry budget the injected failure nearly uses up: if a fault (broker
+    #: or worker down) also costs it attempts, which then expire unrun or time out, the
+    #: budget runs out and a full unwind (this step first, as uncertain) is right too
+    #: (see ``FLAKY_SHIPPING``)
+    outage_step: str | None = None
     card: str = "tok_ok"
     sku: str = "SKU-1"
     zip_code: str = "10001"
@@ -48,6 +53,13 @@ class Kind:
             return [self.compensations]
         return [self.compensations, (self.uncertain, *self.compensations)]
 
+    def after_outage(self) -> Kind:
+        """The outcome when a fault cost ``outage_step`` attempts (see ``outage_step``)."""
+        assert self.outage_step is not None
+        return Kind(
+            self.name, "compensated", FULL_UNWIND, uncertain=self.outage_step, or_status=self.status
+        )
+
 
 OK = Kind("ok", "completed")
 DECLINED = Kind(
@@ -57,7 +69,9 @@ OUT_OF_STOCK = Kind("out_of_stock", "compensated", ("create_order",), sku="SKU-O
 SHIPPING_OUTAGE = Kind(
     "shipping_outage", "compensated", FULL_UNWIND, uncertain="ship", zip_code="99999"
 )
-FLAKY_SHIPPING = Kind("flaky_shipping", "completed", zip_code="55555")
+#: shipping answers 503 twice per key, then 201; ship has 4 attempts. An attempt a broker
+#: or worker fault makes expire unrun or time out leaves 3, two lost leave 2: compensated
+FLAKY_SHIPPING = Kind("flaky_shipping", "completed", zip_code="55555", outage_step="ship")
 #: the payment service is slower than the step timeout on every attempt: the charge is
 #: applied after the last attempt timed out, so the step is *maybe applied* and must be
 #: compensated first (issue #9). Should scheduling delay the last attempt past the moment

@@ -513,8 +513,9 @@ def render(results: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            "Seconds from the restarted process's start. The deadline index holds every saga "
-            "the worker must wake: in-flight deadlines and the expiry of retained ones.",
+            "Seconds from the restarted process's start. The deadline index counts the sagas "
+            "in flight (their deadlines); finished sagas wait in the expiry queue instead "
+            "(none in this worker: its retention is off).",
         ]
     if results.get("notes"):
         lines += ["", *(f"- {n}" for n in results["notes"])]

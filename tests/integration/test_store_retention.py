@@ -173,9 +173,10 @@ async def test_a_crash_during_expiry_expires_the_saga_exactly_once(
     bare: OrderStack, kill_after: int
 ) -> None:
     """Record batches: 1 = the start (the inline chain completes it), 2 = its marker,
-    3 = its tombstone. The worker SIGKILLs itself right after batch ``kill_after`` is
-    acknowledged, before the timer record that caused it is acked; the restarted worker
-    (same RocksDB directory) gets that timer again."""
+    3 = its tombstone (the worker expires its sagas itself: no timer record). It SIGKILLs
+    itself right after batch ``kill_after`` is acknowledged and stored; the restarted
+    worker (same RocksDB directory) rebuilds its expiry queue from the table and applies
+    what is left, once."""
     stack = bare
     retention = {"SAGA_RETENTION": "1", "SAGA_DEDUPE_RETENTION": "3", **ROCKSDB}
     crashing = stack.coordinator(

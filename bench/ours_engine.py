@@ -95,6 +95,8 @@ class OursEngine:
             "SAGA_WEB_ENABLED": "false",
             "SAGA_DATADIR": str(self.tmp / "faust"),
             "SAGA_SERVICE_URLS": json.dumps({f"svc{n}": f"{base}/svc{n}" for n in range(1, 6)}),
+            # every worker executes every service in-process: nobody writes step topics
+            "SAGA_SERVE_STEP_TOPICS": "false",
         }
         for i in range(self.workers):
             self._spawn(

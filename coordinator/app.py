@@ -6,9 +6,11 @@
   applies its records in batches in the durable order of effects (``inbox``): saga
   records acknowledged by the changelog, then everything derived from them
   acknowledged, then the inbox offsets acked.
-* ``executor-<service>`` agents: run step actions in-process (``step_worker``), per
-  partition, results acknowledged before the request is acked. Remote services (any
-  language) consume their step topic themselves instead.
+* in-process step attempts (``onehop``): the services this worker executes run as its
+  own bounded tasks, started once the saga record is acknowledged, replying through the
+  inbox: one Kafka hop per step. ``executor-<service>`` agents (``step_worker``) still
+  serve those services' step topics (requests from workers that do not execute them).
+  Remote services (any language) consume their step topic themselves.
 * a timer: sends ``timer`` records for deadlines that passed (``deadlines``: a heap over
   the partitions this worker owns, rebuilt from the table after each rebalance), and
   starts the expiry of finished sagas, which the worker applies itself per partition
@@ -40,6 +42,7 @@ from coordinator.faust_app import HookedApp, app_class
 from coordinator.inbox import InboxProcessor
 from coordinator.lanes import Lanes
 from coordinator.messages import TimerFired
+from coordinator.onehop import StepTasks
 from coordinator.queries import saga_view
 from coordinator.registry import SagaRegistry, load_definitions
 from coordinator.routing import saga_table
@@ -81,6 +84,7 @@ class Coordinator:
         self.inbox = self.app.topic(self.topics.inbox, **raw)
         self.services = self.registry.services()
         self.inline_services = {n for n, svc in self.services.items() if svc.inline}
+        self.executed = self._executed_services()
         self.step_topics = {
             name: self.app.topic(self.topics.step(name), **raw) for name in self.services
         }
@@ -89,6 +93,15 @@ class Coordinator:
         self.executor = StepExecutor(self.registry, service_urls=settings.service_urls)
         self.deadlines = DeadlineIndex()
         self.producer = AppProducer(self.app)
+        self.step_tasks = StepTasks(
+            self.executor,
+            self.producer,
+            inbox=self.topics.inbox,
+            partitions=settings.partitions,
+            concurrency=settings.step_concurrency,
+            queue=settings.step_queue,
+            max_result_bytes=settings.max_inbox_bytes,
+        )
         self.processor = InboxProcessor(
             settings,
             self.registry,
@@ -97,6 +110,8 @@ class Coordinator:
             self.deadlines,
             self.executor,
             self.inline_services,
+            tasks=self.step_tasks,
+            onehop_services=self.executed,
         )
         self.processor.changelog = changelog_topic(settings)
         self.expirer = Expirer(
@@ -113,6 +128,17 @@ class Coordinator:
         self._ready = False
         self._rebuilding: asyncio.Future[None] | None = None
         self._wire()
+
+    def _executed_services(self) -> set[str]:
+        """Services whose steps this worker runs in-process (neither remote nor inline)."""
+        if not self.settings.run_executors:
+            return set()
+        wanted = set(self.settings.executors)
+        return {
+            name
+            for name, service in self.services.items()
+            if not (service.remote or service.inline) and (not wanted or name in wanted)
+        }
 
     def _make_app(self) -> HookedApp:
         s = self.settings
@@ -182,16 +208,11 @@ class Coordinator:
         app.setup_hooks.append(self._create_topics)
         app.revoke_hooks.append(self._on_revoke)
         app.agent(self.inbox, name="saga-inbox")(self._make_agent(self.inbox_lanes))
-        wanted = set(self.settings.executors)
-        if self.settings.run_executors:
-            for name, service in self.services.items():
-                if service.remote or service.inline or (wanted and name not in wanted):
-                    continue
-                lanes = self._lanes(
-                    name, self.step_worker.handle, self.settings.executor_concurrency
-                )
-                self.executor_lanes[name] = lanes
-                app.agent(self.step_topics[name], name=f"executor-{name}")(self._make_agent(lanes))
+        served = self.executed if self.settings.serve_step_topics else set()
+        for name in sorted(served):
+            lanes = self._lanes(name, self.step_worker.handle, self.settings.executor_concurrency)
+            self.executor_lanes[name] = lanes
+            app.agent(self.step_topics[name], name=f"executor-{name}")(self._make_agent(lanes))
         interval = self.settings.timer_interval.total_seconds()
         app.timer(interval, name="saga-deadlines")(self._fire_deadlines)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
@@ -231,6 +252,10 @@ class Coordinator:
         await self.expirer.stop()  # no expiry writes to a partition another worker takes
         for lanes in (self.inbox_lanes, *self.executor_lanes.values()):
             await lanes.stop()
+        if self.app.should_stop:
+            # stopping: running step attempts get a few seconds to send their results;
+            # at a mere rebalance they go on (their results reach the new owner)
+            await self.step_tasks.close(timeout=5.0)
         self.processor.forget()
         try:  # what the lanes finished is committed before another worker takes over
             await self.app.consumer.commit()
@@ -310,7 +335,11 @@ class Coordinator:
             return
         sent: list[tuple[tuple[str, float, int], Any]] = []
         for entry in due:
-            saga_id, _, partition = entry
+            saga_id, deadline, partition = entry
+            later = self.step_tasks.postpone(saga_id, deadline)
+            if later is not None:  # its attempt's result is on the inbox, ahead of a timer
+                self.deadlines.restore(saga_id, later, partition)
+                continue
             fired = TimerFired(saga_id=saga_id).to_json()
             r = Record(self.topics.inbox, saga_id.encode(), fired, partition)
             try:

@@ -8,7 +8,13 @@ failure, a 4xx, a refused connection or an expired request is definite.
 
 Deadlines are honoured: a request whose deadline has passed is not run (a definite
 ``Expired`` failure), and an attempt's time budget is ``deadline - now``, capped by the
-step's timeout.
+step's timeout. Two callers know more than a step-topic executor does:
+
+* an in-process step task (``coordinator.onehop``) is the only sender its attempt ever
+  has, so its expiry is a provable ``NotSent`` (``messages.NOT_SENT``);
+* an inline step runs inside the transition that dispatched it: no queue stands between
+  the two, so it always runs, with the step's whole timeout (an expiry there could only
+  come from a stalled event loop, and a recomputed chain may have run it before).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from coordinator.definition import Http, Remote, Saga, Step, StepContext
 from coordinator.errors import OutputValidationError, SagaError, StepFailure, UnknownSagaError
 from coordinator.events import ErrorInfo
 from coordinator.http import send_json
-from coordinator.messages import StepRequest, StepResult
+from coordinator.messages import NOT_SENT, StepRequest, StepResult
 from coordinator.registry import SagaRegistry
 from coordinator.transport import AiohttpTransport
 
@@ -91,14 +97,27 @@ class StepExecutor:
             await self._client.aclose()
             self._client = None
 
-    async def execute(self, request: StepRequest) -> StepResult:
-        """Run one attempt; always returns a result, never raises."""
+    async def execute(
+        self, request: StepRequest, *, inline: bool = False, only_sender: bool = False
+    ) -> StepResult:
+        """Run one attempt; always returns a result, never raises.
+
+        Args:
+            request: the attempt.
+            inline: it runs inside the transition that dispatched it: never expired,
+                its budget is the step's timeout.
+            only_sender: this call is the only one that can ever send this attempt, so
+                a deadline passed before sending is a definite ``NotSent``.
+        """
         step: Step | None = None
         budget = (request.deadline - self.clock()).total_seconds()
-        if budget <= 0:
+        if inline:
+            budget = float("inf")  # capped by the step's timeout in _run
+        elif budget <= 0:
             expired = ErrorInfo(
-                type="Expired",
-                message=f"not run: its deadline {request.deadline.isoformat()} had passed",
+                type=NOT_SENT if only_sender else "Expired",
+                message=f"not run: its deadline {request.deadline.isoformat()} had passed"
+                + (" before this worker sent it" if only_sender else ""),
                 retryable=True,
                 uncertain=False,
             )

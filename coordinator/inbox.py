@@ -13,6 +13,9 @@
    waits for every acknowledgement before anything derived from them is sent. Each
    record holds its saga's whole outbox of this batch and the offset of the last
    record that changed it (``last_message``).
+   Right after that acknowledgement, the attempts of services this worker executes
+   itself are launched as its tasks (``coordinator.onehop``: one Kafka hop per step,
+   never stored in the outbox, so a redelivery never launches them again).
 3. **Sends**: step requests, lifecycle events, dead letters and re-routed records are
    sent; the batch waits for every acknowledgement. Only then does the lane ack the
    batch, so the inbox offset can be committed.
@@ -48,6 +51,7 @@ from coordinator.executor import StepExecutor
 from coordinator.letters import dead_letter
 from coordinator.machine import Definitions, transition
 from coordinator.messages import StartSaga, StepRequest, StepResult, parse_inbox
+from coordinator.onehop import StepTasks
 from coordinator.outbox import render, stored_request
 from coordinator.routing import partition_for
 from coordinator.settings import CoordinatorSettings
@@ -79,6 +83,7 @@ class _Saga:
     resend: list[dict[str, str]] = field(default_factory=list)  # stored, re-sent
     last_offset: int = -1  # the last record that changed it
     raw: bytes = b""  # the new record, encoded
+    launch: list[StepRequest] = field(default_factory=list)  # in-process attempts
 
 
 @dataclass
@@ -110,6 +115,9 @@ class InboxProcessor:
         executor: StepExecutor,
         inline_services: set[str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        tasks: StepTasks | None = None,
+        onehop_services: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -119,6 +127,9 @@ class InboxProcessor:
         self.deadlines = deadlines
         self.executor = executor
         self.inline = inline_services
+        #: services whose attempts run as this worker's tasks (``coordinator.onehop``)
+        self.tasks = tasks
+        self.onehop = set(onehop_services) if tasks is not None else set()
         self.clock = clock
         self.retention = settings.retention_policy
         self.changelog = ""  # set by the app once the table exists
@@ -130,8 +141,22 @@ class InboxProcessor:
     async def handle(self, partition: int, events: list[Any], stopping: Callable[[], bool]) -> None:
         """Apply ``events``; returns once everything derived is acknowledged by the broker.
 
-        Raises ``Abandoned`` when ``stopping()`` turns true while it retries in place.
+        With in-process step tasks, it first waits for room for what the batch may
+        launch (backpressure: see ``coordinator.onehop``). Raises ``Abandoned`` when
+        ``stopping()`` turns true while it waits or retries in place.
         """
+        if self.tasks is None:
+            await self._handle(partition, events, stopping)
+            return
+        await self.tasks.room(len(events), stopping)
+        try:
+            await self._handle(partition, events, stopping)
+        finally:
+            self.tasks.release(len(events))
+
+    async def _handle(
+        self, partition: int, events: list[Any], stopping: Callable[[], bool]
+    ) -> None:
         backoff = Backoff(stopping)
         poisoned: dict[int, _Poison] = {}
         while True:
@@ -153,6 +178,7 @@ class InboxProcessor:
             acks = await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
             self.store.write(partition, stored, changelog_offset(acks))
             self.maybe_fault()
+            self._launch(plan)  # in-process attempts: only once their records are acked
         sends = list(plan.sends)
         for saga_id, saga in plan.sagas.items():
             for item in saga.resend + saga.outbox:
@@ -169,6 +195,25 @@ class InboxProcessor:
             current = stored.get(saga_id) or self.store.get(saga_id)
             if current is not None and not saga.state.resting:
                 self._live[saga_id] = (current, saga.state)
+
+    def _launch(self, plan: _Plan) -> None:
+        """Start the in-process attempts the batch dispatched and its sagas still await.
+
+        Called once per batch, after its records are acknowledged; a redelivered record
+        never launches again (its stored outbox holds no in-process attempt), so each
+        attempt has one sender (see ``coordinator.onehop``).
+        """
+        if self.tasks is None:
+            return
+        for saga in plan.sagas.values():
+            state = saga.state
+            p = state.pending if state is not None else None
+            if state is None or p is None or p.waiting != "result":
+                continue
+            for request in saga.launch:
+                awaited = (request.step, request.phase, request.attempt)
+                if awaited == (state.steps[p.step].name, p.phase, p.attempt):
+                    self.tasks.launch(request)
 
     def maybe_fault(self) -> None:
         """SIGKILL this process after ``SAGA_FAULT_KILL_AFTER_RECORDS`` record batches (tests)."""
@@ -276,21 +321,24 @@ class InboxProcessor:
             if out.state is not None:
                 saga.state = out.state
             return
-        state, outbox = await self._settle(out.state, list(out.outbox), list(out.requests))
+        state, outbox, launch = await self._settle(out.state, list(out.outbox), list(out.requests))
         saga.outbox.extend(outbox)
+        saga.launch.extend(launch)
         state.last_message, state.last_outbox = msg_id, list(saga.resend) + saga.outbox
         saga.state, saga.changed, saga.last_offset = state, True, message.offset
 
     async def _settle(
         self, state: SagaState, items: list[dict[str, str]], requests: list[StepRequest]
-    ) -> tuple[SagaState, list[dict[str, str]]]:
+    ) -> tuple[SagaState, list[dict[str, str]], list[StepRequest]]:
         """Run inline steps and fail oversized requests, applying their results now.
 
-        Returns the saga's state after the whole chain and the chain's outbox, without
-        the requests that were never sent.
+        Returns the saga's state after the whole chain, the chain's outbox without the
+        requests that are not sent to a step topic, and the in-process attempts to launch
+        once the record is acknowledged (never stored: a redelivery does not relaunch).
         """
         limit = self.settings.max_request_bytes
         outbox: list[dict[str, str]] = []
+        launch: list[StepRequest] = []
         todo = [(items, requests)]
         while todo:
             items, requests = todo.pop(0)
@@ -299,7 +347,10 @@ class InboxProcessor:
             for i, (item, request) in enumerate(_pair(items, requests)):
                 if request.service in self.inline:
                     unsent.add(i)  # runs now, inside the chain: never sent, never stored
-                    results.append(await self.executor.execute(request))
+                    results.append(await self.executor.execute(request, inline=True))
+                elif request.service in self.onehop:
+                    unsent.add(i)  # a task of this worker, once the record is acked
+                    launch.append(request)
                 elif (size := len(render(item, state))) > limit:
                     unsent.add(i)
                     results.append(_too_large_request(request, size, limit))
@@ -317,7 +368,7 @@ class InboxProcessor:
                 if out.changed and out.state is not None:
                     state = out.state
                     todo.append((list(out.outbox), list(out.requests)))
-        return state, outbox
+        return state, outbox, launch
 
     def _check_sizes(self, plan: _Plan) -> None:
         """Fail the record that made a saga's record or events too large.

@@ -15,14 +15,17 @@ Rules (see ARCHITECTURE.md section 4):
   nothing and emits nothing. A success from an earlier attempt of the pending step is
   accepted: every attempt shares one idempotency key, so it is the same effect.
 * Outcomes are of three kinds. *Success*. *Definite failure*: the participant says nothing
-  happened (4xx, business failure, expired before it ran). *Uncertain*: the effect may
-  have happened (timeout, 5xx, lost reply) — the machine's own deadline counts as one.
+  happened (4xx, business failure, expired before it ran), or the attempt provably never
+  left this worker (``NOT_SENT``: an in-process attempt whose deadline passed while it
+  waited for a slot). *Uncertain*: the effect may have happened (timeout, 5xx, lost
+  reply) — the machine's own deadline counts as one.
 * A failed attempt is retried after the policy's backoff while attempts remain and the
   error is retryable. When the retries end, the step is *failed* if its last answer was a
   final definite failure (non-retryable: the participant's stored "no" for the key, which
   earlier attempts with the same key would also get); it is *maybe applied* if the last
   attempt was uncertain or the last failure was retryable (the key stays open: a late
-  duplicate of an earlier request may still apply it). A maybe-applied step is
+  duplicate of an earlier request may still apply it) — unless every attempt was
+  ``NOT_SENT``, so no request exists to straggle: then it failed. A maybe-applied step is
   compensated first in the unwind (its undo tombstones the key under the participant
   contract) or, if the step chose ``on_uncertain="park"``, the saga parks for an operator.
 * A success whose output does not match the step's output model is a non-retryable
@@ -57,6 +60,7 @@ from coordinator import events as ev
 from coordinator.definition import Saga
 from coordinator.errors import UnknownSagaError
 from coordinator.messages import (
+    NOT_SENT,
     CancelSaga,
     InboxMessage,
     Phase,
@@ -363,10 +367,12 @@ class _Run:
             error = msg.error or ev.ErrorInfo(
                 type="UnknownError", message="the participant gave no error", uncertain=True
             )
-            if self.now >= p.deadline and not error.uncertain and error.retryable:
+            late = self.now >= p.deadline and not error.uncertain and error.retryable
+            if late and not self._not_sent(i, error):
                 # past the deadline the request is out of our hands: a duplicate delivery
                 # of it may have run, whatever this one says (a final "no" is the
-                # participant's stored answer for the key, so it stands)
+                # participant's stored answer for the key, so it stands). Not so for an
+                # attempt that provably never left this worker (``NOT_SENT``).
                 error = error.model_copy(update={"uncertain": True})
             self._failed(p, error)
 
@@ -445,6 +451,14 @@ class _Run:
             self.dispatch("action", i, attempt=st.attempts + 1, round_start=st.attempts + 1)
 
     # -- rules ----------------------------------------------------------------------
+
+    def _not_sent(self, i: int, error: ev.ErrorInfo) -> bool:
+        """An attempt that provably never left this worker (see ``messages.NOT_SENT``).
+
+        Only the coordinator's own in-process step tasks say so, each launched once for
+        its attempt; a remote participant cannot know what our worker never sent.
+        """
+        return error.type == NOT_SENT and not self.saga.steps[i].service.remote
 
     def _late_undo(self, i: int, attempt: int) -> bool:
         """A compensation success for the step a ``compensation_failed`` saga stopped at."""
@@ -563,6 +577,8 @@ class _Run:
         in_round = p.attempt - p.round_start + 1
         if p.phase == "action":
             st.uncertain = st.uncertain or error.uncertain
+            if self._not_sent(p.step, error):
+                st.not_sent += 1
             retry = not self.s.cancel_requested and step.retry.can_retry(
                 attempt=in_round, error_type=error.type, retryable=error.retryable
             )
@@ -611,13 +627,15 @@ class _Run:
         those attempts share the key, so any of them arriving later gets the same "no".
         A retryable failure leaves the key open: a straggling duplicate of an earlier
         request may still apply it, so the step counts as maybe applied and its undo
-        (which tombstones the key) runs.
+        (which tombstones the key) runs. Unless no attempt ever left this worker (every
+        one ``NOT_SENT``): then there is no request to straggle and the step failed.
         """
         st = self.s.steps[i]
         error = st.error
+        never_sent = st.not_sent >= st.attempts > 0 and not st.uncertain
         if error is not None and not error.retryable and not error.uncertain:
             st.uncertain = False
-        elif error is None or error.retryable:
+        elif error is None or (error.retryable and not never_sent):
             st.uncertain = True
         st.status = "maybe_applied" if st.uncertain else "failed"
         self.s.pending = None

@@ -29,6 +29,12 @@ from coordinator.events import ErrorInfo
 
 Phase = Literal["action", "compensation"]
 
+#: ``ErrorInfo.type`` of an attempt that provably never left this worker: an in-process
+#: attempt (run by ``coordinator.onehop``, launched once) whose deadline passed while it
+#: waited for a free slot, before anything was sent. A definite failure even past the
+#: deadline; trusted only for services that are not ``remote``.
+NOT_SENT = "NotSent"
+
 
 class _Msg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -127,6 +133,7 @@ class StepRequest(BaseModel):
     input: dict[str, Any]
     outputs: dict[str, dict[str, Any] | None]
     #: do not start the action after this instant; reply with an ``Expired`` failure
+    #: (``NotSent`` from the coordinator's own in-process step tasks)
     deadline: AwareDatetime
     reply_to: str = ""
 

@@ -38,6 +38,15 @@ class CoordinatorSettings(BaseSettings):
     #: step attempts run at once per step-topic partition (results are acked in order)
     executor_concurrency: int = Field(default=8, ge=1)
     run_executors: bool = True
+    #: step attempts of the services this worker executes that run at once as its own
+    #: tasks, one Kafka hop each (``coordinator.onehop``); remote services excepted
+    step_concurrency: int = Field(default=64, ge=1)
+    #: attempts waiting for one of those slots beyond which the inbox waits (backpressure)
+    step_queue: int = Field(default=256, ge=1)
+    #: also consume the step topics of the services this worker executes in-process
+    #: (requests sent by workers that do not execute them, or before an upgrade); off
+    #: saves the polling of topics nobody writes to
+    serve_step_topics: bool = True
     #: time between looks at the deadline heap (a look costs O(due sagas))
     timer_interval: timedelta = Field(default=timedelta(milliseconds=100), gt=timedelta(0))
     #: inbox records applied per partition per batch (one broker round trip per batch)

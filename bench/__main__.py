@@ -161,50 +161,55 @@ async def _run_engine(
     out: dict[str, Any] = {"status": "ok", "config": {}, "scenarios": {}}
     engine: Any = None
     for index, scenario_name in enumerate(args.scenarios.split(",")):
-        # A fresh engine per scenario (unless --reuse-engine): sagas one scenario leaves
-        # unfinished (e.g. after an overload) must not slow down or fail the next one.
-        if engine is None or not args.reuse_engine:
-            engine = factory(dict(options))
-            concurrency = concurrency_opt or int(getattr(engine, "default_concurrency", 100))
-            driver = Driver(
-                engine,
-                {
-                    "postgres": sysinfo.postgres_pids,
-                    "kafka_broker": sysinfo.kafka_broker_pids,
-                    "http_services": lambda: [services_pid] if services_pid else [],
-                },
-                seed=args.seed + index,
-                progress=progress,
-            )
-            ctx = EngineContext(
-                scenarios=SCENARIOS,
-                on_terminal=driver.on_terminal,
-                http_base_url=services_url,
-                postgres_admin_url=args.pg_admin_url,
-                kafka_bootstrap=args.kafka_bootstrap,
-                concurrency=concurrency,
-                quick=mode.name == "quick",
-            )
-            t = time.monotonic()
-            progress.note(f"{name}: setting up for {scenario_name} ...")
-            try:
-                await engine.setup(ctx)
-            except BaseException:
-                await engine.teardown()
-                raise
-            progress.note(f"{name}: setup {time.monotonic() - t:.1f}s")
-            out["config"] = {**engine.describe(), "concurrency": concurrency}
-        scenario = SCENARIOS[scenario_name]
         t = time.monotonic()
         try:
-            res = await run_scenario(driver, scenario, concurrency, closed, opened)
-        except BaseException:
-            if args.reuse_engine:
-                await engine.teardown()
+            # A fresh engine per scenario (unless --reuse-engine): sagas one scenario
+            # leaves unfinished (e.g. after an overload) must not slow down or fail the next.
+            if engine is None or not args.reuse_engine:
+                engine = factory(dict(options))
+                concurrency = concurrency_opt or int(getattr(engine, "default_concurrency", 100))
+                driver = Driver(
+                    engine,
+                    {
+                        "postgres": sysinfo.postgres_pids,
+                        "kafka_broker": sysinfo.kafka_broker_pids,
+                        "http_services": lambda: [services_pid] if services_pid else [],
+                    },
+                    seed=args.seed + index,
+                    progress=progress,
+                )
+                ctx = EngineContext(
+                    scenarios=SCENARIOS,
+                    on_terminal=driver.on_terminal,
+                    http_base_url=services_url,
+                    postgres_admin_url=args.pg_admin_url,
+                    kafka_bootstrap=args.kafka_bootstrap,
+                    concurrency=concurrency,
+                    quick=mode.name == "quick",
+                )
+                progress.note(f"{name}: setting up for {scenario_name} ...")
+                await engine.setup(ctx)
+                progress.note(f"{name}: setup {time.monotonic() - t:.1f}s")
+                out["config"] = {**engine.describe(), "concurrency": concurrency}
+            res = await run_scenario(driver, SCENARIOS[scenario_name], concurrency, closed, opened)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            if engine is not None:
+                await _teardown_quietly(engine, name, progress)
             raise
-        finally:
-            if not args.reuse_engine:
-                await engine.teardown()
+        except Exception as exc:
+            # only this scenario is lost: the engine's finished scenarios stay in the
+            # results, and the next scenario gets a fresh engine
+            progress.note(f"{name}/{scenario_name}: FAILED ({exc!r}); going on")
+            out["failed_scenarios"] = {
+                **out.get("failed_scenarios", {}),
+                scenario_name: repr(exc)[:2000],
+            }
+            if engine is not None:
+                await _teardown_quietly(engine, name, progress)
+            engine = None
+            continue
+        if not args.reuse_engine:
+            await engine.teardown()
         out["scenarios"][scenario_name] = res
         cl, op = res["closed_loop"], res["open_loop"]
         progress.note(
@@ -217,6 +222,14 @@ async def _run_engine(
         await engine.teardown()
     out["config"]["engine_per_scenario"] = "reused" if args.reuse_engine else "fresh"
     return out
+
+
+async def _teardown_quietly(engine: Any, name: str, progress: Progress) -> None:
+    """Tear down an engine after a failure; a second failure is reported, not raised."""
+    try:
+        await engine.teardown()
+    except Exception as exc:
+        progress.note(f"{name}: teardown after the failure failed too ({exc!r})")
 
 
 class BenchSetupError(RuntimeError):

@@ -233,7 +233,9 @@ class OursEngine:
             "coordinator_sql": "0 (imports no SQL library)",
             "in_process_steps": "inline (local activities)"
             if self.inline
-            else "via step topic + executor agent",
+            else "tasks of the worker, one Kafka hop (result on the inbox)",
+            "http_steps": "tasks of the worker, one Kafka hop (result on the inbox), "
+            "SAGA_STEP_CONCURRENCY=64",
         }
 
 

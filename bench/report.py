@@ -36,6 +36,10 @@ def _scenario_table(name: str, results: dict[str, Any], kafka_rate: float | None
         cells = [_fmt(values[n]) for n in order]
         cells += [_ratio(values["ours"], values[n]) for n in versus]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for eng_name, eng in results["engines"].items():
+        error = eng.get("failed_scenarios", {}).get(name)
+        if error is not None:
+            lines.append(f"\n{TITLES.get(eng_name, eng_name)} failed in this scenario: {error}")
     ours = per_engine.get("ours")
     if ours and kafka_rate:
         per = _getter("log messages/saga")(ours)
@@ -283,9 +287,12 @@ def render(results: dict[str, Any]) -> str:
         else:
             cfg = ", ".join(f"{k}={val}" for k, val in eng["config"].items())
             lines.append(f"- **{name}**: {cfg}")
+        for scenario, error in eng.get("failed_scenarios", {}).items():
+            lines.append(f"  - **{scenario} failed in this run** (no figures): {error}")
     names: list[str] = []
     for eng in results["engines"].values():
         names += [n for n in eng.get("scenarios", {}) if n not in names]
+        names += [n for n in eng.get("failed_scenarios", {}) if n not in names]
     lines += ["", *_summary_section(results, names), "## Scenarios", ""]
     kafka = results.get("kafka_limit")
     kafka_rate = kafka["saturation"]["throughput_msgs_per_s"] if kafka else None

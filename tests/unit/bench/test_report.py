@@ -105,6 +105,16 @@ def test_a_failed_engine_is_named_with_its_error() -> None:
     assert "ours/Restate" not in md
 
 
+def test_a_failed_scenario_is_marked_and_the_engines_other_scenarios_are_kept() -> None:
+    results = _results()
+    ours = results["engines"]["ours"]
+    ours["failed_scenarios"] = {"complex": "RequestTimedOutError()"}
+    md = report.render(results)
+    assert "  - **complex failed in this run** (no figures): RequestTimedOutError()" in md
+    assert "ours failed in this scenario: RequestTimedOutError()" in md
+    assert _row(md, "throughput at saturation")[0] == "400.0", "simple is still reported"
+
+
 def test_before_after_table_from_a_baseline_file(tmp_path: Path) -> None:
     before = _results()
     before["commit"] = "28c377a"

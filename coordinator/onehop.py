@@ -97,6 +97,9 @@ class StepTasks:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: results waiting for the next wave, and whether a wave is being sent
+        self._outgoing: list[tuple[Record, StepRequest, asyncio.Future[None]]] = []
+        self._sending = False
         #: saga id -> (deadline, grace) of an attempt whose result is on the inbox
         self._answered: dict[str, tuple[float, float]] = {}
         self._pruned_at = 0
@@ -196,18 +199,46 @@ class StepTasks:
         topic = request.reply_to or self.inbox
         # the saga's own partition, as the timers use: the result stays ahead of them
         record = Record(topic, request.saga_id.encode(), payload, self.partition_of(request))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outgoing.append((record, request, done))
+        if not self._sending:
+            await self._send_waves()
         try:
-            await deliver(
-                self.producer,
-                [record],
-                Backoff(lambda: self._closing),
-                what=f"step result {request.saga_id}/{request.step}",
-            )
+            await done
         except Abandoned:
             # stopping: the durable deadline covers the attempt (counted uncertain)
             log.warning("result of saga %s step %s not sent (stopping)", *_ids(request))
-            return
-        self._answer(request)
+
+    async def _send_waves(self) -> None:
+        """Send the results waiting, in waves, until none is left.
+
+        Every result that finished while a wave was in flight rides in the next one: one
+        batch per inbox partition and one wait per wave (a batch per result would queue
+        each behind the previous one's acknowledgement).
+        """
+        self._sending = True
+        try:
+            while self._outgoing:
+                wave, self._outgoing = self._outgoing, []
+                try:
+                    await deliver(
+                        self.producer,
+                        [record for record, _, _ in wave],
+                        Backoff(lambda: self._closing),
+                        what=f"{len(wave)} step results",
+                    )
+                except BaseException as exc:
+                    for _, _, done in wave:
+                        if not done.done():
+                            done.set_exception(exc if isinstance(exc, Abandoned) else Abandoned())
+                    raise
+                for _, request, done in wave:
+                    self._answer(request)
+                    done.set_result(None)
+        except Abandoned:
+            pass
+        finally:
+            self._sending = False
 
     # -- timers of answered attempts ------------------------------------------------------
 

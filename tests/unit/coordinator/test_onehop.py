@@ -234,6 +234,24 @@ async def test_at_most_concurrency_attempts_run_at_once_in_launch_order() -> Non
     assert len(tasks) == 0 and tasks.running == 0
 
 
+async def test_results_leave_in_waves_each_wave_waiting_for_the_last_to_be_acked() -> None:
+    gate, producer = Gate(), FakeProducer()
+    gate.open.set()
+    definition = one_step(gate.action, timeout=60)
+    tasks = tasks_for(definition, producer, [T0])
+    first, *rest = requests_for(definition, ["a", "b", "c"])
+    producer.hold = True
+    tasks.launch(first)
+    await settle()
+    for request in rest:
+        tasks.launch(request)
+    await settle()
+    assert [s.key for s in producer.enqueued] == [b"a"], "b and c wait for the next wave"
+    producer.release()
+    await settle()
+    assert sorted(results(producer)) == ["a", "b", "c"] and len(tasks) == 0
+
+
 async def test_an_attempt_whose_deadline_passes_while_it_waits_for_a_slot_is_not_sent() -> None:
     gate, producer, clock = Gate(), FakeProducer(), [T0]
     definition = one_step(gate.action)

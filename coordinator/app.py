@@ -249,9 +249,13 @@ class Coordinator:
     # -- rebalances ---------------------------------------------------------------------
 
     async def _on_revoke(self, revoked: set[Any]) -> None:
-        await self.expirer.stop()  # no expiry writes to a partition another worker takes
-        for lanes in (self.inbox_lanes, *self.executor_lanes.values()):
-            await lanes.stop()
+        # No expiry writes to a partition another worker takes. The lanes stop at the same
+        # time: an inbox batch retrying in place holds its partition's expiry lock until
+        # its lane is told to stop, so stopping the expirer first could wait forever.
+        await asyncio.gather(
+            self.expirer.stop(self.inbox_lanes.stop_timeout),
+            *(lanes.stop() for lanes in (self.inbox_lanes, *self.executor_lanes.values())),
+        )
         if self.app.should_stop:
             # stopping: running step attempts get a few seconds to send their results;
             # at a mere rebalance they go on (their results reach the new owner)

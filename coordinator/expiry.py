@@ -134,12 +134,25 @@ class Expirer:
             task = asyncio.get_running_loop().create_task(self._run(partition))
             self._tasks[partition] = task
 
-    async def stop(self) -> None:
-        """Stop expiring (a revoke): wait for the rounds in progress to end."""
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop expiring (a revoke): wait up to ``timeout`` for the rounds in progress.
+
+        A round still waiting after that (e.g. for the partition's lock, held by an inbox
+        batch retrying in place) is cancelled before it writes anything: it only writes
+        while its partition is held, and the next owner rebuilds its queue from the
+        table. The app stops the lanes at the same time, so a lock is never waited on
+        for a lane that would only stop after this returns.
+        """
         self.held = set()
         tasks = list(self._tasks.values())
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("expiry: %d round(s) cancelled at a revoke", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run(self, partition: int) -> None:
         try:

@@ -105,6 +105,15 @@ class CoordinatorSettings(BaseSettings):
     def _duration_seconds(cls, value: Any) -> Any:
         return _seconds(value)
 
+    @field_validator("retention", "lifecycle_retention", "dedupe_retention", mode="after")
+    @classmethod
+    def _not_negative(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError(
+                "a retention cannot be negative: give seconds, ISO 8601 (PT1H) or none"
+            )
+        return value
+
     @property
     def retention_policy(self) -> Retention:
         """Retention of finished sagas, for the state machine."""

@@ -186,3 +186,26 @@ async def test_the_inbox_queues_a_finished_saga_for_expiry_once() -> None:
     again = inbox.event("s1", start("linear2", "s1"))  # changes nothing: not queued again
     await proc.handle(p, [again], never)
     assert proc.deadlines.get("s1") is None and len(proc.deadlines.expiry) == 1
+
+
+async def test_a_revoke_never_waits_forever_for_a_partition_lock() -> None:
+    """An inbox batch retrying in place holds the lock; the round waiting on it is cancelled."""
+    w = World()
+    p = w.put(record("x", "completed", expires_at=T0))
+    blocker = asyncio.Event()
+
+    async def inbox_batch_retrying_in_place() -> None:
+        async with w.expirer.lock(p):
+            await blocker.wait()  # released only when its lane is told to stop
+
+    batch = asyncio.create_task(inbox_batch_retrying_in_place())
+    await asyncio.sleep(0)
+    w.expirer.tick()
+    await asyncio.sleep(0.01)
+    stop = asyncio.create_task(w.expirer.stop(timeout=0.2))
+    await asyncio.sleep(0.05)
+    assert not stop.done(), "a round in progress is waited for, up to the timeout"
+    await asyncio.wait_for(stop, timeout=2)  # then cancelled: the revoke goes on
+    blocker.set()
+    await batch
+    assert not stored(w.store, "x").compact and w.changelog("x") == [], "nothing written"

@@ -44,6 +44,15 @@ def test_a_duration_that_must_be_positive_refuses_zero(
         CoordinatorSettings()
 
 
+@pytest.mark.parametrize("name", ["SAGA_RETENTION", "SAGA_DEDUPE_RETENTION"])
+def test_a_retention_refuses_a_negative_duration(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "-5")
+    with pytest.raises(ValidationError, match="a retention cannot be negative"):
+        CoordinatorSettings()
+
+
 def test_coordinator_and_listeners_name_topics_and_broker_alike(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

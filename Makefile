@@ -48,7 +48,7 @@ format: install
 
 ## JSON Schemas of the remote-participant messages, regenerated from the pydantic models.
 schemas: install
-	$(BIN)/python -m coordinator.contract
+	$(BIN)/python -m coordinator._contract
 
 demo: install
 	$(BIN)/python -m examples.order_fulfillment.demo

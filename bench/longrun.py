@@ -41,10 +41,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from bench.ours_sagas import LOCAL_INLINE, BenchInput, StepOut, _local_saga
-from coordinator import Saga, Service, Step, remote
-from coordinator.client import SagaClient
+from coordinator import CoordinatorSettings, Saga, SagaClient, Service, Step, remote
 from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS
-from coordinator.settings import CoordinatorSettings
 from infra.processes import ROOT, Process
 
 BEGIN, END = "<!-- longrun:begin -->", "<!-- longrun:end -->"

@@ -33,9 +33,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.durability import postgres_wal_syncs
 from bench.harness import EngineContext, SqlCounts
 from bench.scenarios import Outcome, SagaInput
-from coordinator.client import SagaClient, ensure_topics
-from coordinator.settings import CoordinatorSettings
-from coordinator.topics import changelog_topic
+from coordinator import CoordinatorSettings, SagaClient
+from coordinator._client import ensure_topics
+from coordinator._topics import changelog_topic
 from infra.processes import ROOT, ProcessGroup, free_port
 
 STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}

@@ -5,9 +5,9 @@ Also what happens when a compensation keeps failing.
 This package imports nothing else of the project.
 """
 
-from compensations.errors import CompensationError, PolicyError
-from compensations.policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
-from compensations.unwind import Escalate, RetryLater, Unwind, on_compensation_failure
+from compensations._errors import CompensationError, PolicyError
+from compensations._policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
+from compensations._unwind import Escalate, RetryLater, Unwind, on_compensation_failure
 
 __all__ = [
     "DEFAULT_COMPENSATION_RETRY",

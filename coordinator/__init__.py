@@ -10,10 +10,10 @@ the lifecycle-event contract is :mod:`coordinator.events`, the test kit
 from typing import TYPE_CHECKING, Any
 
 from compensations import NO_RETRY, RetryPolicy
-from coordinator.client import SagaClient
-from coordinator.commands import derive_saga_id
-from coordinator.definition import Http, Remote, Saga, Service, Step, StepContext, http, remote
-from coordinator.errors import (
+from coordinator._client import SagaClient
+from coordinator._commands import derive_saga_id
+from coordinator._definition import Http, Remote, Saga, Service, Step, StepContext, http, remote
+from coordinator._errors import (
     BusinessFailure,
     BusinessHttpError,
     CommandError,
@@ -28,13 +28,13 @@ from coordinator.errors import (
     TransientHttpError,
     UnknownSagaError,
 )
-from coordinator.queries import SagaView, StepView
-from coordinator.registry import SagaRegistry
-from coordinator.settings import CoordinatorSettings
-from coordinator.state import SagaStatus
+from coordinator._queries import SagaView, StepView
+from coordinator._registry import SagaRegistry
+from coordinator._settings import CoordinatorSettings
+from coordinator._state import SagaStatus
 
 if TYPE_CHECKING:
-    from coordinator.app import Coordinator, create_app
+    from coordinator._app import Coordinator, create_app
 
 __all__ = [
     "NO_RETRY",
@@ -75,7 +75,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # the Faust app pulls in faust; import it on first use, not with every client or CLI
     if name in ("Coordinator", "create_app"):
-        from coordinator import app
+        from coordinator import _app as app
 
         return getattr(app, name)
     raise AttributeError(f"module 'coordinator' has no attribute {name!r}")

@@ -1,9 +1,9 @@
-"""``python -m coordinator COMMAND``: see :mod:`coordinator.cli`."""
+"""``python -m coordinator COMMAND``: see :mod:`coordinator._cli`."""
 
 import os
 import sys
 
-from coordinator.cli import main
+from coordinator._cli import main
 
 if __name__ == "__main__":
     try:

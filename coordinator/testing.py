@@ -27,11 +27,10 @@ from typing import Any, Generic, Literal, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from coordinator.definition import Action, Saga
-from coordinator.events import LifecycleEvent
-from coordinator.executor import StepExecutor, error_info
-from coordinator.machine import transition
-from coordinator.messages import (
+from coordinator._definition import Action, Saga
+from coordinator._executor import StepExecutor, error_info
+from coordinator._machine import transition
+from coordinator._messages import (
     CancelSaga,
     InboxMessage,
     Phase,
@@ -41,8 +40,9 @@ from coordinator.messages import (
     StepRequest,
     TimerFired,
 )
-from coordinator.registry import SagaRegistry
-from coordinator.state import SagaState, SagaStatus, StepStatus
+from coordinator._registry import SagaRegistry
+from coordinator._state import SagaState, SagaStatus, StepStatus
+from coordinator.events import LifecycleEvent
 
 __all__ = ["Attempt", "Resolution", "SagaRun", "SagaTestKit"]
 

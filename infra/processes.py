@@ -144,6 +144,15 @@ class Process:
             await asyncio.sleep(interval)
         return found
 
+    async def exited(self, timeout: float = 30.0) -> int:
+        """Wait until the process ends on its own (e.g. an injected fault); its exit status."""
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.alive():
+            raise ProcessNotReady(f"{self.name}: still running after {timeout:.0f}s")
+        return self.proc.returncode if self.proc is not None else 0
+
     def _look(
         self, pattern: re.Pattern[str], deadline: float, timeout: float
     ) -> re.Match[str] | None:

@@ -12,9 +12,10 @@ Build a worker with :func:`create_app`; run ``python -m listeners --help`` for t
 
 from __future__ import annotations
 
-from listeners.app import ListenerApp, create_app
-from listeners.declarative import Listener
-from listeners.errors import (
+from listeners._app import ListenerApp, create_app
+from listeners._db import create_db_engine, session_factory
+from listeners._declarative import Listener
+from listeners._errors import (
     EntityNotFoundError,
     InvalidQueryError,
     ListenerConfigError,
@@ -23,14 +24,14 @@ from listeners.errors import (
     ReplayError,
     SchemaNotAtHeadError,
 )
-from listeners.events import Event, GenericEvent
-from listeners.framework import BatchResult, apply_batch
+from listeners._events import Event, GenericEvent
+from listeners._framework import BatchResult, apply_batch
+from listeners._queries import EntityView, SagaView, get_entity, list_entities
+from listeners._registry import load_listener
+from listeners._replay import ReplayReport, replay
+from listeners._rows import NAMING_CONVENTION, SagaRow
+from listeners._settings import ListenerSettings
 from listeners.orders import OrderStatusListener, OrderView, get_order, list_orders
-from listeners.queries import EntityView, SagaView, get_entity, list_entities
-from listeners.registry import load_listener
-from listeners.replay import ReplayReport, replay
-from listeners.rows import NAMING_CONVENTION, SagaRow
-from listeners.settings import ListenerSettings
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -55,10 +56,12 @@ __all__ = [
     "SchemaNotAtHeadError",
     "apply_batch",
     "create_app",
+    "create_db_engine",
     "get_entity",
     "get_order",
     "list_entities",
     "list_orders",
     "load_listener",
     "replay",
+    "session_factory",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from listeners.cli import main
+from listeners._cli import main
 
 if __name__ == "__main__":
     try:

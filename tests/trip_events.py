@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coordinator import events as ev
-from listeners.events import GenericEvent
+from listeners import GenericEvent
 
 SAGA_TYPE = "trip_booking"
 STEPS = [("book_flight", "airline"), ("book_hotel", "hotels"), ("book_car", "cars")]

@@ -35,9 +35,8 @@ from examples.order_fulfillment.participants import service_urls
 from examples.order_fulfillment.saga import ORDER_SAGA
 from infra import kafka
 from infra.processes import ROOT, ProcessGroup
-from listeners.db import create_db_engine, session_factory
-from listeners.orders.models import Order
-from listeners.orders.queries import get_order
+from listeners import create_db_engine, session_factory
+from listeners.orders import Order, get_order
 
 TERMINAL = {"completed", "cancelled", "compensation_failed"}
 SERVICES_READY = re.compile(r"services ready on (\S+)")

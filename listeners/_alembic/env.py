@@ -1,6 +1,6 @@
 """Alembic environment shared by every listener (shipped inside the package).
 
-``listeners.migrations`` runs it with ``config.attributes`` holding the database URL and
+``listeners._migrations`` runs it with ``config.attributes`` holding the database URL and
 the listener: its metadata (for autogenerate), its tables (other tables in the same
 database or metadata belong to other listeners and are left alone) and its own version
 table ``alembic_version_{name}``.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from listeners.orders.listener import OrderStatusListener, order_listener
-from listeners.orders.models import Order, OrderEvent, metadata
-from listeners.orders.queries import OrderListing, OrderView, TimelineEntry, get_order, list_orders
-from listeners.orders.status import ORDER_STATUSES, StatusRules
+from listeners.orders._listener import OrderStatusListener, order_listener
+from listeners.orders._models import Order, OrderEvent, metadata
+from listeners.orders._queries import OrderListing, OrderView, TimelineEntry, get_order, list_orders
+from listeners.orders._status import ORDER_STATUSES, StatusRules
 
 __all__ = [
     "ORDER_STATUSES",

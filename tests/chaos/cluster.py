@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from coordinator.client import ensure_topics
+from coordinator._client import ensure_topics
 from infra.processes import Process, free_port
 from tests.chaos import oracle
 from tests.chaos.oracle import Verdict

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from coordinator._messages import StartSaga, StepRequest
 from coordinator.events import DeadLetter, SagaStarted
-from coordinator.messages import StartSaga, StepRequest
 
 MB = 1024 * 1024
 BIG_TOPIC_BYTES = 16 * MB

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from coordinator.client import SagaClient
+from coordinator import SagaClient
 from tests.chaos import report
 from tests.chaos.cluster import ChaosCluster, judge
 from tests.chaos.oracle import Fault, Verdict

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from coordinator.client import SagaClient
+from coordinator import SagaClient
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 
 SAGA_TYPE = "order_fulfillment"

@@ -175,7 +175,7 @@ def orders_table(url: str) -> list[tuple[Any, ...]]:
 
 
 def _plain(value: Any) -> Any:
-    from listeners.rows import utc
+    from listeners._rows import utc
 
     if hasattr(value, "isoformat") and hasattr(value, "tzinfo"):
         return utc(value).isoformat()

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from coordinator import CoordinatorSettings
+from coordinator._messages import StepRequest
 from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_event
-from coordinator.messages import StepRequest
-from coordinator.settings import CoordinatorSettings
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.participants import service_urls
 from infra.processes import Process, free_port

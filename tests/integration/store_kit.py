@@ -10,9 +10,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from coordinator.routing import partition_for
-from coordinator.settings import CoordinatorSettings
-from coordinator.topics import changelog_topic
+from coordinator import CoordinatorSettings
+from coordinator._routing import partition_for
+from coordinator._topics import changelog_topic
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from coordinator.cli import Exit
+from coordinator._cli import Exit
 from coordinator.events import DeadLetter
 from infra.processes import ROOT, Process, free_port
 from tests.integration.polling import eventually

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from coordinator.client import SagaClient, ensure_topics
+from coordinator import SagaClient
+from coordinator._client import ensure_topics
 from tests.integration.stack import Lifecycle, OrderStack, RemoteService, order
 
 pytestmark = pytest.mark.integration

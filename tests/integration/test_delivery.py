@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from coordinator.delivery import BATCH_BUFFER, AiokafkaBatches, Backoff, Record, deliver
+from coordinator._delivery import BATCH_BUFFER, AiokafkaBatches, Backoff, Record, deliver
 
 pytestmark = pytest.mark.integration
 

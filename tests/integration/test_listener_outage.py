@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from listeners.migrations import upgrade
+from listeners._migrations import upgrade
 from tests.integration.listener_kit import (
     ListenerWorker,
     check_statuses,

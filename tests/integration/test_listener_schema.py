@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from listeners.db import create_db_engine, session_factory
-from listeners.migrations import (
+from listeners import create_db_engine, session_factory
+from listeners._migrations import (
     current_revisions,
     head_revisions,
     require_head,
     schema_diff,
     upgrade,
 )
+from listeners._processor import commit_batch
 from listeners.orders import OrderStatusListener
-from listeners.processor import commit_batch
 from tests.listener_events import mixed_sagas
 from tests.sqlcount import count_sql
 

@@ -1,4 +1,4 @@
-"""HTTP steps in one Kafka hop (coordinator.onehop), on a real broker and real services.
+"""HTTP steps in one Kafka hop (coordinator._onehop), on a real broker and real services.
 
 The order saga's five services are HTTP participants the worker executes itself: each
 attempt runs as a task of the worker, started once the saga record is acknowledged, and
@@ -14,7 +14,7 @@ import json
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from coordinator.client import SagaClient
+from coordinator import SagaClient
 from tests.integration.stack import Lifecycle, OrderStack, order
 
 pytestmark = pytest.mark.integration

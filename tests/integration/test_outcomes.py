@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from coordinator.client import SagaClient
+from coordinator import SagaClient
 from tests.integration.stack import Lifecycle, OrderStack, order
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from coordinator import CoordinatorSettings, SagaClient
-from coordinator.topics import ensure_topics
-from coordinator.watch import partition_for
+from coordinator._topics import ensure_topics
+from coordinator._watch import partition_for
 from examples.remote_participant.saga import Checkout
 from infra.processes import ROOT, Process, free_port
 from tests.services import unavailable

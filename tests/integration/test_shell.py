@@ -10,12 +10,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from coordinator.client import SagaClient
+from coordinator import SagaClient
+from coordinator._messages import StartSaga
+from coordinator._routing import partition_for
+from coordinator._state import SagaState
+from coordinator._topics import changelog_topic, ensure_topics
 from coordinator.events import DeadLetter
-from coordinator.messages import StartSaga
-from coordinator.routing import partition_for
-from coordinator.state import SagaState
-from coordinator.topics import changelog_topic, ensure_topics
 from infra.processes import free_port
 from tests.integration.stack import Lifecycle, OrderStack, order
 from tests.unit.coordinator.shell_kit import AT

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coordinator.client import SagaClient
-from coordinator.routing import partition_for
+from coordinator import SagaClient
+from coordinator._routing import partition_for
 from tests.integration.retention_sagas import DEFINITIONS
 from tests.integration.stack import Lifecycle, OrderStack, RemoteService
 from tests.integration.store_kit import (

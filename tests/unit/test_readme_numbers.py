@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from compensations import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
-from coordinator.http import TRANSPORT_RETRY
+from coordinator._http import TRANSPORT_RETRY
 from tests.readme import python_block
 
 

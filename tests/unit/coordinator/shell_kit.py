@@ -11,13 +11,12 @@ from typing import Any
 
 from aiokafka.errors import KafkaConnectionError
 
-from coordinator.deadlines import DeadlineIndex
-from coordinator.executor import StepExecutor
-from coordinator.inbox import InboxProcessor
-from coordinator.messages import StartSaga
-from coordinator.registry import SagaRegistry
-from coordinator.routing import partition_for
-from coordinator.settings import CoordinatorSettings
+from coordinator import CoordinatorSettings, SagaRegistry
+from coordinator._deadlines import DeadlineIndex
+from coordinator._executor import StepExecutor
+from coordinator._inbox import InboxProcessor
+from coordinator._messages import StartSaga
+from coordinator._routing import partition_for
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 PARTITIONS = 4

@@ -13,7 +13,7 @@ SQL_MODULES = {"sqlalchemy", "psycopg", "psycopg2", "sqlite3", "_sqlite3", "alem
 
 def test_coordinator_imports_no_sql_library_at_runtime() -> None:
     code = (
-        "import sys, coordinator, coordinator.app, coordinator.client, coordinator.testing, "
+        "import sys, coordinator, coordinator._app, coordinator._client, coordinator.testing, "
         "coordinator.__main__; "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(SQL_MODULES)!r}))"
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli import Exit, main
+from coordinator._cli import Exit, main
 
 ROOT = Path(__file__).resolve().parents[3]
 

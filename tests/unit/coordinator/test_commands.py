@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from coordinator import CommandError, derive_saga_id
-from coordinator.commands import resolve_message, start_message
+from coordinator._commands import resolve_message, start_message
 
 
 class Order(BaseModel):

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import jsonschema
 import pytest
 
-from coordinator.contract import SCHEMA_DIR, render, schemas
-from coordinator.messages import StepRequest, StepResult
+from coordinator._contract import SCHEMA_DIR, render, schemas
+from coordinator._messages import StepRequest, StepResult
 
 
 def schema(name: str) -> dict[str, object]:

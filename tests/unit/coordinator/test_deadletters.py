@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from coordinator.cli_deadletters import format_entry
-from coordinator.deadletters import DeadLetterEntry, matches, parse_ref, truncated
-from coordinator.errors import CommandError
+from coordinator import CommandError
+from coordinator._cli_deadletters import format_entry
+from coordinator._deadletters import DeadLetterEntry, matches, parse_ref, truncated
 from coordinator.events import DEAD_LETTER_VALUE_LIMIT, DeadLetter
 
 

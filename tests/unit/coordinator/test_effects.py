@@ -29,10 +29,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator import RetryPolicy, Saga, Service, Step, StepContext
-from coordinator.events import TERMINAL_EVENT_TYPES, ErrorInfo, LifecycleEvent
-from coordinator.machine import transition
-from coordinator.messages import (
+from coordinator import RetryPolicy, Saga, SagaRegistry, Service, Step, StepContext
+from coordinator._machine import transition
+from coordinator._messages import (
     CancelSaga,
     InboxMessage,
     ResolveStep,
@@ -41,8 +40,8 @@ from coordinator.messages import (
     StepRequest,
     TimerFired,
 )
-from coordinator.registry import SagaRegistry
-from coordinator.state import TERMINAL, SagaState
+from coordinator._state import TERMINAL, SagaState
+from coordinator.events import TERMINAL_EVENT_TYPES, ErrorInfo, LifecycleEvent
 from tests.unit.coordinator.sagas import Item, Out
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

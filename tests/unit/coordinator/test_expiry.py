@@ -1,5 +1,5 @@
 """Expiry applied by the owning worker itself: batched, idempotent, crash-safe, and only
-for finished sagas of the partitions it holds (``coordinator.expiry``)."""
+for finished sagas of the partitions it holds (``coordinator._expiry``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coordinator.deadlines import DeadlineIndex
-from coordinator.delivery import Abandoned
-from coordinator.expiry import Expirer
-from coordinator.retention import Retention
-from coordinator.routing import partition_for
-from coordinator.state import Pending, SagaState
+from coordinator._deadlines import DeadlineIndex
+from coordinator._delivery import Abandoned
+from coordinator._expiry import Expirer
+from coordinator._retention import Retention
+from coordinator._routing import partition_for
+from coordinator._state import Pending, SagaState
 from tests.unit.coordinator.shell_kit import (
     CHANGELOG,
     PARTITIONS,

@@ -9,10 +9,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from coordinator import RetryPolicy
-from coordinator.errors import BusinessHttpError, TransientHttpError
-from coordinator.http import send_json
-from coordinator.transport import AiohttpTransport
+from coordinator import BusinessHttpError, RetryPolicy, TransientHttpError
+from coordinator._http import send_json
+from coordinator._transport import AiohttpTransport
 
 
 @pytest.fixture

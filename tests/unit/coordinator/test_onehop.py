@@ -1,4 +1,4 @@
-"""In-process step attempts in one hop (coordinator.onehop) and the NotSent rule.
+"""In-process step attempts in one hop (coordinator._onehop) and the NotSent rule.
 
 The rule: an attempt that provably never left this worker (``NotSent``: launched once,
 its deadline passed while it waited for a slot) is a definite failure, even past the
@@ -13,15 +13,14 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from coordinator import Saga, Service, Step, StepContext, remote
-from coordinator.deadlines import DeadlineIndex
+from coordinator import Saga, SagaRegistry, Service, Step, StepContext, remote
+from coordinator._deadlines import DeadlineIndex
+from coordinator._executor import StepExecutor
+from coordinator._inbox import InboxProcessor
+from coordinator._messages import NOT_SENT, StartSaga, StepResult, TimerFired, parse_inbox
+from coordinator._onehop import StepTasks
+from coordinator._state import SagaState
 from coordinator.events import ErrorInfo
-from coordinator.executor import StepExecutor
-from coordinator.inbox import InboxProcessor
-from coordinator.messages import NOT_SENT, StartSaga, StepResult, TimerFired, parse_inbox
-from coordinator.onehop import StepTasks
-from coordinator.registry import SagaRegistry
-from coordinator.state import SagaState
 from tests.unit.coordinator.sagas import FAST, Item, Out, undo
 from tests.unit.coordinator.shell_kit import (
     CHANGELOG,
@@ -122,7 +121,7 @@ def one_step(action: Any, *, timeout: float = 1.0) -> Saga[Item]:
 
 
 def first_request(definition: Saga[Item]) -> Any:
-    from coordinator.machine import transition
+    from coordinator._machine import transition
 
     out = transition(
         SagaRegistry([definition]),
@@ -184,7 +183,7 @@ class Gate:
 
 
 def requests_for(definition: Saga[Item], ids: list[str]) -> list[Any]:
-    from coordinator.machine import transition
+    from coordinator._machine import transition
 
     registry = SagaRegistry([definition])
     return [

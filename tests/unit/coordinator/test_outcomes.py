@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from coordinator import Saga, Service, Step, StepContext
-from coordinator.events import ErrorInfo
-from coordinator.executor import StepExecutor
-from coordinator.machine import Transition, transition
-from coordinator.messages import (
+from coordinator import Saga, SagaRegistry, Service, Step, StepContext
+from coordinator._executor import StepExecutor
+from coordinator._machine import Transition, transition
+from coordinator._messages import (
     CancelSaga,
     InboxMessage,
     ResolveStep,
@@ -22,8 +21,8 @@ from coordinator.messages import (
     TimerFired,
     parse_inbox,
 )
-from coordinator.registry import SagaRegistry
-from coordinator.state import SagaState
+from coordinator._state import SagaState
+from coordinator.events import ErrorInfo
 from tests.unit.coordinator.sagas import FAST, Item, Out, ok, undo
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

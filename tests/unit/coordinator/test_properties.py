@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coordinator import SagaRegistry
+from coordinator._machine import transition
+from coordinator._messages import InboxMessage, RetryCompensation, StartSaga, TimerFired
+from coordinator._state import TERMINAL
 from coordinator.events import TERMINAL_EVENT_TYPES, ErrorInfo
-from coordinator.machine import transition
-from coordinator.messages import InboxMessage, RetryCompensation, StartSaga, TimerFired
-from coordinator.registry import SagaRegistry
-from coordinator.state import TERMINAL
 from tests.unit.coordinator.sagas import linear_saga
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from coordinator import SagaView
-from coordinator.queries import format_view, saga_view
-from coordinator.state import SagaState, StepState
+from coordinator._queries import format_view, saga_view
+from coordinator._state import SagaState, StepState
 
 T0 = datetime(2026, 11, 21, 20, 0, tzinfo=UTC)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from coordinator.machine import transition
-from coordinator.messages import StartSaga, StepRequest
-from coordinator.outbox import render, request_of
-from coordinator.registry import SagaRegistry
+from coordinator import SagaRegistry
+from coordinator._machine import transition
+from coordinator._messages import StartSaga, StepRequest
+from coordinator._outbox import render, request_of
 from tests.unit.coordinator.sagas import linear_saga
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from coordinator.machine import Transition, transition
-from coordinator.messages import InboxMessage, StartSaga, StepResult, TimerFired
-from coordinator.registry import SagaRegistry
-from coordinator.retention import Retention
-from coordinator.state import SagaState
+from coordinator import SagaRegistry
+from coordinator._machine import Transition, transition
+from coordinator._messages import InboxMessage, StartSaga, StepResult, TimerFired
+from coordinator._retention import Retention
+from coordinator._state import SagaState
 from tests.unit.coordinator.sagas import linear_saga
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -84,8 +84,8 @@ def test_retention_off_keeps_everything() -> None:
 
 
 def test_a_compensation_failed_saga_is_never_expired_until_an_operator_finishes_it() -> None:
+    from coordinator._messages import RetryCompensation
     from coordinator.events import ErrorInfo
-    from coordinator.messages import RetryCompensation
 
     now = T0
     out = step(None, StartSaga(saga_id="x", saga_type="linear2", input={}), now)

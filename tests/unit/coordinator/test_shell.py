@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from coordinator import Saga, Service, Step, StepContext
-from coordinator.delivery import Abandoned
-from coordinator.messages import StepRequest, TimerFired
-from coordinator.outbox import render, request_of
-from coordinator.registry import SagaRegistry
-from coordinator.routing import partition_for
-from coordinator.state import SagaState
+from coordinator import Saga, SagaRegistry, Service, Step, StepContext
+from coordinator._delivery import Abandoned
+from coordinator._messages import StepRequest, TimerFired
+from coordinator._outbox import render, request_of
+from coordinator._routing import partition_for
+from coordinator._state import SagaState
 from tests.integration.inline_sagas import MIXED
 from tests.unit.coordinator.sagas import linear_saga
 from tests.unit.coordinator.shell_kit import (

@@ -12,8 +12,8 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import ProducerSendError
 
-from coordinator.deadlines import DeadlineIndex, deadline_of, wake_of
-from coordinator.delivery import (
+from coordinator._deadlines import DeadlineIndex, deadline_of, wake_of
+from coordinator._delivery import (
     BATCH_BYTES,
     Abandoned,
     Backoff,
@@ -22,9 +22,9 @@ from coordinator.delivery import (
     is_too_large,
     is_transient,
 )
-from coordinator.lanes import Lanes
-from coordinator.routing import partition_for, saga_table
-from coordinator.state import Pending, SagaState
+from coordinator._lanes import Lanes
+from coordinator._routing import partition_for, saga_table
+from coordinator._state import Pending, SagaState
 from tests.unit.coordinator.shell_kit import FakeEvent, FakeMessage, FakeProducer
 
 # -- deadlines ----------------------------------------------------------------------------

@@ -9,10 +9,9 @@ import faust
 import pytest
 from faust.types import TP
 
-from coordinator.registry import SagaRegistry
-from coordinator.routing import partition_for, saga_table
-from coordinator.settings import CoordinatorSettings
-from coordinator.tablestore import (
+from coordinator import CoordinatorSettings, SagaRegistry
+from coordinator._routing import partition_for, saga_table
+from coordinator._tablestore import (
     MemoryTableStore,
     RocksTableStore,
     changelog_offset,

@@ -55,3 +55,11 @@ async def test_output_ready_waits_without_blocking_the_event_loop() -> None:
         assert (await proc.output_ready(re.compile("rea(dy)"), timeout=30)).group(1) == "dy"
     finally:
         proc.close()
+
+
+async def test_exited_returns_the_exit_status_of_a_process_that_ends_by_itself() -> None:
+    proc = Process(["-c", "raise SystemExit(4)"], name="quitter").start()
+    try:
+        assert await proc.exited(timeout=30) == 4
+    finally:
+        proc.close()

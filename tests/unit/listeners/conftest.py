@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from listeners.db import create_db_engine, session_factory
+from listeners import create_db_engine, session_factory
 from listeners.orders import OrderStatusListener, metadata
 
 

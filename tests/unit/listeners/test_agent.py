@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from coordinator.events import DeadLetter
-from listeners import ListenerSettings, create_app
-from listeners.app import ListenerApp
-from listeners.migrations import upgrade
+from listeners import ListenerApp, ListenerSettings, create_app
+from listeners._migrations import upgrade
 from listeners.orders import get_order
 from tests.listener_events import order_saga
 

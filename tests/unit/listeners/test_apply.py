@@ -8,10 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from listeners.framework import BatchResult
-from listeners.orders import OrderStatusListener, get_order, list_orders
-from listeners.orders.models import Order, OrderEvent
-from listeners.processor import commit_batch
+from listeners import BatchResult
+from listeners._processor import commit_batch
+from listeners.orders import Order, OrderEvent, OrderStatusListener, get_order, list_orders
 from tests.listener_events import EXPECTED, OUTCOMES, mixed_sagas, order_saga
 from tests.sqlcount import count_sql
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from listeners.cli import main
+from listeners._cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
 

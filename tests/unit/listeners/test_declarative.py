@@ -15,18 +15,19 @@ from coordinator import events as ev
 from coordinator.events import DeadLetter
 from examples.trips import Trip, trips
 from listeners import (
+    BatchResult,
     EntityNotFoundError,
     InvalidQueryError,
     Listener,
     SagaRow,
+    create_db_engine,
     get_entity,
     list_entities,
+    session_factory,
 )
-from listeners.db import create_db_engine, session_factory
-from listeners.decoding import RawRecord
-from listeners.framework import BatchResult
+from listeners._decoding import RawRecord
+from listeners._processor import BatchProcessor, Target, commit_batch
 from listeners.orders import OrderStatusListener, get_order
-from listeners.processor import BatchProcessor, Target, commit_batch
 from tests.listener_events import order_saga
 from tests.sqlcount import count_sql
 from tests.trip_events import trip_saga

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.events import DeadLetter
-from listeners.decoding import MAX_DEAD_LETTER_VALUE, RawRecord, decode_record
-from listeners.events import GenericEvent
+from listeners import GenericEvent
+from listeners._decoding import MAX_DEAD_LETTER_VALUE, RawRecord, decode_record
+from listeners._processor import BatchProcessor
 from listeners.orders import OrderStatusListener, get_order
-from listeners.processor import BatchProcessor
 from tests.listener_events import order_saga
 
 

@@ -11,10 +11,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.events import DeadLetter
-from listeners.decoding import RawRecord, decode_record
-from listeners.framework import BatchResult
+from listeners import BatchResult
+from listeners._decoding import RawRecord, decode_record
+from listeners._processor import BatchProcessor
 from listeners.orders import OrderStatusListener, get_order
-from listeners.processor import BatchProcessor
 from tests.listener_events import order_saga
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from listeners import Listener, get_entity
-from listeners.db import create_db_engine, session_factory
-from listeners.processor import commit_batch
+from listeners import Listener, create_db_engine, get_entity, session_factory
+from listeners._processor import commit_batch
 from tests.trip_events import trip_saga
 
 README = Path(__file__).resolve().parents[3] / "README.md"

@@ -34,12 +34,14 @@ def test_exported_names_are_pinned() -> None:
         "SchemaNotAtHeadError",
         "apply_batch",
         "create_app",
+        "create_db_engine",
         "get_entity",
         "get_order",
         "list_entities",
         "list_orders",
         "load_listener",
         "replay",
+        "session_factory",
     ]
     for name in listeners.__all__:
         attr = getattr(listeners, name)

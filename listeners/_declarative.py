@@ -1,0 +1,303 @@
+"""Declare a listener: a SQLAlchemy model and a few handlers per lifecycle event.
+
+Example (a complete listener; see the README section "Write your own listener")::
+
+    class Trip(SagaRow, Base):                  # standard columns + your own
+        __tablename__ = "trips"
+        destination: Mapped[str | None] = mapped_column(String(100))
+
+    trips = Listener("trips", model=Trip, saga_types={"trip_booking"})
+
+    @trips.on_start
+    def started(trip: Trip, event: Event) -> None:
+        trip.destination = (event.data or {}).get("destination")
+
+The framework does the rest (see :mod:`listeners._framework`): per batch it loads the
+rows of every saga in the batch with one ``SELECT``, runs the handlers on plain model
+instances (no session, no I/O), and writes them back with one multi-row upsert plus one
+multi-row insert into the timeline, in the batch's single transaction.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from listeners._errors import ListenerConfigError
+from listeners._events import Event
+from listeners._rows import STANDARD_COLUMNS, SagaRow, timeline_table, utc
+from listeners._standard import SAGA_STATUSES, advance, describe_error, start_row
+
+__all__ = ["Handler", "Listener"]
+
+RowT = TypeVar("RowT", bound=SagaRow)
+#: A handler updates the row of one saga for one event; it returns nothing.
+Handler = Callable[[RowT, Event], None]
+_H = TypeVar("_H", bound=Callable[..., None])
+_Q = TypeVar("_Q", bound=Callable[..., Any])
+
+
+class Listener(Generic[RowT]):
+    """A listener: its model, the saga types it follows, and its handlers.
+
+    Args:
+        name: Short unique name: URL path (``GET /{name}/{key}``), CLI argument,
+            dead-letter agent, and Alembic version table ``alembic_version_{name}``.
+        model: Mapped class inheriting :class:`~listeners._rows.SagaRow` (one row per saga).
+        saga_types: Saga types whose events it applies; others are ignored.
+        statuses: Statuses its rows can have (validates list filters); defaults to the
+            saga statuses of the standard part.
+        timeline: Name of its timeline table; defaults to ``{model table}_timeline``.
+        migrations: Directory of its Alembic revisions; defaults to ``migrations/`` next
+            to the module defining ``model``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        model: type[RowT],
+        saga_types: Collection[str],
+        statuses: Collection[str] | None = None,
+        timeline: str | None = None,
+        migrations: Path | str | None = None,
+    ) -> None:
+        if not name.isidentifier():
+            raise ListenerConfigError(
+                f"listener name {name!r} must be an identifier (letters, digits, _), "
+                "e.g. 'trips': it names a URL path and an Alembic version table"
+            )
+        if not saga_types:
+            raise ListenerConfigError(f"listener {name!r} handles no saga type; pass saga_types")
+        if not (isinstance(model, type) and issubclass(model, SagaRow)):
+            raise ListenerConfigError(
+                f"listener {name!r}: model {model!r} must be a mapped class inheriting "
+                "listeners.SagaRow"
+            )
+        self.name = name
+        self.model = model
+        self.saga_types = frozenset(saga_types)
+        self.statuses = frozenset(statuses) if statuses is not None else SAGA_STATUSES
+        self.table: sa.Table = model.__table__  # type: ignore[attr-defined]
+        self._columns = {attr: col for attr, col in sa.inspect(model).columns.items()}
+        key_column = self._columns["business_key"].name
+        self.timeline = timeline_table(
+            self.table.metadata, timeline or f"{self.table.name}_timeline", key_column=key_column
+        )
+        self._ensure_indexes()
+        self.migrations = Path(migrations) if migrations is not None else _beside(model)
+        self.version_table = f"alembic_version_{name}"
+        # Column defaults (scalar, or callables taking no argument) fill a new saga's row.
+        self._defaults = {
+            attr: col.default
+            for attr, col in self._columns.items()
+            if col.default is not None and (col.default.is_scalar or col.default.is_callable)
+        }
+        self._by_type: dict[str, list[tuple[frozenset[str] | None, Handler[RowT]]]] = {}
+        self._any: list[Handler[RowT]] = []
+        self.pages: dict[str, Callable[..., Any]] = {}
+
+    # -- declaring handlers -------------------------------------------------------------
+
+    def on(self, *types: str, steps: Collection[str] = ()) -> Callable[[_H], _H]:
+        """Decorator: call the handler for events of ``types`` (of ``steps``, if given)."""
+        only = frozenset(steps) or None
+
+        def register(handler: _H) -> _H:
+            for kind in types:
+                self._by_type.setdefault(kind, []).append((only, handler))
+            return handler
+
+        return register
+
+    def on_start(self, handler: _H) -> _H:
+        """Decorator: the saga started (``saga_started``; ``event.data`` is its input)."""
+        return self.on("saga_started")(handler)
+
+    def on_step_succeeded(self, *steps: str) -> Callable[[_H], _H]:
+        """Decorator: one of ``steps`` (any step if none) succeeded."""
+        return self.on("step_succeeded", steps=steps)
+
+    def on_step_failed(self, *steps: str) -> Callable[[_H], _H]:
+        """Decorator: an attempt of one of ``steps`` (any if none) failed."""
+        return self.on("step_failed", steps=steps)
+
+    def on_compensation(self, *steps: str) -> Callable[[_H], _H]:
+        """Decorator: the effect of one of ``steps`` (any if none) was undone.
+
+        Compensation events name the step they undo (``event.step``), not the
+        compensation action.
+        """
+        return self.on("compensation_succeeded", steps=steps)
+
+    def on_compensating(self, handler: _H) -> _H:
+        """Decorator: unwinding began (``saga_compensating``)."""
+        return self.on("saga_compensating")(handler)
+
+    def on_complete(self, handler: _H) -> _H:
+        """Decorator: every step succeeded (``saga_completed``)."""
+        return self.on("saga_completed")(handler)
+
+    def on_compensated(self, handler: _H) -> _H:
+        """Decorator: a step failed and the saga was rolled back (``saga_compensated``)."""
+        return self.on("saga_compensated")(handler)
+
+    def on_cancel(self, handler: _H) -> _H:
+        """Decorator: an operator cancelled the saga and it was rolled back."""
+        return self.on("saga_cancelled")(handler)
+
+    def on_any(self, handler: _H) -> _H:
+        """Decorator: every applied event, after the specific handlers (new types too)."""
+        self._any.append(handler)
+        return handler
+
+    def page(self, path: str) -> Callable[[_Q], _Q]:
+        """Decorator: serve ``GET {path}`` on the worker, next to the standard queries.
+
+        The function gets a read-only ``Session`` of this listener's database and the
+        path's ``{parameters}`` as keyword arguments, runs in a thread, and returns
+        something JSON-serialisable (pydantic models are dumped)::
+
+            @trips.page("/trips-to/{destination}")
+            def to(session: Session, destination: str) -> list[str]:
+                return list(session.scalars(select(Trip.business_key).where(...)))
+        """
+
+        def register(query: _Q) -> _Q:
+            self.pages[path] = query
+            return query
+
+        return register
+
+    # -- what the framework calls (framework.apply_batch) -------------------------------
+
+    def handles(self, event: Event) -> bool:
+        """Whether this listener applies ``event``."""
+        return event.saga_type in self.saga_types
+
+    def load(self, session: Session, saga_ids: Collection[str]) -> dict[str, RowT]:
+        """Rows of ``saga_ids`` as detached model instances, in one ``SELECT``."""
+        columns = [col.label(attr) for attr, col in self._columns.items()]
+        result = session.execute(
+            sa.select(*columns).where(self._columns["saga_id"].in_(list(saga_ids)))
+        )
+        rows = {}
+        for values in result.mappings():
+            # SQLite returns naive datetimes: every stored datetime is UTC.
+            row = self.model(
+                **{k: utc(v) if isinstance(v, datetime) else v for k, v in values.items()}
+            )
+            rows[row.saga_id] = row
+        return rows
+
+    def last_seq(self, row: RowT) -> int:
+        """``seq`` of the newest event applied to ``row``."""
+        return row.last_seq
+
+    def apply(self, row: RowT | None, event: Event) -> RowT:
+        """``row`` after ``event``: the standard part, then the handlers, in order."""
+        if row is None:
+            row = self.model()
+            defaults = {
+                attr: default.arg(None) if default.is_callable else default.arg
+                for attr, default in self._defaults.items()
+            }
+            start_row(row, event, defaults)
+        advance(row, event)
+        for steps, handler in self._by_type.get(event.type, ()):
+            if steps is None or event.step in steps:
+                handler(row, event)
+        for handler in self._any:
+            handler(row, event)
+        return row
+
+    def write(self, session: Session, changed: Sequence[RowT], applied: Sequence[Event]) -> None:
+        """Upsert the changed rows and insert the applied events: one statement each."""
+        keys = {attr: col.key for attr, col in self._columns.items()}
+        values = [{keys[attr]: getattr(row, attr) for attr in keys} for row in changed]
+        upsert = _insert(session, self.table)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[self._columns["saga_id"]],
+            set_={
+                key: upsert.excluded[key]
+                for attr, key in keys.items()
+                if attr not in {"saga_id", "started_at"}
+            },
+            # A second writer (a rebalance in flight) never moves a saga backwards.
+            where=self._columns["last_seq"] < upsert.excluded[keys["last_seq"]],
+        )
+        session.execute(upsert, values)
+        key_of = {row.saga_id: row.business_key for row in changed}
+        key_column = self._columns["business_key"].name
+        history = [
+            {
+                "saga_id": event.saga_id,
+                "seq": event.seq,
+                key_column: key_of[event.saga_id],
+                "type": event.type,
+                "step": event.step,
+                "service": event.service,
+                "attempt": event.attempt,
+                "error": describe_error(event),
+                "occurred_at": utc(event.occurred_at),
+            }
+            for event in applied
+        ]
+        session.execute(_insert(session, self.timeline).on_conflict_do_nothing(), history)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def column(self, attr: str) -> sa.Column[Any]:
+        """The table column behind model attribute ``attr``."""
+        return self._columns[attr]
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """Model attributes: the standard ones first, then the listener's own."""
+        own = tuple(attr for attr in self._columns if attr not in STANDARD_COLUMNS)
+        return (*STANDARD_COLUMNS, *own)
+
+    def _ensure_indexes(self) -> None:
+        cols = self._columns
+        wanted = [
+            (cols["business_key"], cols["started_at"]),
+            (cols["status"], cols["updated_at"]),
+            (cols["updated_at"],),
+        ]
+        have = {tuple(c.name for c in index.columns) for index in self.table.indexes}
+        for columns in wanted:
+            if tuple(c.name for c in columns) not in have:
+                sa.Index(None, *columns)
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.name!r} on {sorted(self.saga_types)}>"
+
+
+def _beside(model: type) -> Path:
+    module = sys.modules.get(model.__module__)
+    source = getattr(module, "__file__", None)
+    if source is None:
+        raise ListenerConfigError(
+            f"cannot tell where the migrations of {model.__name__} live; pass migrations="
+        )
+    return Path(source).resolve().parent / "migrations"
+
+
+def _insert(session: Session, table: sa.Table) -> Any:
+    """The dialect's ``INSERT`` construct, which has ``ON CONFLICT`` support."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ListenerConfigError(
+        f"listener database dialect {dialect!r} is not supported; "
+        "use a postgresql+psycopg:// or sqlite:/// database URL"
+    )

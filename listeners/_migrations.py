@@ -1,0 +1,152 @@
+"""Alembic per listener: upgrade to head, refuse to run behind it, write new revisions.
+
+Each listener owns its migration history (``listener.migrations``, a directory inside
+its package, so it ships in the wheel) and its version table
+(``alembic_version_{name}``), so several listeners can share one database and still
+migrate independently. The Alembic environment itself is ``listeners/_alembic``. The
+database URL always comes from the caller, never from a config file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from listeners._declarative import Listener
+from listeners._errors import ListenerConfigError, SchemaNotAtHeadError
+
+__all__ = [
+    "MIGRATE_COMMAND",
+    "alembic_config",
+    "current_revisions",
+    "head_revisions",
+    "require_head",
+    "revision",
+    "schema_diff",
+    "upgrade",
+]
+
+#: What an operator runs to bring a listener database to head.
+MIGRATE_COMMAND = "python -m listeners migrate"
+
+_ENV = Path(__file__).resolve().parent / "_alembic"
+
+
+def _default() -> list[Listener[Any]]:
+    from listeners.orders._listener import OrderStatusListener
+
+    return [OrderStatusListener()]
+
+
+def alembic_config(listener: Listener[Any], database_url: str) -> Config:
+    """An Alembic config for ``listener``'s history in the database at ``database_url``."""
+    config = Config()
+    config.set_main_option("script_location", str(_ENV))
+    config.set_main_option("version_locations", str(listener.migrations))
+    config.set_main_option("path_separator", "os")
+    config.attributes["database_url"] = database_url
+    config.attributes["listener"] = listener
+    return config
+
+
+def _script(listener: Listener[Any]) -> ScriptDirectory:
+    if not listener.migrations.is_dir():
+        raise ListenerConfigError(
+            f"listener {listener.name!r} has no migrations directory {listener.migrations}; "
+            f"create it and run `python -m listeners revision LISTENER -m 'first schema'`"
+        )
+    return ScriptDirectory.from_config(alembic_config(listener, "sqlite://"))
+
+
+def upgrade(
+    database_url: str,
+    listeners: Sequence[Listener[Any]] | None = None,
+    revision: str = "heads",
+) -> None:
+    """Upgrade each listener's tables at ``database_url`` (default: the order listener)."""
+    for listener in listeners if listeners is not None else _default():
+        _script(listener)
+        command.upgrade(alembic_config(listener, database_url), revision)
+
+
+def head_revisions(listener: Listener[Any] | None = None) -> frozenset[str]:
+    """Revisions ``listener``'s history ends at."""
+    return frozenset(_script(listener or _default()[0]).get_heads())
+
+
+def current_revisions(engine: sa.Engine, listener: Listener[Any] | None = None) -> frozenset[str]:
+    """Revisions ``listener``'s tables at ``engine`` are at (empty for a fresh database)."""
+    listener = listener or _default()[0]
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"version_table": listener.version_table}
+        )
+        return frozenset(context.get_current_heads())
+
+
+def require_head(engine: sa.Engine, listeners: Sequence[Listener[Any]] | None = None) -> None:
+    """Raise unless every listener's tables at ``engine`` are migrated to head.
+
+    Raises:
+        SchemaNotAtHeadError: naming the listener and the command that migrates it.
+    """
+    for listener in listeners if listeners is not None else _default():
+        heads = head_revisions(listener)
+        current = current_revisions(engine, listener)
+        if current != heads:
+            shown = engine.url.render_as_string(hide_password=True)
+            raise SchemaNotAtHeadError(
+                f"listener {listener.name!r}: database {shown} is at revision "
+                f"{sorted(current) or 'none (empty)'}, not at head {sorted(heads)}; run "
+                f"`{MIGRATE_COMMAND}` with the same listeners and database URL first"
+            )
+
+
+def schema_diff(engine: sa.Engine, listener: Listener[Any]) -> list[Any]:
+    """Differences between ``listener``'s model and its tables at ``engine`` (``[]``: none).
+
+    What ``revision`` would autogenerate; a test that it is empty after ``upgrade``
+    proves the migrations build exactly the model.
+    """
+    from alembic.autogenerate import compare_metadata
+
+    own = {listener.table.name, listener.timeline.name}
+
+    def include(obj: Any, name: str | None, kind: str, reflected: bool, other: Any) -> bool:
+        table = name if kind == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return table is None or table in own
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={"version_table": listener.version_table, "include_object": include},
+        )
+        return list(compare_metadata(context, listener.table.metadata))
+
+
+def revision(
+    listener: Listener[Any], database_url: str, message: str, *, autogenerate: bool = True
+) -> str:
+    """Write a new revision of ``listener``'s history (autogenerated from its model).
+
+    The database at ``database_url`` must be at head: autogenerate compares against it.
+    Returns the path of the new file.
+    """
+    listener.migrations.mkdir(parents=True, exist_ok=True)
+    init = listener.migrations / "__init__.py"
+    if not init.exists():  # a package, so the revisions ship in the wheel
+        init.write_text(f'"""Alembic revisions of the {listener.name} listener."""\n')
+    config = alembic_config(listener, database_url)
+    config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    written = command.revision(
+        config, message=message, autogenerate=autogenerate, version_path=str(listener.migrations)
+    )
+    scripts = written if isinstance(written, list) else [written]
+    return str(scripts[0].path) if scripts and scripts[0] is not None else ""

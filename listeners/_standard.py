@@ -1,0 +1,101 @@
+"""How lifecycle events move the standard "where is it now" part: pure, no I/O.
+
+The framework runs :func:`advance` on a saga's row before the listener's own handlers,
+so a handler sees (and may override) an up-to-date status, step, service and error.
+Event types this module does not name (new ones the coordinator adds) only move
+``updated_at`` and ``last_seq``; they still reach the timeline and "any event" handlers.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+from listeners._events import Event
+from listeners._rows import SagaRow, utc
+
+__all__ = ["SAGA_STATUSES", "advance", "describe_error", "start_row"]
+
+#: Statuses the standard part uses (a listener may declare its own vocabulary).
+SAGA_STATUSES = frozenset(
+    {
+        "running",
+        "compensating",
+        "completed",
+        "compensated",
+        "cancelled",
+        "compensation_failed",
+        "parked",
+    }
+)
+
+_STATUS_AFTER = MappingProxyType(
+    {
+        "saga_started": "running",
+        "saga_compensating": "compensating",
+        "saga_completed": "completed",
+        "saga_compensated": "compensated",
+        "saga_cancelled": "cancelled",
+        "saga_compensation_failed": "compensation_failed",
+        "saga_parked": "parked",
+    }
+)
+# Events that put the saga in the hands of the event's step and service.
+_AT_SERVICE = frozenset(
+    {
+        "step_started",
+        "step_succeeded",
+        "step_failed",
+        "compensation_started",
+        "compensation_succeeded",
+        "compensation_failed",
+        "saga_parked",
+        "step_resolved",
+    }
+)
+# After these the saga is with no service any more.
+_SETTLED = frozenset({"saga_completed", "saga_compensated", "saga_cancelled"})
+_CLEARS_ERROR = frozenset({"step_succeeded", "saga_completed"})
+_SETS_ERROR = frozenset(
+    {"step_failed", "compensation_failed", "saga_compensation_failed", "saga_parked"}
+)
+
+
+def describe_error(event: Event) -> str | None:
+    """``"Type: message"`` of the event's error, or ``None``."""
+    if event.error is None:
+        return None
+    return f"{event.error.type}: {event.error.message}"
+
+
+def start_row(row: SagaRow, event: Event, defaults: dict[str, Any]) -> None:
+    """Fill a new saga's row from its first applied event (and the model's defaults)."""
+    for name, value in defaults.items():
+        setattr(row, name, value)
+    at = utc(event.occurred_at)
+    row.saga_id = event.saga_id
+    row.business_key = event.business_key or event.saga_id
+    row.saga_type = event.saga_type
+    row.status = "running"
+    row.current_step = row.current_service = row.last_error = None
+    row.started_at = row.updated_at = at
+    row.last_seq = 0
+
+
+def advance(row: SagaRow, event: Event) -> None:
+    """Move the standard part of ``row`` past ``event`` (its ``seq`` is newer)."""
+    kind = event.type
+    if kind in _AT_SERVICE and event.step is not None:
+        row.current_step, row.current_service = event.step, event.service
+    if kind in _CLEARS_ERROR:
+        row.last_error = None  # a retried failure was overcome; it stays in the timeline
+    if kind in _SETS_ERROR:
+        row.last_error = describe_error(event) or row.last_error
+    if kind in _STATUS_AFTER:
+        row.status = _STATUS_AFTER[kind]
+    elif kind == "step_resolved" and row.status == "parked":
+        row.status = "running"  # an operator resolved the parked step; the saga goes on
+    if kind in _SETTLED:
+        row.current_step = row.current_service = None
+    row.updated_at = max(utc(row.updated_at), utc(event.occurred_at))
+    row.last_seq = event.seq

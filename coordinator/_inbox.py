@@ -141,18 +141,13 @@ class InboxProcessor:
     async def handle(self, partition: int, events: list[Any], stopping: Callable[[], bool]) -> None:
         """Apply ``events``; returns once everything derived is acknowledged by the broker.
 
-        With in-process step tasks, it first waits for room for what the batch may
-        launch (backpressure: see ``coordinator._onehop``). Raises ``Abandoned`` when
+        With in-process step tasks, it first waits while their queue is full
+        (backpressure: see ``coordinator._onehop``). Raises ``Abandoned`` when
         ``stopping()`` turns true while it waits or retries in place.
         """
-        if self.tasks is None:
-            await self._handle(partition, events, stopping)
-            return
-        await self.tasks.room(len(events), stopping)
-        try:
-            await self._handle(partition, events, stopping)
-        finally:
-            self.tasks.release(len(events))
+        if self.tasks is not None:
+            await self.tasks.room(stopping)
+        await self._handle(partition, events, stopping)
 
     async def _handle(
         self, partition: int, events: list[Any], stopping: Callable[[], bool]

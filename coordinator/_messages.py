@@ -29,10 +29,12 @@ from coordinator.events import ErrorInfo
 
 Phase = Literal["action", "compensation"]
 
-#: ``ErrorInfo.type`` of an attempt that provably never left this worker: an in-process
-#: attempt (run by ``coordinator._onehop``, launched once) whose deadline passed while it
-#: waited for a free slot, before anything was sent. A definite failure even past the
-#: deadline; trusted only for services that are not ``remote``.
+#: ``ErrorInfo.type`` of an attempt that never left this worker: an in-process attempt
+#: (run by ``coordinator._onehop``, launched once) whose deadline passed while it waited
+#: for a free slot, before anything was sent. Not uncertain even past the deadline;
+#: trusted only for services that are not ``remote``. It never closes the key: a worker
+#: that lost its partitions unaware may have sent the same attempt, so a step that stops
+#: on it is still undone by its key (harmless if the do never arrived).
 NOT_SENT = "NotSent"
 
 

@@ -14,17 +14,19 @@ Design, and why it keeps the saga guarantee:
   fires and the attempt counts as timed out (uncertain), exactly as a lost reply would.
 * **Launched once.** Only a fresh transition launches an attempt; a redelivered inbox
   record that re-sends its stored outbox does not launch it again (its durable deadline
-  covers it). So each attempt has exactly one sender, and a task that finds the deadline
-  passed before it sent anything can say so as a definite ``NotSent``: no other copy of
-  the request exists anywhere. A task keeps running across a rebalance: its result goes
-  to the inbox, where the partition's new owner applies it.
+  covers it). So each attempt has one sender on a healthy worker, and a task that finds
+  the deadline passed before it sent anything says so as ``NotSent`` (not uncertain).
+  A zombie worker (partitions lost unaware) may still have sent the same attempt, so
+  ``NotSent`` never closes the key: a step that stops on it is undone by its key. A
+  task keeps running across a rebalance: its result goes to the inbox, where the
+  partition's new owner applies it.
 * **The partition is not held** while a call runs: the inbox lane goes on with its next
   batch; the result arrives later as an inbox record, in the log's order.
 * **Bounded, with backpressure.** At most ``SAGA_STEP_CONCURRENCY`` attempts run at once;
   the others wait for a slot, in launch order. Before an inbox batch is applied,
-  ``room`` waits until the attempts waiting for a slot (plus those other batches are
-  about to launch) leave room for one per record of the batch (a record dispatches at
-  most one attempt: a saga awaits one at a time). So under overload the backlog stays in
+  ``room`` waits until fewer than ``SAGA_STEP_QUEUE`` attempts wait for a slot (no
+  reservation is held while the batch runs, so a stuck partition holds back no other).
+  So under overload the backlog stays in
   the inbox topic, where it costs nothing, instead of in memory, where its deadlines
   would run out and every expiry would add a retry (the timeout storm of session 2).
 * **No timer for an answered attempt.** Once an attempt's result is acknowledged on the
@@ -93,13 +95,12 @@ class StepTasks:
         self.max_result_bytes = max_result_bytes
         self._waiting: deque[asyncio.Future[None]] = deque()  # slots asked for, in order
         self._running = 0
-        self._reserved = 0  # records of batches being applied (each may launch one)
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        #: results waiting for the next wave, and whether a wave is being sent
-        self._outgoing: list[tuple[Record, StepRequest, asyncio.Future[None]]] = []
-        self._sending = False
+        #: per inbox partition: results waiting for its next wave; partitions being sent
+        self._outgoing: dict[int, list[tuple[Record, StepRequest, asyncio.Future[None]]]] = {}
+        self._sending: set[int] = set()
         #: saga id -> (deadline, grace) of an attempt whose result is on the inbox
         self._answered: dict[str, tuple[float, float]] = {}
         self._pruned_at = 0
@@ -119,26 +120,22 @@ class StepTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def room(self, records: int, stopping: Callable[[], bool]) -> None:
-        """Wait until a batch of ``records`` may be applied; reserves room for it.
+    async def room(self, stopping: Callable[[], bool]) -> None:
+        """Wait until the attempts waiting for a slot are fewer than ``queue``.
 
-        A batch larger than ``queue`` goes once nothing else waits. Pair with ``release``
-        (the batch launched what it dispatched, or was abandoned). Raises ``Abandoned``
-        when ``stopping()`` turns true while waiting.
+        Nothing is reserved and nothing is held while the batch runs: a partition that
+        cannot make progress (a missing definition, a changelog without a leader) never
+        keeps the others waiting. The queue may overshoot by what the lanes' batches in
+        progress launch (at most one attempt per record): bounded by the batch size
+        times the partitions a worker holds. Raises ``Abandoned`` when ``stopping()``
+        turns true while waiting.
         """
-        want = min(records, self.queue)
-        while self.backlog + self._reserved + want > self.queue:
+        while self.backlog >= self.queue:
             if stopping():
                 raise Abandoned()
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=0.5)
-        self._reserved += want
-
-    def release(self, records: int) -> None:
-        """Give back the room ``room(records)`` reserved."""
-        self._reserved -= min(records, self.queue)
-        self._changed.set()
 
     # -- attempts -------------------------------------------------------------------------
 
@@ -200,26 +197,30 @@ class StepTasks:
         # the saga's own partition, as the timers use: the result stays ahead of them
         record = Record(topic, request.saga_id.encode(), payload, self.partition_of(request))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outgoing.append((record, request, done))
-        if not self._sending:
-            await self._send_waves()
+        partition = int(record.partition or 0)
+        self._outgoing.setdefault(partition, []).append((record, request, done))
+        if partition not in self._sending:
+            await self._send_waves(partition)
         try:
             await done
         except Abandoned:
             # stopping: the durable deadline covers the attempt (counted uncertain)
             log.warning("result of saga %s step %s not sent (stopping)", *_ids(request))
 
-    async def _send_waves(self) -> None:
-        """Send the results waiting, in waves, until none is left.
+    async def _send_waves(self, partition: int) -> None:
+        """Send the results waiting for one inbox partition, in waves, until none is left.
 
         Every result that finished while a wave was in flight rides in the next one: one
-        batch per inbox partition and one wait per wave (a batch per result would queue
-        each behind the previous one's acknowledgement).
+        batch and one wait per wave (a batch per result would queue each behind the
+        previous one's acknowledgement). Each partition has its own sender, so one whose
+        leader is away holds back only its own results (isolation).
         """
-        self._sending = True
+        self._sending.add(partition)
+        queued = self._outgoing.setdefault(partition, [])
         try:
-            while self._outgoing:
-                wave, self._outgoing = self._outgoing, []
+            while queued:
+                wave = list(queued)
+                queued.clear()
                 try:
                     await deliver(
                         self.producer,
@@ -228,17 +229,23 @@ class StepTasks:
                         what=f"{len(wave)} step results",
                     )
                 except BaseException as exc:
-                    for _, _, done in wave:
+                    # this wave and whatever queued behind it: their tasks stop waiting,
+                    # and the durable deadlines cover the attempts (counted uncertain)
+                    failed, rest = wave + list(queued), queued
+                    rest.clear()
+                    for _, _, done in failed:
                         if not done.done():
                             done.set_exception(exc if isinstance(exc, Abandoned) else Abandoned())
-                    raise
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled: the task ends
+                    if not isinstance(exc, Abandoned):
+                        log.error("step results of inbox partition %d not sent: %r", partition, exc)
+                    return
                 for _, request, done in wave:
                     self._answer(request)
                     done.set_result(None)
-        except Abandoned:
-            pass
         finally:
-            self._sending = False
+            self._sending.discard(partition)
 
     # -- timers of answered attempts ------------------------------------------------------
 

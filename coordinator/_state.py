@@ -63,8 +63,9 @@ class StepState(BaseModel):
     error: ErrorInfo | None = None
     #: some attempt's outcome was uncertain: the effect may have happened
     uncertain: bool = False
-    #: attempts of the action that provably never left this worker (``NotSent``); when
-    #: every attempt is one, nothing can straggle and the step is failed, not maybe applied
+    #: attempts of the action this worker never sent (``NotSent``): not uncertain, but
+    #: they never close the key (another worker may have sent the same attempt), so a
+    #: step that stops on them is still undone by its key
     not_sent: int = 0
     #: a success arrived after the step stopped waiting for it (recorded once)
     late_success: bool = False

@@ -162,15 +162,18 @@ class RunCore:
         those attempts share the key, so any of them arriving later gets the same "no".
         A retryable failure leaves the key open: a straggling duplicate of an earlier
         request may still apply it, so the step counts as maybe applied and its undo
-        (which tombstones the key) runs. Unless no attempt ever left this worker (every
-        one ``NOT_SENT``): then there is no request to straggle and the step failed.
+        (which tombstones the key) runs. That holds even when every attempt reported
+        ``NOT_SENT``: "never sent" is only as true as "one sender per attempt", and a
+        worker that lost its partitions without knowing (a starved event loop past the
+        session timeout) may have launched the same attempt the new owner launched. The
+        undo of a do that never arrived is harmless under the contract (a tombstone), so
+        the cost of being wrong is one extra call, never an effect left standing.
         """
         st = self.s.steps[i]
         error = st.error
-        never_sent = st.not_sent >= st.attempts > 0 and not st.uncertain
         if error is not None and not error.retryable and not error.uncertain:
             st.uncertain = False
-        elif error is None or (error.retryable and not never_sent):
+        elif error is None or error.retryable:
             st.uncertain = True
         st.status = "maybe_applied" if st.uncertain else "failed"
         self.s.pending = None

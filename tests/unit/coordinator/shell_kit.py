@@ -70,6 +70,7 @@ class FakeProducer:
         self.enqueued: list[Sent] = []
         self.failures: dict[str, int] = {}
         self.hold = False
+        self.hold_partitions: set[int] = set()  # hold only batches to these partitions
         self._held: list[tuple[asyncio.Future[Any], list[Sent]]] = []
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, *rest: Any) -> Any:
@@ -88,7 +89,7 @@ class FakeProducer:
         if self.failures.get(topic):
             self.failures[topic] -= 1
             fut.set_exception(KafkaConnectionError(f"broker down ({topic})"))
-        elif self.hold:
+        elif self.hold or partition in self.hold_partitions:
             self._held.append((fut, batch))
         else:
             self._ack(fut, batch)
@@ -106,6 +107,7 @@ class FakeProducer:
 
     def release(self) -> None:
         self.hold = False
+        self.hold_partitions = set()
         held, self._held = self._held, []
         for fut, batch in held:
             self._ack(fut, batch)

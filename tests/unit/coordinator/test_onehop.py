@@ -20,6 +20,7 @@ from coordinator._inbox import InboxProcessor
 from coordinator._messages import NOT_SENT, StartSaga, StepResult, TimerFired, parse_inbox
 from coordinator._onehop import StepTasks
 from coordinator._state import SagaState
+from coordinator._routing import partition_for
 from coordinator.events import ErrorInfo
 from tests.unit.coordinator.sagas import FAST, Item, Out, undo
 from tests.unit.coordinator.shell_kit import (
@@ -67,13 +68,14 @@ def test_a_not_sent_attempt_past_its_deadline_stays_definite() -> None:
     assert d.state.pending is not None and d.state.pending.waiting == "backoff"
 
 
-def test_a_step_no_attempt_of_which_was_ever_sent_failed_and_is_not_compensated() -> None:
+def test_a_step_no_attempt_of_which_was_ever_sent_is_still_undone_by_its_key() -> None:
+    """A zombie worker may have sent the same attempt: NotSent never closes the key."""
     d = Driver(saga()).start()  # s0 succeeded; s1 pending
     fail_attempts_not_sent(d)
     d.compensate_all()
     assert d.state is not None and d.state.status == "compensated"
-    assert d.state.steps[1].status == "failed"
-    assert compensated(d) == ["s0"], "the undo of a step that never left us is not needed"
+    assert d.state.steps[1].status == "compensated" and d.state.steps[1].not_sent == 3
+    assert compensated(d) == ["s1", "s0"], "the undo by key runs (a tombstone if unneeded)"
 
 
 def test_a_step_one_attempt_of_which_reached_the_participant_stays_maybe_applied() -> None:
@@ -238,17 +240,52 @@ async def test_results_leave_in_waves_each_wave_waiting_for_the_last_to_be_acked
     gate.open.set()
     definition = one_step(gate.action, timeout=60)
     tasks = tasks_for(definition, producer, [T0])
-    first, *rest = requests_for(definition, ["a", "b", "c"])
+    first, *rest = requests_for(definition, same_partition(3))
+    batches: list[int] = []
+    send_batch = producer.send_batch
+
+    async def counted(topic: str, partition: int, records: Any) -> Any:
+        batches.append(len(records))
+        return await send_batch(topic, partition, records)
+
+    producer.send_batch = counted  # type: ignore[method-assign]
     producer.hold = True
     tasks.launch(first)
     await settle()
     for request in rest:
         tasks.launch(request)
     await settle()
-    assert [s.key for s in producer.enqueued] == [b"a"], "b and c wait for the next wave"
+    assert [s.key for s in producer.enqueued] == [first.saga_id.encode()], "the others wait"
     producer.release()
     await settle()
-    assert sorted(results(producer)) == ["a", "b", "c"] and len(tasks) == 0
+    assert sorted(results(producer)) == sorted(r.saga_id for r in [first, *rest])
+    assert len(producer.enqueued) == 3 and len(tasks) == 0
+    assert batches == [1, 2], "the others left together, as one batch after the first's ack"
+
+
+def same_partition(n: int, partitions: int = 4) -> list[str]:
+    ids = [f"w{i}" for i in range(200)]
+    target = partition_for(ids[0], partitions)
+    return [i for i in ids if partition_for(i, partitions) == target][:n]
+
+
+async def test_a_partition_whose_results_cannot_leave_holds_back_no_other() -> None:
+    """Isolation: each inbox partition has its own wave sender."""
+    gate, producer = Gate(), FakeProducer()
+    gate.open.set()
+    definition = one_step(gate.action, timeout=60)
+    tasks = tasks_for(definition, producer, [T0])
+    ids = [f"i{i}" for i in range(50)]
+    stuck = ids[0]
+    free = [i for i in ids if partition_for(i, 4) != partition_for(stuck, 4)][:3]
+    producer.hold_partitions = {partition_for(stuck, 4)}  # e.g. its leader is away
+    for request in requests_for(definition, [stuck, *free]):
+        tasks.launch(request)
+        await settle()
+    assert sorted(results(producer)) == sorted(free), "the other partitions' results left"
+    producer.release()
+    await settle()
+    assert stuck in results(producer) and len(tasks) == 0
 
 
 async def test_an_attempt_whose_deadline_passes_while_it_waits_for_a_slot_is_not_sent() -> None:
@@ -291,19 +328,22 @@ async def test_room_holds_a_batch_while_the_backlog_is_full_and_frees_it_as_it_d
     for request in requests_for(definition, ["a", "b", "c"]):
         tasks.launch(request)  # one runs, two wait: the queue is full
     await settle()
-    waiting = asyncio.create_task(tasks.room(1, never))
+    waiting = asyncio.create_task(tasks.room(never))
+    other = asyncio.create_task(tasks.room(never))
     await settle()
-    assert not waiting.done(), "a batch that may launch one more waits"
+    assert not waiting.done() and not other.done(), "batches wait while the queue is full"
     gate.open.set()
-    await asyncio.wait_for(waiting, timeout=5)
-    tasks.release(1)
-    big = asyncio.create_task(tasks.room(500, never))  # bigger than the queue: goes alone
-    await asyncio.wait_for(big, timeout=5)
-    other = asyncio.create_task(tasks.room(1, never))
-    await settle()
-    assert not other.done(), "room is reserved for the big batch until it releases it"
-    tasks.release(500)
-    await asyncio.wait_for(other, timeout=5)
+    await asyncio.wait_for(asyncio.gather(waiting, other), timeout=5)
+
+
+async def test_a_stuck_batch_holds_no_room_from_the_other_partitions() -> None:
+    """A batch that cannot finish (e.g. a missing definition) keeps nobody else waiting."""
+    gate, producer = Gate(), FakeProducer()
+    definition = one_step(gate.action, timeout=60)
+    tasks = tasks_for(definition, producer, [T0], concurrency=1, queue=2)
+    await asyncio.wait_for(tasks.room(never), timeout=5)  # partition 1's batch, then stuck
+    for _ in range(3):  # partitions 2..4 go on, one after the other
+        await asyncio.wait_for(tasks.room(never), timeout=5)
 
 
 # -- the inbox processor launches attempts once their records are durable --------------------

@@ -19,8 +19,8 @@ from coordinator._executor import StepExecutor
 from coordinator._inbox import InboxProcessor
 from coordinator._messages import NOT_SENT, StartSaga, StepResult, TimerFired, parse_inbox
 from coordinator._onehop import StepTasks
-from coordinator._state import SagaState
 from coordinator._routing import partition_for
+from coordinator._state import SagaState
 from coordinator.events import ErrorInfo
 from tests.unit.coordinator.sagas import FAST, Item, Out, undo
 from tests.unit.coordinator.shell_kit import (

@@ -36,6 +36,9 @@ from coordinator._delivery import Abandoned
 
 log = logging.getLogger("coordinator.lanes")
 
+#: seconds between seeks back while the offset a lane expects has not arrived
+SEEK_AGAIN = 1.0
+
 #: ``handler(partition, events, stopping)``; returns when every event may be acked
 Handler = Callable[[int, list[Any], Callable[[], bool]], Awaitable[None]]
 
@@ -52,6 +55,10 @@ class Lane:
         self.paused = False
         self.expected: int | None = None  # the next offset to handle
         self.seeked_at = -1.0
+        #: a seek back is pending: ``expected`` has not arrived since. Faust may drop the
+        #: re-read records (its read offset moves on with a batch it fetched before the
+        #: seek), so the lane seeks again every second until ``expected`` arrives.
+        self.sought = False
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, event: Any) -> None:
@@ -66,13 +73,20 @@ class Lane:
         while not self.stopping:
             if not self.buffer:
                 self.wakeup.clear()
-                await self.wakeup.wait()
+                if not self.sought:
+                    await self.wakeup.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=SEEK_AGAIN)
+                except TimeoutError:  # the re-read never came: seek again
+                    await self._seek_back(None)
                 continue
             if self.expected is None:
                 self.expected = await self.lanes.start_offset(self.partition)
             batch = await self._in_order()
             if not batch:
                 continue
+            self.sought = False
             try:
                 await self._handle(batch)
             except Abandoned:
@@ -98,21 +112,12 @@ class Lane:
             first = self.buffer[0].message.offset
             dropped.extend(self.buffer)
             self.buffer.clear()
-            now = asyncio.get_running_loop().time()
-            if now - self.seeked_at > 1.0:
-                self.seeked_at = now
-                log.warning(
-                    "%s partition %d: got offset %d, expected %d (skipped by Faust); "
-                    "seeking back to %d",
-                    self.lanes.name,
-                    self.partition,
-                    first,
-                    self.expected,
-                    self.expected,
-                )
-                await self.lanes.seek(self.partition, self.expected)
+            self.sought = True  # until ``expected`` arrives (the watchdog in ``_run``)
+            if asyncio.get_running_loop().time() - self.seeked_at > SEEK_AGAIN:
+                await self._seek_back(first)
         if dropped:
             self.lanes.forget(dropped)
+            self._resume_if_drained()  # a paused partition must fetch the re-read
         batch: list[Any] = []
         for event in self.buffer:
             if len(batch) == self.lanes.batch_size:
@@ -121,6 +126,19 @@ class Lane:
                 break
             batch.append(event)
         return batch
+
+    async def _seek_back(self, first: int | None) -> None:
+        assert self.expected is not None
+        self.seeked_at = asyncio.get_running_loop().time()
+        log.warning(
+            "%s partition %d: %s, expected %d (skipped by Faust); seeking back to %d",
+            self.lanes.name,
+            self.partition,
+            "nothing re-read since the last seek" if first is None else f"got offset {first}",
+            self.expected,
+            self.expected,
+        )
+        await self.lanes.seek(self.partition, self.expected)
 
     async def _handle(self, batch: list[Any]) -> None:
         """Call the handler until it succeeds: a handler bug is retried, never skipped."""

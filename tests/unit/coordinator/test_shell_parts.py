@@ -453,6 +453,58 @@ async def test_a_lane_reads_in_offset_order_and_seeks_back_over_a_gap() -> None:
     await lanes.stop()
 
 
+async def test_a_lane_seeks_again_until_the_re_read_arrives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust can drop the re-read (its read offset moved on with a batch fetched before the
+    seek): the lane seeks again, and again, until the offset it expects arrives."""
+    import coordinator._lanes as lanes_module
+
+    monkeypatch.setattr(lanes_module, "SEEK_AGAIN", 0.05)
+    handled: list[int] = []
+    seeks: list[int] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.extend(e.message.offset for e in events)
+
+    async def start_offset(partition: int) -> int:
+        return 72
+
+    async def seek(partition: int, offset: int) -> None:
+        seeks.append(offset)
+
+    lanes = Lanes(
+        "test",
+        handler,
+        batch_size=10,
+        buffer=100,
+        start_offset=start_offset,
+        seek=seek,
+        forget=lambda events: None,
+    )
+    lanes.dispatch(event(0, 74))  # 72 and 73 skipped; then the stale batch goes on:
+    await asyncio.sleep(0.01)
+    lanes.dispatch(event(0, 75))  # within the throttle: dropped, no second seek yet
+    await asyncio.sleep(0.01)
+    assert seeks == [72] and handled == []
+    for _ in range(100):  # Faust dropped the re-read 72, 73: nothing arrives
+        if len(seeks) >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert seeks[:3] == [72, 72, 72], "the watchdog seeks again while nothing is re-read"
+    for offset in (72, 73, 74, 75):  # the re-read finally arrives
+        lanes.dispatch(event(0, offset))
+    for _ in range(100):
+        if handled == [72, 73, 74, 75]:
+            break
+        await asyncio.sleep(0.01)
+    assert handled == [72, 73, 74, 75]
+    settled = len(seeks)
+    await asyncio.sleep(0.2)
+    assert len(seeks) == settled, "no more seeks once the expected offset arrived"
+    await lanes.stop()
+
+
 async def test_a_slow_step_holds_its_own_slot_not_the_partition() -> None:
     """Step topics: up to batch_size at once, one event per call, acked in offset order."""
     release = asyncio.Event()

@@ -199,7 +199,9 @@ def judge_lifecycle(
 
 
 #: how an attempt fails when a fault, not the participant, kept it from answering
-OUTAGE_ERRORS = frozenset({"StepTimeout", "Expired"})
+#: (``NotSent``: its deadline passed while it waited for a slot in a worker, e.g. while
+#: the broker was down and results could not leave)
+OUTAGE_ERRORS = frozenset({"StepTimeout", "Expired", "NotSent"})
 
 
 def outage_cost_attempts(step: str | None, events: list[LifecycleEvent]) -> bool:

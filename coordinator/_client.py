@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from coordinator._commands import Resolution, resolve_message, start_message
@@ -77,6 +78,8 @@ class SagaClient:
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}  # fixed once sagas run
         self._http = httpx.AsyncClient(timeout=10.0)
+        #: commands sent with ``wait=False``: their delivery futures, checked by ``flush``
+        self._queued: list[tuple[str, bytes, asyncio.Future[Any]]] = []
 
     async def __aenter__(self) -> SagaClient:
         """Create missing topics and start the Kafka producer."""
@@ -270,10 +273,45 @@ class SagaClient:
             saga_id, msg, exists=lambda v: v.seq > seq, timeout=timeout, what="resolve"
         )
 
-    async def flush(self) -> None:
-        """Wait until every queued command (``wait=False``) is on the broker."""
-        if self._producer is not None:
-            await self._producer.flush()
+    async def flush(self, *, timeout: timedelta = timedelta(minutes=5)) -> None:
+        """Wait until every queued command (``wait=False``) is on the broker.
+
+        A command whose delivery failed (the broker was away for longer than the
+        producer's retries) is sent again until the broker acknowledges it: commands are
+        idempotent (starting an existing saga, or cancelling one twice, does nothing).
+        Raises :class:`~coordinator.CommandError` naming the saga ids still undelivered
+        after ``timeout``: nothing queued is dropped silently.
+        """
+        if self._producer is None:
+            return
+        await self._producer.flush()
+        queued, self._queued = self._queued, []
+        failed: list[tuple[str, bytes]] = []
+        for saga_id, value, delivery in queued:
+            if not delivery.done():
+                await asyncio.wait([delivery])
+            if not _acknowledged(delivery):
+                failed.append((saga_id, value))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        while failed:
+            again: list[tuple[str, bytes]] = []
+            for saga_id, value in failed:
+                try:
+                    await self._send(saga_id, value, wait=True)
+                except KafkaError:
+                    again.append((saga_id, value))
+            failed = again
+            if failed and loop.time() >= deadline:
+                ids = ", ".join(saga_id for saga_id, _ in failed[:10])
+                raise CommandError(
+                    f"{len(failed)} queued command(s) never reached the broker within "
+                    f"{timeout} (sagas {ids}{', ...' if len(failed) > 10 else ''}); check "
+                    "that Kafka runs, then start them again (a start of an existing saga "
+                    "does nothing)"
+                )
+            if failed:
+                await asyncio.sleep(1.0)
 
     # -- queries ------------------------------------------------------------------------
 
@@ -338,7 +376,10 @@ class SagaClient:
         if wait:
             await self._producer.send_and_wait(topic, value, key=saga_id.encode())
         else:
-            await self._producer.send(topic, value, key=saga_id.encode())
+            delivery = await self._producer.send(topic, value, key=saga_id.encode())
+            self._queued.append((saga_id, value, delivery))
+            if len(self._queued) > 4096:  # bulk submission: keep only what is unsettled
+                self._queued = [q for q in self._queued if not _acknowledged(q[2])]
 
     async def _confirm(
         self,
@@ -448,3 +489,8 @@ def _event_type(value: bytes) -> str | None:
     except ValueError:
         return None
     return event.get("type") if isinstance(event, dict) else None
+
+
+def _acknowledged(delivery: asyncio.Future[Any]) -> bool:
+    """Whether a queued command's delivery finished and the broker acknowledged it."""
+    return delivery.done() and not delivery.cancelled() and delivery.exception() is None

@@ -35,7 +35,7 @@ from coordinator._errors import OutputValidationError, SagaError, StepFailure, U
 from coordinator._http import send_json
 from coordinator._messages import NOT_SENT, StepRequest, StepResult
 from coordinator._registry import SagaRegistry
-from coordinator._transport import AiohttpTransport
+from coordinator._transport import AiohttpClient, HttpClient, HttpxClient
 from coordinator.events import ErrorInfo
 
 
@@ -66,7 +66,8 @@ class StepExecutor:
     Args:
         registry: the saga definitions.
         service_urls: per-service base URLs overriding ``Service.url``.
-        client: the httpx client for HTTP steps (one is created when omitted).
+        client: the client of HTTP steps: an ``httpx.AsyncClient`` (tests' mock transports)
+            or an ``HttpClient``; when omitted, an ``AiohttpClient`` is created on first use.
         clock: time source for result timestamps (tests pass a virtual clock).
     """
 
@@ -75,20 +76,20 @@ class StepExecutor:
         registry: SagaRegistry,
         *,
         service_urls: Mapping[str, str] | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.AsyncClient | HttpClient | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.registry = registry
         self.service_urls = dict(service_urls or {})
-        self._client = client
+        self._client = HttpxClient(client) if isinstance(client, httpx.AsyncClient) else client
         self._own_client = client is None
         self.clock = clock
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        """The httpx client of HTTP steps (created on first use)."""
+    def client(self) -> HttpClient:
+        """The client of HTTP steps (created on first use)."""
         if self._client is None:
-            self._client = httpx.AsyncClient(transport=AiohttpTransport())
+            self._client = AiohttpClient()
         return self._client
 
     async def aclose(self) -> None:

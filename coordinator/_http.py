@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 from datetime import UTC, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ import tenacity
 
 from compensations import RetryPolicy
 from coordinator._errors import BusinessHttpError, HttpCallError, TransientHttpError
+from coordinator._transport import HttpClient, HttpxClient, Lost, NotConnected, Reply
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: sent with a compensation: the Idempotency-Key of the action it undoes
@@ -53,13 +55,13 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
-def _classify(response: httpx.Response, what: str) -> Any:
-    status = response.status_code
+def _classify(response: Reply, what: str) -> Any:
+    status = response.status
     if 200 <= status < 300:
         if not response.content:
             return None
-        return response.json()
-    body = response.text[:2000]
+        return json.loads(response.content)
+    body = response.content[:8000].decode("utf-8", errors="replace")[:2000]
     if status in (408, 429) or status >= 500:
         raise TransientHttpError(
             f"{what}: HTTP {status} (transient): {body[:200]}",
@@ -96,8 +98,15 @@ class _Wait(tenacity.wait.wait_base):
         return float(self._fn(retry_state))
 
 
+def encode_body(body: Any) -> bytes:
+    """JSON bytes of a request body, as httpx's ``json=`` writes them (None: no body)."""
+    if body is None:
+        return b""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 async def send_json(
-    client: httpx.AsyncClient,
+    client: HttpClient | httpx.AsyncClient,
     method: str,
     url: str,
     *,
@@ -107,9 +116,17 @@ async def send_json(
     transport_retry: RetryPolicy = TRANSPORT_RETRY,
     compensates: str | None = None,
 ) -> Any:
-    """Send one participant request; return its JSON reply or raise a classified error."""
+    """Send one participant request; return its JSON reply or raise a classified error.
+
+    ``client`` is an ``HttpClient`` (``coordinator._transport``); an ``httpx.AsyncClient``
+    is used through ``HttpxClient``.
+    """
     what = f"{method} {url}"
+    sender = HttpxClient(client) if isinstance(client, httpx.AsyncClient) else client
+    content = encode_body(body)
     headers = {IDEMPOTENCY_HEADER: idempotency_key}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     if compensates is not None:
         headers[COMPENSATES_HEADER] = compensates
 
@@ -118,16 +135,15 @@ async def send_json(
     async def once() -> Any:
         nonlocal reached
         try:
-            response = await client.request(
-                method, url, json=body, headers=headers, timeout=request_timeout
+            response = await sender.send(
+                method, url, content=content, headers=headers, timeout=request_timeout
             )
-        except httpx.TransportError as exc:
+        except NotConnected as exc:
             # only a failed connect proves the request never reached the participant
-            sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-            reached = reached or sent
-            raise TransientHttpError(
-                f"{what}: {type(exc).__name__}: {exc}", uncertain=sent
-            ) from exc
+            raise TransientHttpError(f"{what}: {exc.kind}: {exc}", uncertain=False) from exc
+        except Lost as exc:
+            reached = True
+            raise TransientHttpError(f"{what}: {exc.kind}: {exc}", uncertain=True) from exc
         try:
             return _classify(response, what)
         except TransientHttpError as exc:

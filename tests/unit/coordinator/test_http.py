@@ -1,9 +1,11 @@
-"""The aiohttp-backed httpx transport behaves like httpx's own, against a real server."""
+"""send_json over the executors' aiohttp client, against real servers: replies, outcome classes."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 
 import httpx
 import pytest
@@ -11,7 +13,21 @@ from aiohttp import web
 
 from coordinator import BusinessHttpError, RetryPolicy, TransientHttpError
 from coordinator._http import send_json
-from coordinator._transport import AiohttpTransport
+from coordinator._transport import AiohttpClient
+
+
+async def serve(
+    path: str, handler: Callable[[web.Request], Awaitable[web.Response]]
+) -> tuple[web.AppRunner, str]:
+    """Serve ``handler`` at POST ``path`` on a free port; returns the runner and the base URL."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -26,19 +42,13 @@ async def server() -> AsyncIterator[str]:
             {"got": body, "key": seen[-1]}, status=status, headers={"Retry-After": "0"}
         )
 
-    app = web.Application()
-    app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
+    runner, base = await serve("/echo", echo)
+    yield base
     await runner.cleanup()
 
 
 async def test_json_round_trip_with_idempotency_key(server: str) -> None:
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with aclosing(AiohttpClient()) as client:
         reply = await send_json(
             client,
             "POST",
@@ -51,7 +61,7 @@ async def test_json_round_trip_with_idempotency_key(server: str) -> None:
 
 
 async def test_status_codes_are_classified(server: str) -> None:
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with aclosing(AiohttpClient()) as client:
         with pytest.raises(BusinessHttpError) as business:
             await send_json(
                 client,
@@ -78,7 +88,7 @@ async def test_connection_refused_is_transient() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        async with aclosing(AiohttpClient()) as client:
             with pytest.raises(TransientHttpError, match="ConnectError"):
                 await send_json(
                     client,
@@ -116,8 +126,6 @@ async def test_an_uncertain_try_keeps_the_outcome_uncertain_through_later_tries(
 
 
 async def test_a_connection_dropped_after_sending_is_uncertain() -> None:
-    import asyncio
-
     seen: list[bytes] = []
 
     async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -127,7 +135,7 @@ async def test_a_connection_dropped_after_sending_is_uncertain() -> None:
     server = await asyncio.start_server(drop, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        async with aclosing(AiohttpClient()) as client:
             with pytest.raises(TransientHttpError) as caught:
                 await send_json(
                     client, "POST", f"http://127.0.0.1:{port}/charges", body={"a": 1},
@@ -144,10 +152,81 @@ async def test_a_refused_connection_is_definite() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        async with aclosing(AiohttpClient()) as client:
             with pytest.raises(TransientHttpError) as caught:
                 await send_json(
                     client, "POST", f"http://127.0.0.1:{port}/x", body={}, idempotency_key="k",
                     request_timeout=5, transport_retry=RetryPolicy(maximum_attempts=1),
                 )  # fmt: skip
     assert not caught.value.uncertain
+
+
+@pytest.fixture
+async def slow() -> AsyncIterator[tuple[str, list[bytes], asyncio.Event]]:
+    """A server that holds every request until ``release`` is set; ``seen``: request bodies."""
+    seen: list[bytes] = []
+    release = asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    runner, base = await serve("/hold", hold)
+    yield f"{base}/hold", seen, release
+    release.set()
+    await runner.cleanup()
+
+
+async def test_a_reply_that_never_comes_is_uncertain(
+    slow: tuple[str, list[bytes], asyncio.Event],
+) -> None:
+    url, seen, _ = slow
+    async with aclosing(AiohttpClient()) as client:
+        with pytest.raises(TransientHttpError, match="ReadTimeout") as caught:
+            await send_json(
+                client, "POST", url, body={"a": 1}, idempotency_key="k",
+                request_timeout=0.3, transport_retry=RetryPolicy(maximum_attempts=1),
+            )  # fmt: skip
+    assert seen == [b'{"a":1}'], "the request reached the participant"
+    assert caught.value.uncertain
+
+
+async def test_waiting_for_a_pooled_connection_past_the_timeout_is_definite(
+    slow: tuple[str, list[bytes], asyncio.Event],
+) -> None:
+    url, seen, release = slow
+    async with aclosing(AiohttpClient(limit=1)) as client:
+        first = asyncio.create_task(
+            send_json(client, "POST", url, body={"n": 1}, idempotency_key="k1", request_timeout=10)
+        )
+        while not seen:  # the only connection is taken by the first request
+            await asyncio.sleep(0.01)
+        with pytest.raises(TransientHttpError, match="ConnectTimeout") as caught:
+            await send_json(
+                client, "POST", url, body={"n": 2}, idempotency_key="k2",
+                request_timeout=0.3, transport_retry=RetryPolicy(maximum_attempts=1),
+            )  # fmt: skip
+        release.set()
+        assert await first == {"ok": True}
+    assert seen == [b'{"n":1}'], "the second request never left"
+    assert not caught.value.uncertain
+
+
+async def test_a_request_without_body_sends_none_and_an_empty_reply_is_none() -> None:
+    got: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        got.append(request)
+        return httpx.Response(204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        reply = await send_json(
+            client, "DELETE", "http://p/holds/1", body=None, idempotency_key="k",
+            request_timeout=1, compensates="k0",
+        )  # fmt: skip
+    assert reply is None
+    (request,) = got
+    assert request.content == b"" and "content-type" not in request.headers
+    assert request.headers["Idempotency-Key"] == "k"
+    assert request.headers["Saga-Compensates"] == "k0"

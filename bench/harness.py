@@ -129,6 +129,17 @@ def percentiles(values: Sequence[float]) -> dict[str, float | int]:
     }
 
 
+def by_second(samples: Sequence[tuple[float, float]], t0: float) -> list[dict[str, Any]]:
+    """Latency percentiles of the sagas scheduled in each second after ``t0`` (the tail)."""
+    seconds: dict[int, list[float]] = {}
+    for scheduled, latency in samples:
+        seconds.setdefault(int(scheduled - t0), []).append(latency)
+    return [
+        {"second": s, **{k: v for k, v in percentiles(lat).items() if k != "mean_ms"}}
+        for s, lat in sorted(seconds.items())
+    ]
+
+
 @dataclass
 class _Pending:
     saga_input: SagaInput
@@ -141,6 +152,8 @@ class _Pending:
 class _Phase:
     terminals: int = 0
     latencies: list[float] = field(default_factory=list)
+    #: (scheduled start, latency) of each measured saga: the tail second by second
+    samples: list[tuple[float, float]] = field(default_factory=list)
     invalid: int = 0
     errors: int = 0
     examples: list[str] = field(default_factory=list)
@@ -189,6 +202,7 @@ class Driver:
         phase.terminals += 1
         if pending.measured:
             phase.latencies.append(now - pending.scheduled)
+            phase.samples.append((pending.scheduled, now - pending.scheduled))
         if outcome.status not in ("completed", "compensated"):
             phase.errors += 1
         if not is_valid(pending.saga_input, outcome):
@@ -340,6 +354,7 @@ class Driver:
             "target_rate_sagas_per_s": round(rate, 2),
             "offered_rate_sagas_per_s": round(started / (t_end - t0), 2),
             "latency": percentiles(self._phase.latencies),
+            "latency_by_second": by_second(self._phase.samples, measure_from),
             "max_driver_lag_ms": round(max_lag * 1000, 3),
             "whole_phase": self._per_saga(before, after, self._phase.terminals),
             "not_terminated_after_drain": lost,

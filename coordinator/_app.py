@@ -67,6 +67,20 @@ class AppProducer(AiokafkaBatches):
         return await self.app.producer.send(*args, **kwargs)
 
 
+class _Received:
+    """A record handed to a lane by the consumer (``HookedApp.direct``), with its ack."""
+
+    __slots__ = ("consumer", "message")
+
+    def __init__(self, message: Any, consumer: Any) -> None:
+        self.message = message
+        self.consumer = consumer
+
+    def ack(self) -> bool:
+        """Mark the record handled (counted by the consumer's next commit)."""
+        return bool(self.consumer.ack(self.message))
+
+
 class Coordinator:
     """Builds and holds one coordinator Faust app (no work at import time)."""
 
@@ -189,7 +203,7 @@ class Coordinator:
 
         if strict:
             self.app.guarded_topics.add(topic)
-        return Lanes(
+        lanes = Lanes(
             name,
             handler,
             batch_size=batch_size,
@@ -202,6 +216,9 @@ class Coordinator:
             seek=seek,
             strict=strict,
         )
+        app = self.app  # records reach the lane without a Faust stream
+        self.app.direct[topic] = lambda message: lanes.dispatch(_Received(message, app.consumer))
+        return lanes
 
     def _wire(self) -> None:
         app = self.app

@@ -9,8 +9,10 @@ in-flight message at the head of a partition; in-order acks never leave such a g
 
 A lane reads its partition strictly in offset order from the partition's committed
 offset (``start_offset``): a record it already handled is dropped, and a record beyond
-the next expected one means Faust skipped some (it does, around rebalances): the lane
-drops what it holds and seeks the partition back (``seek``), so nothing is skipped.
+the next expected one means some were skipped (around rebalances): the lane drops what it
+holds and seeks the partition back (``seek``), so nothing is skipped. If the same record
+comes first again right after the seek, the offsets before it hold nothing a consumer
+can read (a transaction marker, compaction), and the lane goes on from it.
 
 A lane that is not strict (step topics) runs up to ``batch_size`` events at once, one
 handler call each, and acks them in offset order as the oldest finishes (``WindowLane``):
@@ -59,6 +61,9 @@ class Lane:
         #: re-read records (its read offset moves on with a batch it fetched before the
         #: seek), so the lane seeks again every second until ``expected`` arrives.
         self.sought = False
+        #: the first offset that came after a gap: seen again right after a seek back,
+        #: the gap is real (records fetched before a seek never reach a lane)
+        self.gap_at = -1
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, event: Any) -> None:
@@ -110,9 +115,24 @@ class Lane:
             dropped.append(self.buffer.popleft())  # handled already (a re-read)
         if self.buffer and self.buffer[0].message.offset > self.expected:
             first = self.buffer[0].message.offset
+            if self.sought and first == self.gap_at:
+                # read again from ``expected`` after a seek, and still ``first``: the
+                # offsets between hold no record a consumer sees (a transaction marker,
+                # compaction)
+                log.warning(
+                    "%s partition %d: offsets %d..%d hold no readable record; going on at %d",
+                    self.lanes.name,
+                    self.partition,
+                    self.expected,
+                    first - 1,
+                    first,
+                )
+                self.expected, self.sought = first, False
+                return await self._in_order()
             dropped.extend(self.buffer)
             self.buffer.clear()
             self.sought = True  # until ``expected`` arrives (the watchdog in ``_run``)
+            self.gap_at = first
             if asyncio.get_running_loop().time() - self.seeked_at > SEEK_AGAIN:
                 await self._seek_back(first)
         if dropped:

@@ -2,7 +2,9 @@
 
 * Before the consumer subscribes, every topic the worker uses is created (or found) and
   visible in the broker's metadata (``topics``), so no subscription is ever ignored.
-* ``saga-inbox`` agent: hands each record to its partition's lane (``lanes``); a lane
+* ``saga-inbox`` agent: its records go to their partition's lane (``lanes``) straight
+  from the consumer (``HookedApp.direct``: Faust's per-record stream path cost several
+  event-loop turns per record); the agent subscribes the topic. A lane
   applies its records in batches in the durable order of effects (``inbox``): saga
   records acknowledged by the changelog, then everything derived from them
   acknowledged, then the inbox offsets acked.

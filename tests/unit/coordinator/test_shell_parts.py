@@ -563,3 +563,109 @@ async def test_a_stopped_step_lane_returns_what_it_did_not_ack() -> None:
     await lanes.stop()
     assert not any(e.acked for e in events)
     assert forgotten == events  # delivered again to the next owner
+
+
+async def test_a_gap_still_there_right_after_a_seek_back_is_real() -> None:
+    """Offsets a consumer never sees (a transaction marker, compaction): after one seek
+    back the same record comes first again, and the lane goes on from it."""
+    handled: list[int] = []
+    seeks: list[int] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.extend(e.message.offset for e in events)
+
+    async def start_offset(partition: int) -> int:
+        return 10
+
+    async def seek(partition: int, offset: int) -> None:
+        seeks.append(offset)
+
+    lanes = Lanes(
+        "test",
+        handler,
+        batch_size=10,
+        buffer=100,
+        start_offset=start_offset,
+        seek=seek,
+        forget=lambda events: None,
+    )
+    for offset in (12, 13):  # 10 and 11 hold no readable record
+        lanes.dispatch(event(0, offset))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert seeks == [10] and handled == []
+    for offset in (12, 13, 14):  # read again from 10 after the seek: 12 comes first again
+        lanes.dispatch(event(0, offset))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert handled == [12, 13, 14] and seeks == [10]
+    await lanes.stop()
+
+
+# -- the consumer's direct path ----------------------------------------------------------
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _DrainConsumer:
+    """What ``drain`` reads of Faust's consumer: fetches replayed from a list."""
+
+    consumer_stopped_errors = (_Stopped,)
+
+    def __init__(self, fetches: list[list[tuple[Any, FakeMessage]]]) -> None:
+        from types import SimpleNamespace
+
+        self.fetches = fetches
+        self._stopped = asyncio.Event()
+        self._read_offset: dict[Any, int | None] = {}
+        self.should_stop = False
+        self.app = SimpleNamespace(monitor=SimpleNamespace(stream_inbound_time={}))
+        self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
+
+    async def getmany(self, timeout: float) -> Any:
+        if not self.fetches:
+            raise _Stopped()
+        for tp, message in self.fetches.pop(0):
+            yield tp, message
+
+
+async def test_direct_records_reach_the_lane_and_a_fetch_from_before_a_seek_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from faust.types import TP
+
+    import coordinator._faust_app as faust_app
+
+    inbox0, inbox1, other = TP("inbox", 0), TP("inbox", 1), TP("other", 0)
+    faust_path: list[int] = []
+
+    async def faust_own(consumer: Any, tp: Any, message: FakeMessage) -> None:
+        faust_path.append(message.offset)
+
+    monkeypatch.setattr(faust_app, "_faust_path", faust_own)
+
+    def msg(tp: Any, offset: int) -> tuple[Any, FakeMessage]:
+        return tp, FakeMessage(b"k", b"v", tp.partition, offset, tp.topic)
+
+    consumer = _DrainConsumer(
+        [
+            [msg(inbox0, 74), msg(inbox1, 5), msg(inbox0, 75), msg(other, 3), msg(inbox1, 6)],
+            [msg(inbox0, 72), msg(inbox0, 73)],  # the re-read, fetched after the seek
+        ]
+    )
+    got: list[tuple[int, int]] = []
+
+    def lane(message: FakeMessage) -> None:
+        got.append((message.partition, message.offset))
+        if (message.partition, message.offset) == (0, 74):  # the lane seeks partition 0 back
+            seeks = consumer.__dict__.setdefault("seeks", {})
+            seeks[inbox0] = seeks.get(inbox0, 0) + 1
+
+    fetcher = type("Fetcher", (), {"_stopped": asyncio.Event()})()
+    await faust_app.drain(consumer, fetcher, {"inbox": lane})
+    # 75 came in the fetch made before the seek: skipped; partition 1 is not affected
+    assert got == [(0, 74), (1, 5), (1, 6), (0, 72), (0, 73)]
+    assert faust_path == [3], "records of other topics take Faust's own path"
+    assert consumer._read_offset[inbox0] == 73

@@ -3,8 +3,12 @@
 Built by :func:`create_app` from :class:`~listeners._settings.ListenerSettings`; nothing
 is created at import time.
 
-Acks and offsets: the agent reads with ``Stream.noack_take``, which buffers events and
-never acks them; the agent acks a batch itself, after :class:`BatchProcessor` has
+Records: the worker's consumer hands each lifecycle record to an
+:class:`~listeners._intake.Intake` as it drains a fetch (no Faust stream per record); the
+intake applies them in batches and acks a batch once :class:`BatchProcessor` committed
+it. The agent subscribes the topic; under ``agent.test_context()`` it applies what it is
+given the same way: it reads with ``Stream.noack_take``, which buffers events and
+never acks them, and acks a batch itself, after :class:`BatchProcessor` has
 committed it. (``Stream.take`` acks a batch in a ``finally`` when its generator is
 resumed *or closed*, so a worker stopping while the database is down would ack, and
 Faust would then commit, events that were never written.)
@@ -25,11 +29,13 @@ from faust.streams import Stream
 from faust.types import EventT
 from faust.web import Request, Response, View
 
+from coordinator._faust_app import app_class
 from coordinator.events import DeadLetter
 from listeners._db import SqlCounter, create_db_engine, session_factory
 from listeners._declarative import Listener
 from listeners._decoding import RawRecord
 from listeners._errors import EntityNotFoundError, InvalidQueryError, ListenerConfigError
+from listeners._intake import Intake
 from listeners._processor import BatchProcessor, Target
 from listeners._queries import get_entity, list_entities
 from listeners._registry import load_listeners
@@ -39,6 +45,11 @@ from listeners._topics import LIFECYCLE_TOPIC_CONFIG
 __all__ = ["LIFECYCLE_TOPIC_CONFIG", "READY_LINE", "ListenerApp", "create_app"]
 
 log = logging.getLogger(__name__)
+
+#: the consumer's long-poll: an idle partition's first record waits at most this long
+FETCH_MAX_WAIT_MS = 100
+#: how long a rebalance waits for the batch being applied before abandoning it (re-read)
+REVOKE_TIMEOUT = 10.0
 
 #: Printed once the worker's agent is running (tests and scripts wait for it).
 READY_LINE = "LISTENER-READY"
@@ -85,6 +96,17 @@ def raw_record(event: EventT) -> RawRecord:
     )
 
 
+def raw_message(message: Any) -> RawRecord:
+    """The raw record of a consumer message (what the consumer hands over directly)."""
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+    )
+
+
 def create_app(
     settings: ListenerSettings | None = None,
     *,
@@ -109,7 +131,7 @@ def create_app(
             raise ListenerConfigError(
                 f"listener name {listener.name!r} is reserved (GET /listeners/stats); rename it"
             )
-    app = faust.App(
+    app = app_class(FETCH_MAX_WAIT_MS)(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",
@@ -163,6 +185,21 @@ def create_app(
                 await stream.ack(event)
 
     agent = app.agent(lifecycle, name=f"{settings.app_id}.apply")(apply)
+
+    # the worker's records skip Faust's per-record stream path (the agent above subscribes
+    # the topic, and serves ``agent.test_context()``)
+    async def apply_messages(messages: list[Any]) -> None:
+        await processor.process([raw_message(message) for message in messages])
+
+    intake = Intake(
+        apply_messages, lambda m: app.consumer.ack(m), batch_size=batch_size, window=within
+    )
+    app.direct[settings.lifecycle_topic] = intake.put
+
+    async def on_revoke(revoked: set[Any]) -> None:
+        await intake.stop(REVOKE_TIMEOUT)
+
+    app.revoke_hooks.append(on_revoke)
 
     @app.task
     async def announce() -> None:

@@ -41,6 +41,7 @@ from coordinator._errors import CoordinatorUnavailable
 from coordinator._executor import StepExecutor
 from coordinator._expiry import Expirer
 from coordinator._faust_app import HookedApp, app_class
+from coordinator._gc import settle_heap
 from coordinator._inbox import InboxProcessor
 from coordinator._lanes import Lanes
 from coordinator._messages import TimerFired
@@ -258,6 +259,7 @@ class Coordinator:
         await ensure_topics(self.settings, sorted(self.services), changelog=True, timeout=120)
 
     async def _announce(self) -> None:
+        settle_heap()  # the latency tail: see coordinator._gc
         self._ready = True
         print(f"coordinator ready: {self.settings.app_id} ({len(self.registry)} sagas)", flush=True)
 

@@ -30,6 +30,7 @@ from faust.types import EventT
 from faust.web import Request, Response, View
 
 from coordinator._faust_app import app_class
+from coordinator._gc import settle_heap
 from coordinator.events import DeadLetter
 from listeners._db import SqlCounter, create_db_engine, session_factory
 from listeners._declarative import Listener
@@ -204,6 +205,7 @@ def create_app(
     @app.task
     async def announce() -> None:
         await deadletters.maybe_declare()
+        settle_heap()  # the latency tail: see coordinator._gc
         names = ", ".join(listener.name for listener in listeners)
         log.info("listening to %s with listener(s) %s", settings.lifecycle_topic, names)
         print(READY_LINE, flush=True)

@@ -33,9 +33,10 @@ from pydantic import BaseModel, ValidationError
 from coordinator._definition import Http, Remote, Saga, Step, StepContext
 from coordinator._errors import OutputValidationError, SagaError, StepFailure, UnknownSagaError
 from coordinator._http import send_json
+from coordinator._http1 import StepHttpClient
 from coordinator._messages import NOT_SENT, StepRequest, StepResult
 from coordinator._registry import SagaRegistry
-from coordinator._transport import AiohttpClient, HttpClient, HttpxClient
+from coordinator._transport import HttpClient, HttpxClient
 from coordinator.events import ErrorInfo
 
 
@@ -67,7 +68,7 @@ class StepExecutor:
         registry: the saga definitions.
         service_urls: per-service base URLs overriding ``Service.url``.
         client: the client of HTTP steps: an ``httpx.AsyncClient`` (tests' mock transports)
-            or an ``HttpClient``; when omitted, an ``AiohttpClient`` is created on first use.
+            or an ``HttpClient``; when omitted, a ``StepHttpClient`` is created on first use.
         clock: time source for result timestamps (tests pass a virtual clock).
     """
 
@@ -89,7 +90,7 @@ class StepExecutor:
     def client(self) -> HttpClient:
         """The client of HTTP steps (created on first use)."""
         if self._client is None:
-            self._client = AiohttpClient()
+            self._client = StepHttpClient()
         return self._client
 
     async def aclose(self) -> None:

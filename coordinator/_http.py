@@ -98,11 +98,15 @@ class _Wait(tenacity.wait.wait_base):
         return float(self._fn(retry_state))
 
 
+#: one encoder for every body: ``json.dumps`` with options builds a new one per call
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def encode_body(body: Any) -> bytes:
     """JSON bytes of a request body, as httpx's ``json=`` writes them (None: no body)."""
     if body is None:
         return b""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(body).encode()
 
 
 async def send_json(

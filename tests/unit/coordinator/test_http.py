@@ -1,4 +1,8 @@
-"""send_json over the executors' aiohttp client, against real servers: replies, outcome classes."""
+"""send_json over both executor clients (aiohttp, lean HTTP/1.1), against real servers.
+
+The same replies and the same outcome classes from each: a request that never left is
+definite, one that may have left is uncertain.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,21 @@ from aiohttp import web
 
 from coordinator import BusinessHttpError, RetryPolicy, TransientHttpError
 from coordinator._http import send_json
-from coordinator._transport import AiohttpClient
+from coordinator._http1 import Http1Client
+from coordinator._transport import AiohttpClient, HttpClient
+
+#: each executor client, built with at most ``limit`` connections per host
+CLIENTS: dict[str, Callable[[int], HttpClient]] = {
+    "aiohttp": lambda limit: AiohttpClient(limit=limit, limit_per_host=limit),
+    "http1": lambda limit: Http1Client(limit_per_host=limit),
+}
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def make(request: pytest.FixtureRequest) -> Callable[[int], HttpClient]:
+    """A factory of the client under test."""
+    factory: Callable[[int], HttpClient] = CLIENTS[request.param]
+    return factory
 
 
 async def serve(
@@ -47,8 +65,10 @@ async def server() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def test_json_round_trip_with_idempotency_key(server: str) -> None:
-    async with aclosing(AiohttpClient()) as client:
+async def test_json_round_trip_with_idempotency_key(
+    server: str, make: Callable[[int], HttpClient]
+) -> None:
+    async with aclosing(make(100)) as client:
         reply = await send_json(
             client,
             "POST",
@@ -60,8 +80,8 @@ async def test_json_round_trip_with_idempotency_key(server: str) -> None:
     assert reply == {"got": {"a": 1}, "key": "k-1"}
 
 
-async def test_status_codes_are_classified(server: str) -> None:
-    async with aclosing(AiohttpClient()) as client:
+async def test_status_codes_are_classified(server: str, make: Callable[[int], HttpClient]) -> None:
+    async with aclosing(make(100)) as client:
         with pytest.raises(BusinessHttpError) as business:
             await send_json(
                 client,
@@ -84,11 +104,11 @@ async def test_status_codes_are_classified(server: str) -> None:
         assert transient.value.status == 503 and transient.value.retry_after == 0.0
 
 
-async def test_connection_refused_is_transient() -> None:
+async def test_connection_refused_is_transient(make: Callable[[int], HttpClient]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        async with aclosing(AiohttpClient()) as client:
+        async with aclosing(make(100)) as client:
             with pytest.raises(TransientHttpError, match="ConnectError"):
                 await send_json(
                     client,
@@ -125,7 +145,9 @@ async def test_an_uncertain_try_keeps_the_outcome_uncertain_through_later_tries(
     assert caught.value.uncertain, "the timed-out try may have applied the charge"
 
 
-async def test_a_connection_dropped_after_sending_is_uncertain() -> None:
+async def test_a_connection_dropped_after_sending_is_uncertain(
+    make: Callable[[int], HttpClient],
+) -> None:
     seen: list[bytes] = []
 
     async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -135,7 +157,7 @@ async def test_a_connection_dropped_after_sending_is_uncertain() -> None:
     server = await asyncio.start_server(drop, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with aclosing(AiohttpClient()) as client:
+        async with aclosing(make(100)) as client:
             with pytest.raises(TransientHttpError) as caught:
                 await send_json(
                     client, "POST", f"http://127.0.0.1:{port}/charges", body={"a": 1},
@@ -148,11 +170,11 @@ async def test_a_connection_dropped_after_sending_is_uncertain() -> None:
     assert caught.value.uncertain
 
 
-async def test_a_refused_connection_is_definite() -> None:
+async def test_a_refused_connection_is_definite(make: Callable[[int], HttpClient]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        async with aclosing(AiohttpClient()) as client:
+        async with aclosing(make(100)) as client:
             with pytest.raises(TransientHttpError) as caught:
                 await send_json(
                     client, "POST", f"http://127.0.0.1:{port}/x", body={}, idempotency_key="k",
@@ -179,10 +201,10 @@ async def slow() -> AsyncIterator[tuple[str, list[bytes], asyncio.Event]]:
 
 
 async def test_a_reply_that_never_comes_is_uncertain(
-    slow: tuple[str, list[bytes], asyncio.Event],
+    slow: tuple[str, list[bytes], asyncio.Event], make: Callable[[int], HttpClient]
 ) -> None:
     url, seen, _ = slow
-    async with aclosing(AiohttpClient()) as client:
+    async with aclosing(make(100)) as client:
         with pytest.raises(TransientHttpError, match="ReadTimeout") as caught:
             await send_json(
                 client, "POST", url, body={"a": 1}, idempotency_key="k",
@@ -193,10 +215,10 @@ async def test_a_reply_that_never_comes_is_uncertain(
 
 
 async def test_waiting_for_a_pooled_connection_past_the_timeout_is_definite(
-    slow: tuple[str, list[bytes], asyncio.Event],
+    slow: tuple[str, list[bytes], asyncio.Event], make: Callable[[int], HttpClient]
 ) -> None:
     url, seen, release = slow
-    async with aclosing(AiohttpClient(limit=1)) as client:
+    async with aclosing(make(1)) as client:
         first = asyncio.create_task(
             send_json(client, "POST", url, body={"n": 1}, idempotency_key="k1", request_timeout=10)
         )

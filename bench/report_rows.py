@@ -14,6 +14,7 @@ ROWS: list[tuple[str, Getter]] = [
     ("latency p50 at half rate (ms)", lambda r: r["open_loop"]["latency"].get("p50_ms")),
     ("latency p95 at half rate (ms)", lambda r: r["open_loop"]["latency"].get("p95_ms")),
     ("latency p99 at half rate (ms)", lambda r: r["open_loop"]["latency"].get("p99_ms")),
+    ("worst one-second p99 at half rate (ms)", lambda r: worst_second(r)),
     ("half rate offered (sagas/s)", lambda r: r["open_loop"]["offered_rate_sagas_per_s"]),
     ("CPU ms/saga, engine processes", lambda r: cpu(r, "engine")),
     ("CPU ms/saga, PostgreSQL (all backends)", lambda r: cpu(r, "postgres")),
@@ -111,3 +112,10 @@ def label(row: str) -> str:
 
 def getter(row: str) -> Getter:
     return next(get for label, get in ROWS if label.startswith(row))
+
+
+def worst_second(r: dict[str, Any]) -> float | None:
+    """The highest p99 of any one second of the open loop (where the tail is)."""
+    seconds = r["open_loop"].get("latency_by_second") or []
+    values = [s["p99_ms"] for s in seconds if s.get("n")]
+    return max(values) if values else None

@@ -25,9 +25,9 @@ Records of the topics the coordinator reads through its lanes go to the lanes di
 ``asyncio.wait`` (``wait_first``), several turns of the event loop per record, which
 bounded the whole worker to one record per lane per turn (measured: lanes applying
 batches of 1.02 records while 5,000 waited in the consumer). The direct path calls the
-lane synchronously, and drops nothing on its own: a record from a fetch made before a
-seek of its partition is stale and skipped (the seek re-reads it), every other record
-reaches the lane, which keeps the offset order itself.
+lane synchronously and drops nothing on its own (no read-offset filter: a re-read after a
+seek back always reaches the lane); the lane keeps the offset order itself, dropping what
+it handled already or what comes out of order.
 """
 
 from __future__ import annotations
@@ -54,13 +54,6 @@ def app_class(fetch_max_wait_ms: int) -> type[HookedApp]:
 
     class ShortPollConsumer(driver.Consumer):
         lane_acking = False
-        #: seeks per partition: a record fetched before its partition's last seek is stale
-        seeks: dict[TP, int]
-
-        async def seek(self, partition: TP, offset: int) -> None:
-            seeks = self.__dict__.setdefault("seeks", {})
-            seeks[partition] = seeks.get(partition, 0) + 1
-            await super().seek(partition, offset)
 
         async def _drain_messages(self, fetcher: Any) -> None:
             direct: dict[str, Callable[[Any], None]] = getattr(self.app, "direct", {})
@@ -109,10 +102,8 @@ async def drain(consumer: Any, fetcher: Any, direct: dict[str, Callable[[Any], N
     """
     inbound = consumer.app.monitor.stream_inbound_time  # Faust's "stream is idle" check
     read_offset = consumer._read_offset
-    seeks: dict[TP, int] = consumer.__dict__.setdefault("seeks", {})
     try:
         while not (consumer._stopped.is_set() or fetcher._stopped.is_set()):
-            before = dict(seeks)
             records = consumer.getmany(timeout=1.0)
             await asyncio.sleep(0)
             if consumer.should_stop:
@@ -124,8 +115,6 @@ async def drain(consumer: Any, fetcher: Any, direct: dict[str, Callable[[Any], N
                     await asyncio.sleep(0)  # a big fetch never starves the loop
                 lane = direct.get(tp.topic)
                 if lane is not None:
-                    if seeks.get(tp, 0) != before.get(tp, 0):
-                        continue  # fetched before a seek of its partition: re-read
                     read_offset[tp] = message.offset
                     inbound[tp] = time.monotonic()
                     lane(message)

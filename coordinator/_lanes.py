@@ -61,8 +61,10 @@ class Lane:
         #: re-read records (its read offset moves on with a batch it fetched before the
         #: seek), so the lane seeks again every second until ``expected`` arrives.
         self.sought = False
-        #: the first offset that came after a gap: seen again right after a seek back,
-        #: the gap is real (records fetched before a seek never reach a lane)
+        #: the first offset that came after a gap. Seen first again after a seek back to
+        #: ``expected``, the gap is real: the consumer reads on from its position, which
+        #: only moves forward between seeks, so only a read from ``expected`` that finds
+        #: nothing before it can hand this offset over first again
         self.gap_at = -1
         self.task = asyncio.get_running_loop().create_task(self._run())
 

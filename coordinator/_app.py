@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import faust
@@ -82,6 +83,23 @@ class _Received:
     def ack(self) -> bool:
         """Mark the record handled (counted by the consumer's next commit)."""
         return bool(self.consumer.ack(self.message))
+
+
+def _skipping(hand: Callable[[Any], None], n: int) -> Callable[[Any], None]:
+    """Fault injection (``SAGA_FAULT_SKIP_INBOX_RECORDS``): skip the first ``n`` records.
+
+    The consumer passes them, they never reach a lane: as when Faust skips records.
+    """
+    left = n
+
+    def skip_then_hand(message: Any) -> None:
+        nonlocal left
+        if left > 0:
+            left -= 1
+            return
+        hand(message)
+
+    return skip_then_hand
 
 
 class Coordinator:
@@ -204,6 +222,9 @@ class Coordinator:
         async def seek(partition: int, offset: int) -> None:
             await self.app.consumer.seek(tp(partition), offset)
 
+        async def position(partition: int) -> int | None:
+            return await self.app.fetch_position(topic, partition)
+
         if strict:
             self.app.guarded_topics.add(topic)
         lanes = Lanes(
@@ -217,10 +238,16 @@ class Coordinator:
             ack=self.app.lane_ack,
             start_offset=start_offset,
             seek=seek,
+            position=position if strict else None,
             strict=strict,
         )
         app = self.app  # records reach the lane without a Faust stream
-        self.app.direct[topic] = lambda message: lanes.dispatch(_Received(message, app.consumer))
+
+        def hand(message: Any) -> None:
+            lanes.dispatch(_Received(message, app.consumer))
+
+        skip = self.settings.fault_skip_inbox_records if strict else 0
+        self.app.direct[topic] = _skipping(hand, skip) if skip else hand
         return lanes
 
     def _wire(self) -> None:
@@ -294,6 +321,9 @@ class Coordinator:
             if tp.topic == self.inbox.get_topic_name()
         }
         self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
+        # a lane per held partition now: one whose every record Faust skipped (a worker
+        # that died before its first commit, say) would otherwise never get a lane
+        self.inbox_lanes.open(held)
         # in the background, yielding to the loop: parsing 100k+ records in one go blocks
         # heartbeats past the session timeout (another rebalance, and so on)
         self._rebuilding = asyncio.ensure_future(self._rebuild_deadlines(held))

@@ -11,7 +11,9 @@ partition lanes (``guarded_topics``): only the lanes' own acks count there. Faus
 records it skips on its own (fetched before flow control resumed, or of an older
 generation); counted, they let a commit pass records no agent ever saw, and a crash then
 loses them (a start that never ran). ``start_offset`` tells a lane where its partition's
-committed position is, so it can notice a skipped record and seek back to it.
+committed position is, so it can notice a skipped record and seek back to it;
+``fetch_position`` tells an idle lane whether the consumer moved past the offset it
+expects (every record Faust skipped, and no later one arrived to show the gap).
 
 faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its aiokafka consumer. aiokafka
 sends one fetch per broker for the partitions that have no buffered records; a partition
@@ -83,6 +85,26 @@ def app_class(fetch_max_wait_ms: int) -> type[HookedApp]:
                 return max(committed or 0, begin)
 
             return int(await thread.call_thread(ask))
+
+        async def fetch_position(self, tp: TP) -> int | None:
+            """The offset the consumer fetches next on ``tp`` (None: not known yet).
+
+            Unlike ``position`` it never waits for a position to be reset.
+            """
+            thread: Any = self._thread
+
+            async def read() -> int | None:
+                subscription = thread._ensure_consumer()._subscription.subscription
+                assignment = subscription.assignment if subscription is not None else None
+                state = (
+                    assignment.state_value(driver.ensure_aiokafka_TP(tp)) if assignment else None
+                )
+                return (
+                    int(state.position) if state is not None and state.has_valid_position else None
+                )
+
+            result: int | None = await thread.call_thread(read)
+            return result
 
     class Transport(driver.Transport):
         Consumer = ShortPollConsumer
@@ -175,6 +197,16 @@ class HookedApp(faust.App):
         """Where reading ``topic``/``partition`` must start (its committed offset)."""
         consumer: Any = self.consumer
         return int(await consumer.start_offset(TP(topic, partition)))
+
+    async def fetch_position(self, topic: str, partition: int) -> int | None:
+        """The offset the consumer fetches next on ``topic``/``partition`` (None: unknown).
+
+        Past the offset a lane expects while the lane got nothing, it shows records that
+        Faust skipped (see the module doc).
+        """
+        consumer: Any = self.consumer
+        position: int | None = await consumer.fetch_position(TP(topic, partition))
+        return position
 
     async def on_first_start(self) -> None:
         """Run the setup hooks before any child service (the consumer) starts."""

@@ -13,6 +13,12 @@ the next expected one means some were skipped (around rebalances): the lane drop
 holds and seeks the partition back (``seek``), so nothing is skipped. If the same record
 comes first again right after the seek, the offsets before it hold nothing a consumer
 can read (a transaction marker, compaction), and the lane goes on from it.
+Every record a partition has may also be skipped, with none after them to show the gap
+(seen: a worker restarted after its predecessor died before its first commit skipped the
+first fetch of every partition; with no committed offset, Faust's seek "to the committed
+offsets" does not rewind a partition). So each assigned partition gets its lane at once
+(``open``), and an idle lane checks every ``SEEK_AGAIN`` that the consumer's position
+(``position``) is not past the offset it expects; if it stays past, it seeks back.
 
 A lane that is not strict (step topics) runs up to ``batch_size`` events at once, one
 handler call each, and acks them in offset order as the oldest finishes (``WindowLane``):
@@ -40,6 +46,9 @@ log = logging.getLogger("coordinator.lanes")
 
 #: seconds between seeks back while the offset a lane expects has not arrived
 SEEK_AGAIN = 1.0
+#: seeks back of an idle lane logged as warnings; later ones, every 30th (a partition
+#: that ends with a transaction marker has the consumer past the last record for good)
+WATCH_SEEKS = 3
 
 #: ``handler(partition, events, stopping)``; returns when every event may be acked
 Handler = Callable[[int, list[Any], Callable[[], bool]], Awaitable[None]]
@@ -66,6 +75,9 @@ class Lane:
         #: only moves forward between seeks, so only a read from ``expected`` that finds
         #: nothing before it can hand this offset over first again
         self.gap_at = -1
+        self.watched = False  # the idle watch logged where the partition stands
+        self.past: int | None = None  # ``expected`` when the watch last saw the consumer past it
+        self.watch_seeks = 0  # seeks of the idle watch since ``expected`` last moved
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, event: Any) -> None:
@@ -74,26 +86,32 @@ class Lane:
         self.wakeup.set()
         if not self.paused and len(self.buffer) > self.lanes.buffer:
             self.paused = True
+            log.info(
+                "%s partition %d: %d buffered, pausing",
+                self.lanes.name,
+                self.partition,
+                len(self.buffer),
+            )
             self.lanes.pause(self.partition)
 
     async def _run(self) -> None:
         while not self.stopping:
             if not self.buffer:
                 self.wakeup.clear()
-                if not self.sought:
+                if not self.sought and self.lanes.position is None:
                     await self.wakeup.wait()
                     continue
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=SEEK_AGAIN)
-                except TimeoutError:  # the re-read never came: seek again
-                    await self._seek_back(None)
+                except TimeoutError:  # nothing arrived: was anything skipped?
+                    await self._watch()
                 continue
             if self.expected is None:
-                self.expected = await self.lanes.start_offset(self.partition)
+                await self._start()
             batch = await self._in_order()
             if not batch:
                 continue
-            self.sought = False
+            self.sought, self.watch_seeks = False, 0
             try:
                 await self._handle(batch)
             except Abandoned:
@@ -107,6 +125,7 @@ class Lane:
     def _resume_if_drained(self) -> None:
         if self.paused and len(self.buffer) <= self.lanes.buffer // 2:
             self.paused = False
+            log.info("%s partition %d: resuming", self.lanes.name, self.partition)
             self.lanes.resume(self.partition)
 
     async def _in_order(self) -> list[Any]:
@@ -149,14 +168,74 @@ class Lane:
             batch.append(event)
         return batch
 
-    async def _seek_back(self, first: int | None) -> None:
+    async def _start(self) -> None:
+        self.expected = await self.lanes.start_offset(self.partition)
+        log.info(
+            "%s partition %d: reading from offset %d (first delivered: %s)",
+            self.lanes.name,
+            self.partition,
+            self.expected,
+            self.buffer[0].message.offset if self.buffer else "none yet",
+        )
+
+    async def _watch(self) -> None:
+        """Idle for ``SEEK_AGAIN``: seek back if a seek is pending or if nothing came.
+
+        Nothing came but the consumer moved past ``expected`` (seen at two checks in a
+        row): Faust skipped records and no later record of the partition arrived to show
+        the gap. A failure (the broker or the consumer not ready) is logged and tried
+        again when next idle: the lane's task never ends on it.
+        """
+        try:
+            at = await self._position()
+            past = at is not None and self.expected is not None and at > self.expected
+            # twice in a row: once may be a record still on its way from the consumer
+            before, self.past = self.past, self.expected if past else None
+            if past and before is not None and before == self.expected:
+                # never taken as "nothing there": a seek's re-read may be dropped too
+                self.sought, self.watch_seeks = True, self.watch_seeks + 1
+                await self._seek_back(
+                    f"consumer at offset {at}, nothing delivered (seek {self.watch_seeks})",
+                    quiet=self.watch_seeks > WATCH_SEEKS and self.watch_seeks % 30 != 0,
+                )
+            elif self.sought:
+                await self._seek_back("nothing re-read since the last seek")
+        except Exception as exc:
+            log.warning(
+                "%s partition %d: checking for skipped records failed (%r); again in %.0fs",
+                self.lanes.name,
+                self.partition,
+                exc,
+                SEEK_AGAIN,
+            )
+
+    async def _position(self) -> int | None:
+        """The consumer's fetch position (None: not watched, or not known yet)."""
+        if self.lanes.position is None:
+            return None
+        if self.expected is None:
+            await self._start()
+        at = await self.lanes.position(self.partition)
+        if not self.watched:  # once per lane: where an idle partition stands
+            self.watched = True
+            log.info(
+                "%s partition %d: idle at offset %s, consumer at %s",
+                self.lanes.name,
+                self.partition,
+                self.expected,
+                at,
+            )
+        return at
+
+    async def _seek_back(self, why: int | str, *, quiet: bool = False) -> None:
         assert self.expected is not None
         self.seeked_at = asyncio.get_running_loop().time()
-        log.warning(
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
             "%s partition %d: %s, expected %d (skipped by Faust); seeking back to %d",
             self.lanes.name,
             self.partition,
-            "nothing re-read since the last seek" if first is None else f"got offset {first}",
+            why if isinstance(why, str) else f"got offset {why}",
             self.expected,
             self.expected,
         )
@@ -258,6 +337,7 @@ class Lanes:
         ack: Callable[[list[Any]], None] | None = None,
         start_offset: Callable[[int], Awaitable[int]] | None = None,
         seek: Callable[[int, int], Awaitable[None]] | None = None,
+        position: Callable[[int], Awaitable[int | None]] | None = None,
         strict: bool = True,
         stop_timeout: float = 5.0,
     ) -> None:
@@ -271,6 +351,9 @@ class Lanes:
         self.ack = ack or _ack_each
         self.start_offset = start_offset or _first_buffered(self)
         self.seek = seek or _no_seek
+        #: the consumer's next fetch offset of a partition (None: unknown); given it, an
+        #: idle strict lane checks every ``SEEK_AGAIN`` that nothing was skipped
+        self.position = position
         #: read strictly in offset order from the committed offset (else as delivered)
         self.strict = strict
         self.stop_timeout = stop_timeout
@@ -278,12 +361,24 @@ class Lanes:
 
     def dispatch(self, event: Any) -> None:
         """Hand ``event`` to the lane of its partition (created on first use)."""
-        partition = event.message.partition
+        self._lane(event.message.partition).put(event)
+
+    def open(self, partitions: set[int]) -> None:
+        """Give each assigned partition its strict lane now, not at its first event.
+
+        A partition all of whose records Faust skipped gets no event: only its lane's
+        watch (``position``) notices, and seeks back.
+        """
+        if self.strict:
+            for partition in partitions:
+                self._lane(partition)
+
+    def _lane(self, partition: int) -> Lane:
         lane = self.lanes.get(partition)
         if lane is None:
             kind = Lane if self.strict else WindowLane
             lane = self.lanes[partition] = kind(self, partition)
-        lane.put(event)
+        return lane
 
     def busy(self) -> int:
         """Events buffered in every lane."""
@@ -294,6 +389,14 @@ class Lanes:
         lanes, self.lanes = list(self.lanes.values()), {}
         left = await asyncio.gather(*(lane.stop(self.stop_timeout) for lane in lanes))
         dropped = [event for events in left for event in events]
+        if lanes:
+            log.info(
+                "%s: lanes of partitions %s stopped (%d events dropped, paused: %s)",
+                self.name,
+                sorted(lane.partition for lane in lanes),
+                len(dropped),
+                sorted(lane.partition for lane in lanes if lane.paused),
+            )
         if dropped:
             self.forget(dropped)
 

@@ -64,6 +64,9 @@ class CoordinatorSettings(BaseSettings):
     #: fault injection for tests: the worker kills itself (SIGKILL) right after its Nth
     #: batch of saga records is acknowledged, before anything derived is sent (0: never)
     fault_kill_after_records: int = Field(default=0, ge=0)
+    #: fault injection for tests: the first N inbox records the consumer passes never reach
+    #: a lane (unhandled, unacked), as when Faust skips records around a restart
+    fault_skip_inbox_records: int = Field(default=0, ge=0)
     #: lifecycle topic retention when the coordinator creates it (None/"forever": kept
     #: forever, as listener workers create it too: replay rebuilds from its first event)
     lifecycle_retention: timedelta | None = None

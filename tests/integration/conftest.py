@@ -1,13 +1,27 @@
-"""Fixtures shared by the integration tests."""
+"""Fixtures shared by the integration tests, and the post-mortem of a failed one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.integration import postmortem
 from tests.integration.stack import OrderStack
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any]:
+    """A failed test that used ``stack`` reports its processes' logs and the inbox
+    positions (``postmortem``): a failure in CI explains itself."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.when == "call" and report.failed and isinstance(stack, OrderStack):
+        for title, text in postmortem.sections(stack):
+            report.sections.append((f"post-mortem: {title}", text))
 
 
 @pytest.fixture

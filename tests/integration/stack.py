@@ -22,6 +22,7 @@ from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_event
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.participants import service_urls
 from infra.processes import Process, free_port
+from tests.integration.postmortem import by_partition
 
 COORDINATOR_READY = "coordinator ready"
 READY = re.compile(r"services ready on (http://127\.0\.0\.1:\d+)")
@@ -36,6 +37,15 @@ class OrderStack:
         self.web_port = free_port()
         self.base_url = ""
         self.processes: list[Process] = []
+        #: every process's log is kept here (``postmortem`` prints them for a failed test)
+        self.logs = datadir / "logs"
+
+    def _process(self, args: list[str], env: dict[str, str] | None, name: str) -> Process:
+        taken = {proc.name for proc in self.processes}
+        unique = name if name not in taken else f"{name}-{len(self.processes)}"
+        proc = Process(args, env=env, name=unique, log=self.logs / f"{unique}.log")
+        self.processes.append(proc.start())
+        return proc
 
     def settings(self) -> CoordinatorSettings:
         return CoordinatorSettings(
@@ -48,7 +58,7 @@ class OrderStack:
         )
 
     def start_services(self, knobs: dict[str, Any] | None = None) -> str:
-        proc = Process(
+        proc = self._process(
             [
                 "-m",
                 "examples.order_fulfillment.services",
@@ -56,9 +66,9 @@ class OrderStack:
                 "0",
                 *(["--knobs", json.dumps(knobs)] if knobs else []),
             ],
-            name="services",
+            None,
+            "services",
         )
-        self.processes.append(proc.start())
         proc.wait_for_output("services ready on", timeout=30)
         match = READY.search(proc.output())
         assert match, proc.output()
@@ -89,8 +99,7 @@ class OrderStack:
             "SAGA_EXECUTORS": ",".join(executors or []),
             **(env or {}),
         }
-        proc = Process(["-m", "coordinator", "worker", "-l", "info"], env=env, name=name)
-        self.processes.append(proc.start())
+        proc = self._process(["-m", "coordinator", "worker", "-l", "info"], env, name)
         if wait:
             proc.wait_for_output(COORDINATOR_READY, timeout=90)
         return proc
@@ -116,6 +125,7 @@ class Lifecycle:
     """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
         self.consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -182,7 +192,12 @@ class Lifecycle:
                 return
             await asyncio.sleep(0.2)
         missing = {s: self.status(s) for s in saga_ids if self.status(s) not in statuses}
-        raise AssertionError(f"not {statuses} after {timeout}s: {dict(list(missing.items())[:10])}")
+        partitions = len(self.consumer.partitions_for_topic(self.topic) or ())
+        where = by_partition(list(missing), partitions) if partitions else "partitions unknown"
+        raise AssertionError(
+            f"not {statuses} after {timeout}s: {len(missing)} of {len(saga_ids)} sagas, "
+            f"{dict(list(missing.items())[:10])}; by {where}"
+        )
 
 
 class RemoteService:

@@ -505,6 +505,125 @@ async def test_a_lane_seeks_again_until_the_re_read_arrives(
     await lanes.stop()
 
 
+async def test_a_partition_all_of_whose_records_faust_skipped_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker died before its first commit; its successor skipped the first fetch of
+    every partition (seen in CI) and no later record arrived on partition 0: no event at
+    all, the consumer past them. The lane opened at the assignment notices
+    (``position``) and seeks back."""
+    import coordinator._lanes as lanes_module
+
+    monkeypatch.setattr(lanes_module, "SEEK_AGAIN", 0.05)
+    handled: list[int] = []
+    seeks: list[tuple[int, int]] = []
+    position = {0: 14, 1: 9}  # partition 1: nothing skipped, everything read
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.extend(e.message.offset for e in events)
+
+    async def start_offset(partition: int) -> int:
+        return 0 if partition == 0 else 9  # partition 0: never committed
+
+    async def seek(partition: int, offset: int) -> None:
+        seeks.append((partition, offset))
+        position[partition] = offset
+
+    async def fetch_position(partition: int) -> int | None:
+        return position[partition]
+
+    lanes = Lanes(
+        "inbox",
+        handler,
+        batch_size=100,
+        buffer=100,
+        start_offset=start_offset,
+        seek=seek,
+        position=fetch_position,
+        forget=lambda events: None,
+    )
+    lanes.open({0, 1})
+    for _ in range(100):
+        if seeks:
+            break
+        await asyncio.sleep(0.01)
+    # (it seeks again while nothing is re-read: more than once on a loaded machine)
+    assert seeks and set(seeks) == {(0, 0)}, "the idle lane saw the consumer past its records"
+    for offset in range(14):  # the re-read
+        lanes.dispatch(event(0, offset))
+    for _ in range(100):
+        if len(handled) == 14:
+            break
+        await asyncio.sleep(0.01)
+    assert handled == list(range(14))
+    settled = len(seeks)
+    position[0] = 14
+    await asyncio.sleep(0.2)
+    assert len(seeks) == settled, "no seek once read up to the consumer's position"
+    await lanes.stop()
+
+
+async def test_an_idle_lane_keeps_seeking_until_what_the_consumer_passed_arrives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A seek's re-read can be dropped too: the lane never takes offsets it could not
+    read as empty, it seeks again (quietly after ``WATCH_SEEKS``) until they come."""
+    import coordinator._lanes as lanes_module
+
+    monkeypatch.setattr(lanes_module, "SEEK_AGAIN", 0.02)
+    seeks: list[int] = []
+    handled: list[int] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.extend(e.message.offset for e in events)
+
+    async def start_offset(partition: int) -> int:
+        return 5
+
+    async def seek(partition: int, offset: int) -> None:
+        seeks.append(offset)
+
+    async def fetch_position(partition: int) -> int | None:
+        return 6  # past offset 5, which never reaches the lane
+
+    lanes = Lanes(
+        "inbox",
+        handler,
+        batch_size=10,
+        buffer=100,
+        start_offset=start_offset,
+        seek=seek,
+        position=fetch_position,
+        forget=lambda events: None,
+    )
+    lanes.open({0})
+    for _ in range(300):
+        if len(seeks) > lanes_module.WATCH_SEEKS:
+            break
+        await asyncio.sleep(0.01)
+    assert set(seeks) == {5} and len(seeks) > lanes_module.WATCH_SEEKS
+    assert lanes.lanes[0].expected == 5, "never going on past what it could not read"
+    lanes.dispatch(event(0, 5))  # a seek's re-read finally arrives
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.01)
+    assert handled == [5]
+    settled = len(seeks)
+    await asyncio.sleep(0.2)
+    assert len(seeks) == settled, "read up to the consumer's position: no more seeks"
+    await lanes.stop()
+
+
+async def test_a_step_topic_lane_is_not_opened_ahead_of_its_events() -> None:
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        return None
+
+    lanes = Lanes("steps", handler, batch_size=2, buffer=10, strict=False)
+    lanes.open({0, 1})
+    assert lanes.lanes == {}
+
+
 async def test_a_slow_step_holds_its_own_slot_not_the_partition() -> None:
     """Step topics: up to batch_size at once, one event per call, acked in offset order."""
     release = asyncio.Event()

@@ -14,14 +14,17 @@ from tests.integration.stack import OrderStack
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any]:
-    """A failed test that used ``stack`` reports its processes' logs and the inbox
-    positions (``postmortem``): a failure in CI explains itself."""
+    """A failed test that used an ``OrderStack`` fixture (``stack``, or one of its own)
+    reports its processes' logs and the inbox positions (``postmortem``): a failure in CI
+    explains itself."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    stack = getattr(item, "funcargs", {}).get("stack")
-    if report.when == "call" and report.failed and isinstance(stack, OrderStack):
-        for title, text in postmortem.sections(stack):
-            report.sections.append((f"post-mortem: {title}", text))
+    if report.when != "call" or not report.failed:
+        return
+    for stack in getattr(item, "funcargs", {}).values():
+        if isinstance(stack, OrderStack):
+            for title, text in postmortem.sections(stack):
+                report.sections.append((f"post-mortem: {title}", text))
 
 
 @pytest.fixture

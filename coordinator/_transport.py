@@ -10,13 +10,15 @@ outcome rules stand on (ARCHITECTURE.md section 4):
 * ``Lost``: the request may have been sent (a read timeout, a connection reset or
   closed before the reply, a malformed reply). Uncertain: the effect may have happened.
 
-Two clients:
+Clients:
 
-* ``AiohttpClient`` (the executors' default): one ``aiohttp.ClientSession`` with a
-  keep-alive pool. A step's call used to go through httpx on top of aiohttp; httpx's
-  request building (URL merging, header models) cost as much CPU again as aiohttp's own
-  send, about 15 % of a busy worker's event loop in the medium bench (five HTTP steps
-  per saga), and httpcore's own pool degrades with hundreds of requests in flight.
+* ``AiohttpClient``: one ``aiohttp.ClientSession`` with a keep-alive pool; the executors
+  use it for ``https://`` (``coordinator._http1.StepHttpClient``; plain ``http://`` goes
+  through the leaner ``Http1Client`` there). A step's call used to go through httpx on
+  top of aiohttp; httpx's request building (URL merging, header models) cost as much CPU
+  again as aiohttp's own send, about 15 % of a busy worker's event loop in the medium
+  bench (five HTTP steps per saga), and httpcore's own pool degrades with hundreds of
+  requests in flight.
 * ``HttpxClient``: any ``httpx.AsyncClient`` (a test's ``httpx.MockTransport``, the
   ``SagaTestKit``'s transport, or a client of the caller's own).
 """

@@ -16,8 +16,10 @@ Tree::
     ├── CommandError               a client command is malformed; nothing was sent
     ├── SagaRejected               the coordinator refused a command (reason from its
     │                              dead letter): unknown saga type, invalid input, ...
-    └── SagaStatusError            the saga's status does not allow the command (cancel of
-                                   a completed saga, retry of a saga that is not failed)
+    ├── SagaStatusError            the saga's status does not allow the command (cancel of
+    │                              a completed saga, retry of a saga that is not failed)
+    └── LifecycleRecordError       a lifecycle record is neither one event nor a batch of
+                                   events (``coordinator.events.parse_events``)
 
 Every step failure says two things (see ARCHITECTURE.md section 4, "outcome classes"):
 
@@ -161,3 +163,13 @@ class SagaStatusError(SagaError):
         super().__init__(message)
         self.saga_id = saga_id
         self.status = status
+
+
+class LifecycleRecordError(SagaError, ValueError):
+    """A lifecycle record is neither one event nor a batch of events; the message says why.
+
+    Raised by :func:`coordinator.events.parse_events`: not JSON, neither an event nor a
+    batch envelope, an envelope version newer than the reader, events out of ``seq``
+    order or of another saga, or an invalid event (its position in the batch named; the
+    ``pydantic.ValidationError`` is the ``__cause__``). A ``ValueError``.
+    """

@@ -16,9 +16,10 @@
    Right after that acknowledgement, the attempts of services this worker executes
    itself are launched as its tasks (``coordinator._onehop``: one Kafka hop per step,
    never stored in the outbox, so a redelivery never launches them again).
-3. **Sends**: step requests, lifecycle events, dead letters and re-routed records are
-   sent; the batch waits for every acknowledgement. Only then does the lane ack the
-   batch, so the inbox offset can be committed.
+3. **Sends**: step requests, lifecycle events (one record per saga carrying its events
+   of the batch, re-sent ones first: ``coordinator._lifecycle``), dead letters and
+   re-routed records are sent; the batch waits for every acknowledgement. Only then does
+   the lane ack the batch, so the inbox offset can be committed.
 
 A redelivered batch (after a crash or a rebalance) is recognised per saga: a record
 before the saga's ``last_message`` was applied already and is skipped; the record at
@@ -36,7 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,7 @@ from coordinator._delivery import Backoff, Producer, Record, deliver
 from coordinator._errors import UnknownSagaError
 from coordinator._executor import StepExecutor
 from coordinator._letters import dead_letter
+from coordinator._lifecycle import lifecycle_records
 from coordinator._machine import Definitions, transition
 from coordinator._messages import StartSaga, StepRequest, StepResult, parse_inbox
 from coordinator._onehop import StepTasks
@@ -57,7 +59,7 @@ from coordinator._settings import CoordinatorSettings
 from coordinator._state import TERMINAL, SagaState
 from coordinator._step_worker import too_large
 from coordinator._tablestore import Store, changelog_offset
-from coordinator.events import ErrorInfo
+from coordinator.events import LIFECYCLE_BATCH_BYTES, ErrorInfo
 
 log = logging.getLogger("coordinator.inbox")
 
@@ -176,10 +178,7 @@ class InboxProcessor:
             self._launch(plan)  # in-process attempts: only once their records are acked
         sends = list(plan.sends)
         for saga_id, saga in plan.sagas.items():
-            for item in saga.resend + saga.outbox:
-                record = self._outgoing(saga_id, item, saga.state)
-                if record is not None:
-                    sends.append(record)
+            sends.extend(self._outgoing(saga_id, saga.resend + saga.outbox, saga.state))
         if sends:
             await deliver(self.producer, sends, backoff, what=f"inbox p{partition} outbox")
         for saga_id, saga in plan.sagas.items():
@@ -219,15 +218,32 @@ class InboxProcessor:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _outgoing(
-        self, saga_id: str, item: Mapping[str, str], state: SagaState | None
-    ) -> Record | None:
+        self, saga_id: str, items: list[dict[str, str]], state: SagaState | None
+    ) -> list[Record]:
+        """The records of a saga's outbox items: its step requests, then its events.
+
+        The events go as few lifecycle records as ``SAGA_LIFECYCLE_FORMAT`` allows
+        (``coordinator._lifecycle``), in ``seq`` order.
+        """
         key = saga_id.encode()
-        if item["kind"] == "event":
-            return Record(self.topics.lifecycle, key, item["payload"].encode())
-        if item["service"] in self.inline or state is None:
-            return None  # ran inside the chain that produced it (or the saga is gone)
-        payload = render(item, state)
-        return Record(self.topics.step(item["service"]), key, payload.encode())
+        records: list[Record] = []
+        events: list[bytes] = []
+        for item in items:
+            if item["kind"] == "event":
+                events.append(item["payload"].encode())
+            elif item["service"] not in self.inline and state is not None:
+                # (an inline request ran inside the chain that produced it)
+                payload = render(item, state)
+                records.append(Record(self.topics.step(item["service"]), key, payload.encode()))
+        if events:
+            records += lifecycle_records(
+                self.topics.lifecycle,
+                saga_id,
+                events,
+                form=self.settings.lifecycle_format,
+                limit=min(LIFECYCLE_BATCH_BYTES, self.settings.max_record_bytes),
+            )
+        return records
 
     # -- applying -----------------------------------------------------------------------
 

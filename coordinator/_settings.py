@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,6 +70,10 @@ class CoordinatorSettings(BaseSettings):
     #: lifecycle topic retention when the coordinator creates it (None/"forever": kept
     #: forever, as listener workers create it too: replay rebuilds from its first event)
     lifecycle_retention: timedelta | None = None
+    #: lifecycle records: ``batch`` (one record per saga and inbox batch, carrying its
+    #: events) or ``single`` (one record per event, for consumers that need it); both are
+    #: read by ``coordinator.events.parse_events``
+    lifecycle_format: Literal["batch", "single"] = "batch"
     #: longest Kafka long-poll; bounds the wait of each hop (faust hard-codes 1500 ms)
     fetch_max_wait: timedelta = Field(default=timedelta(milliseconds=10), ge=timedelta(0))
     #: a crashed worker's partitions move to the survivors after this long

@@ -30,6 +30,30 @@ Event types and when they are emitted::
     saga_cancelled            terminal: cancelled by an operator and compensated
     saga_compensation_failed  resting: a compensation exhausted its retries; an operator may retry
 
+Records on the topic come in two forms, both keyed by the saga id (read them with
+:func:`parse_events`, which accepts either)::
+
+    one event     {"schema_version": 1, "event_id": "s1:4", "seq": 4, "type": ..., ...}
+    a batch       {"schema_version": 1, "saga_id": "s1", "events": [{event}, {event}, ...]}
+
+A **batch** (:class:`EventBatch`) carries the events one saga emitted while the
+coordinator applied one batch of its inbox, in ``seq`` order (strictly increasing), each
+exactly as it would travel alone. It is told apart from a single event by its
+``"events"`` array (an event has a ``"type"`` and never an ``"events"`` field); its
+``schema_version`` (:data:`BATCH_SCHEMA_VERSION`) versions the envelope, each event's own
+``schema_version`` versions the event. Why a JSON envelope rather than a record header:
+it travels with the value through every tool that copies values (console consumers,
+dead letters, mirrors, replays into files), a listener in any language tells the forms
+apart with its JSON parser alone, and a JSON Schema describes it
+(``coordinator/schemas/lifecycle-record.schema.json``).
+
+Batching saves Kafka records, not meaning: a consumer applies each event by its ``seq``
+as before, and a re-sent outbox (after a crash) may group the same events differently,
+which the ``seq`` guard absorbs. ``SAGA_LIFECYCLE_FORMAT=single`` makes the coordinator
+write one event per record, as before batching. A batch record is never
+larger than :data:`LIFECYCLE_BATCH_BYTES`: an event too large to share a record travels
+alone, in the single form, so no record is larger than a single event could be.
+
 Dead letters (``DeadLetter``), the topic names (``Topics``) and the default broker address
 share this module because every agent, listeners included, writes or reads them.
 """
@@ -37,16 +61,25 @@ share this module because every agent, listeners included, writes or reads them.
 from __future__ import annotations
 
 import base64
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from coordinator._errors import LifecycleRecordError
 
 SCHEMA_VERSION = 1
+#: version of the batch envelope ``{"schema_version", "saga_id", "events"}``
+BATCH_SCHEMA_VERSION = 1
+#: most bytes of a record carrying several events; a larger event travels alone
+LIFECYCLE_BATCH_BYTES = 64 * 1024
 
 __all__ = [
+    "BATCH_SCHEMA_VERSION",
     "DEAD_LETTER_VALUE_LIMIT",
     "DEFAULT_BOOTSTRAP_SERVERS",
+    "LIFECYCLE_BATCH_BYTES",
     "SCHEMA_VERSION",
     "TERMINAL_EVENT_TYPES",
     "CompensationFailed",
@@ -54,7 +87,9 @@ __all__ = [
     "CompensationSucceeded",
     "DeadLetter",
     "ErrorInfo",
+    "EventBatch",
     "LifecycleEvent",
+    "LifecycleRecordError",
     "SagaCancelled",
     "SagaCompensated",
     "SagaCompensating",
@@ -69,6 +104,8 @@ __all__ = [
     "StepSucceeded",
     "Topics",
     "parse_event",
+    "parse_events",
+    "unpack_record",
 ]
 
 
@@ -226,8 +263,108 @@ _ADAPTER: TypeAdapter[LifecycleEvent] = TypeAdapter(LifecycleEvent)
 
 
 def parse_event(raw: bytes | str) -> LifecycleEvent:
-    """Decode one lifecycle event; raises ``pydantic.ValidationError`` on bad input."""
+    """Decode one lifecycle event; raises ``pydantic.ValidationError`` on bad input.
+
+    A record on the lifecycle topic may carry several events: read records with
+    :func:`parse_events`.
+    """
     return _ADAPTER.validate_json(raw)
+
+
+class EventBatch(BaseModel):
+    """The batch form of a lifecycle record: one saga's events of one coordinator batch.
+
+    ``events`` are in ``seq`` order, strictly increasing, each exactly as it would travel
+    alone; the record is keyed by ``saga_id`` like every lifecycle record.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = BATCH_SCHEMA_VERSION
+    saga_id: str
+    events: list[LifecycleEvent] = Field(min_length=1)
+
+    def to_json(self) -> bytes:
+        """The batch as JSON bytes (as it travels on the lifecycle topic)."""
+        return self.model_dump_json().encode()
+
+
+def unpack_record(raw: bytes | str) -> tuple[str | None, list[Any]]:
+    """Split a lifecycle record into its events, as JSON values, without validating them.
+
+    Returns ``(saga_id, events)``: the envelope's saga id and its events for the batch
+    form, ``(None, [event])`` for a single event. For readers that validate each event
+    themselves (the listeners dead-letter one invalid event and apply the others).
+
+    Raises:
+        LifecycleRecordError: not JSON, not an object, a batch envelope that is malformed
+            or newer than :data:`BATCH_SCHEMA_VERSION`.
+    """
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise LifecycleRecordError(f"lifecycle record is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise LifecycleRecordError(
+            f"lifecycle record is a JSON {type(value).__name__}, not an object (an event, "
+            'or a batch {"schema_version", "saga_id", "events"})'
+        )
+    if "events" not in value:
+        return None, [value]
+    version, saga_id, events = value.get("schema_version"), value.get("saga_id"), value["events"]
+    if not isinstance(version, int) or version > BATCH_SCHEMA_VERSION or version < 1:
+        raise LifecycleRecordError(
+            f"lifecycle batch record has schema_version {version!r}; this reader knows "
+            f"batch versions 1..{BATCH_SCHEMA_VERSION}: upgrade saga-coordinator"
+        )
+    extra = sorted(set(value) - {"schema_version", "saga_id", "events"})
+    if not isinstance(saga_id, str) or not isinstance(events, list) or not events or extra:
+        raise LifecycleRecordError(
+            'lifecycle batch record must be exactly {"schema_version": int, "saga_id": '
+            f'str, "events": [at least one event]}}; got saga_id {saga_id!r}, events of '
+            f"type {type(events).__name__}{f', unknown fields {extra}' if extra else ''}"
+        )
+    return saga_id, events
+
+
+def parse_events(raw: bytes | str) -> list[LifecycleEvent]:
+    """Decode a lifecycle record, in either form, into its events in ``seq`` order.
+
+    Accepts a single event (records written before batching, or with
+    ``SAGA_LIFECYCLE_FORMAT=single``) and a batch (:class:`EventBatch`).
+
+    Raises:
+        LifecycleRecordError: the record is neither form, or an event inside is invalid
+            (named by its position; the ``pydantic.ValidationError`` is the cause), or
+            the batch's events are out of ``seq`` order or belong to another saga.
+    """
+    saga_id, items = unpack_record(raw)
+    if saga_id is None:
+        try:
+            return [_ADAPTER.validate_python(items[0])]
+        except ValidationError as exc:
+            raise LifecycleRecordError(f"not a valid lifecycle event: {exc}") from exc
+    events: list[LifecycleEvent] = []
+    for i, item in enumerate(items, 1):
+        try:
+            event = _ADAPTER.validate_python(item)
+        except ValidationError as exc:
+            raise LifecycleRecordError(
+                f"event {i} of {len(items)} in the batch record of saga {saga_id!r} is not a "
+                f"valid lifecycle event: {exc}"
+            ) from exc
+        if event.saga_id != saga_id:
+            raise LifecycleRecordError(
+                f"event {i} of {len(items)} in the batch record of saga {saga_id!r} belongs "
+                f"to saga {event.saga_id!r}: a batch carries one saga's events"
+            )
+        if events and event.seq <= events[-1].seq:
+            raise LifecycleRecordError(
+                f"event {i} of {len(items)} in the batch record of saga {saga_id!r} has seq "
+                f"{event.seq} after seq {events[-1].seq}: seq must strictly increase"
+            )
+        events.append(event)
+    return events
 
 
 #: the broker when neither ``SAGA_KAFKA_BOOTSTRAP_SERVERS`` nor ``KAFKA_BOOTSTRAP_SERVERS``

@@ -17,6 +17,7 @@ from coordinator._executor import StepExecutor
 from coordinator._inbox import InboxProcessor
 from coordinator._messages import StartSaga
 from coordinator._routing import partition_for
+from coordinator.events import unpack_record
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 PARTITIONS = 4
@@ -52,6 +53,10 @@ class Sent:
 
     def body(self) -> Any:
         return json.loads(self.value)
+
+    def events(self) -> list[Any]:
+        """The lifecycle events this record carries (one, or a batch's), as JSON values."""
+        return unpack_record(self.value)[1]
 
 
 @dataclass

@@ -39,7 +39,7 @@ def stored(store: DictStore, saga_id: str) -> SagaState:
 
 
 def types(producer: FakeProducer) -> list[str]:
-    return [s.body()["type"] for s in producer.to("t.lifecycle")]
+    return [e["type"] for s in producer.to("t.lifecycle") for e in s.events()]
 
 
 def result_for(producer: FakeProducer, step: str, **output: Any) -> bytes:
@@ -81,8 +81,11 @@ async def test_one_record_per_saga_per_batch_holding_the_whole_batch_outbox() ->
     assert len(producer.to(CHANGELOG)) == 1
     state = stored(store, "s1")
     assert state.last_message == f"{result.message.partition}:{result.message.offset}"
-    sent = [s.body() for s in producer.sent if s.topic != CHANGELOG]
-    assert [json.loads(render(o, state)) for o in state.last_outbox] == sent
+    outbox = [json.loads(render(o, state)) for o in state.last_outbox]
+    requests = [s.body() for s in producer.sent if s.topic not in (CHANGELOG, "t.lifecycle")]
+    assert [o for o in outbox if "type" not in o] == requests
+    [events] = producer.to("t.lifecycle")  # one record carries the saga's events of the batch
+    assert [o for o in outbox if "type" in o] == events.events()
     assert types(producer) == ["step_succeeded", "step_started"]
 
 
@@ -118,9 +121,11 @@ async def test_a_redelivered_batch_re_sends_every_unacknowledged_outbox() -> Non
     fresh = processor(REGISTRY, producer, store)  # a restarted worker
     await fresh.handle(s0.message.partition, [s0, s1], never)
     assert producer.to(CHANGELOG) == [], "nothing new to store: both were applied"
-    assert [s.value.decode() for s in producer.sent] == [
-        render(o, final) for o in outbox if o["kind"] == "event" or o["service"] == "svc"
+    assert [s.body() for s in producer.to("t.step.svc")] == [
+        json.loads(render(o, final)) for o in outbox if o["kind"] == "request"
     ]
+    [events] = producer.to("t.lifecycle")  # both outboxes' events, in seq order, one record
+    assert events.events() == [json.loads(o["payload"]) for o in outbox if o["kind"] == "event"]
     assert types(producer) == ["step_succeeded", "step_started", "step_succeeded", "saga_completed"]
 
 
@@ -164,10 +169,8 @@ async def test_inline_steps_run_in_the_batch_and_their_chain_is_one_record() -> 
     await proc.handle(event.message.partition, [event], never)
     assert [s.topic for s in producer.sent].count("t.step.queued-work") == 1
     assert "t.step.inline-work" not in {s.topic for s in producer.sent}
-    done = [
-        b["step"] for b in (s.body() for s in producer.sent) if b.get("type") == "step_succeeded"
-    ]
-    assert done == ["a", "b"]
+    events = [e for s in producer.to("t.lifecycle") for e in s.events()]
+    assert [e["step"] for e in events if e["type"] == "step_succeeded"] == ["a", "b"]
     assert [s.status for s in stored(store, "m1").steps] == [
         "succeeded",
         "succeeded",

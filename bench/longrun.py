@@ -175,6 +175,7 @@ class Driver:
             batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
             for records in batch.values():
                 for record in records:
+                    # one event or a batch of one saga's events: both carry "saga_id" on top
                     value = record.value
                     if any(t in value for t in self.TERMINAL):
                         self.done.add(json.loads(value)["saga_id"])

@@ -156,18 +156,22 @@ class OursEngine:
     async def _follow(self) -> None:
         # Reads only type/saga_id/step (json.loads, no model validation): the driver shares
         # the 2 cores with the engine, so its own cost must stay small, as DBOS's pipe is.
+        # A record is one event or a batch {"schema_version", "saga_id", "events": [...]}
+        # (coordinator.events); the engine writes batches unless SAGA_LIFECYCLE_FORMAT=single.
         terminal = {*STATUS, "saga_cancelled", "saga_compensation_failed"}
         while True:
             batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
             for records in batch.values():
                 for record in records:
-                    event = json.loads(record.value)
-                    kind, saga_id = event["type"], event["saga_id"]
-                    if kind == "compensation_succeeded":
-                        self._comps.setdefault(saga_id, []).append(int(event["step"][1:]))
-                    elif kind in terminal:
-                        comps = tuple(self._comps.pop(saga_id, []))
-                        self.ctx.on_terminal(Outcome(saga_id, STATUS.get(kind, "failed"), comps))
+                    value = json.loads(record.value)
+                    for event in value.get("events", (value,)):
+                        kind, saga_id = event["type"], event["saga_id"]
+                        if kind == "compensation_succeeded":
+                            self._comps.setdefault(saga_id, []).append(int(event["step"][1:]))
+                        elif kind in terminal:
+                            comps = tuple(self._comps.pop(saga_id, []))
+                            status = STATUS.get(kind, "failed")
+                            self.ctx.on_terminal(Outcome(saga_id, status, comps))
 
     async def teardown(self) -> None:
         if self._task:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -48,7 +47,7 @@ from coordinator._queries import SagaView
 from coordinator._settings import CoordinatorSettings
 from coordinator._topics import ensure_topics
 from coordinator._watch import KeyWatch, partition_counts
-from coordinator.events import DeadLetter
+from coordinator.events import DeadLetter, unpack_record
 
 __all__ = ["SagaClient", "ensure_topics"]
 
@@ -417,7 +416,7 @@ class SagaClient:
             web_down = False
             while loop.time() < deadline:
                 for record in await keys.poll(0.2):
-                    if record.topic == topics.lifecycle and _event_type(record.value) == event:
+                    if record.topic == topics.lifecycle and event in _event_types(record.value):
                         return None
                     if record.topic == topics.deadletters:
                         with contextlib.suppress(ValidationError):
@@ -483,12 +482,13 @@ def _hint(view: SagaView) -> str:
     return ""
 
 
-def _event_type(value: bytes) -> str | None:
+def _event_types(value: bytes) -> list[str]:
+    """The types of the lifecycle events a record carries (one, or a batch's)."""
     try:
-        event = json.loads(value)
+        _, events = unpack_record(value)
     except ValueError:
-        return None
-    return event.get("type") if isinstance(event, dict) else None
+        return []
+    return [e["type"] for e in events if isinstance(e, dict) and isinstance(e.get("type"), str)]
 
 
 def _acknowledged(delivery: asyncio.Future[Any]) -> bool:

@@ -1,10 +1,13 @@
-"""The remote-participant contract as JSON Schema, generated from the pydantic models.
+"""The contracts with other languages as JSON Schema, generated from the pydantic models.
 
 A participant in any language consumes ``{prefix}.step.{service}`` (a ``StepRequest``)
-and replies on the request's ``reply_to`` topic (a ``StepResult``, keyed by saga id). The
-schemas in ``coordinator/schemas/`` are generated from :class:`~coordinator._messages.
-StepRequest` and :class:`~coordinator._messages.StepResult`; regenerate them with
-``python -m coordinator._contract`` (``make schemas``) after changing either model. A unit
+and replies on the request's ``reply_to`` topic (a ``StepResult``, keyed by saga id). A
+listener in any language reads ``{prefix}.lifecycle``: each record is one lifecycle event
+or a batch of one saga's events (:mod:`coordinator.events`). The schemas in
+``coordinator/schemas/`` are generated from :class:`~coordinator._messages.StepRequest`,
+:class:`~coordinator._messages.StepResult`, ``coordinator.events.LifecycleEvent`` and
+:class:`~coordinator.events.EventBatch`; regenerate them with
+``python -m coordinator._contract`` (``make schemas``) after changing a model. A unit
 test fails while they are out of date.
 """
 
@@ -15,7 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from coordinator._messages import StepRequest, StepResult
+from coordinator.events import EventBatch, LifecycleEvent
 
 __all__ = ["SCHEMA_DIR", "schemas", "write_schemas"]
 
@@ -31,7 +37,25 @@ def schemas() -> dict[str, dict[str, Any]]:
     """
     request = StepRequest.model_json_schema(mode="serialization")
     result = StepResult.model_json_schema(mode="validation")
+    event = TypeAdapter(LifecycleEvent).json_schema(mode="serialization")
+    record = TypeAdapter(LifecycleEvent | EventBatch).json_schema(mode="serialization")
     return {
+        "lifecycle-event.schema.json": {
+            **event,
+            "$schema": _DIALECT,
+            "$id": "saga-coordinator/lifecycle-event.schema.json",
+            "description": "One lifecycle event (coordinator.events), as it travels alone "
+            "on {prefix}.lifecycle or inside a batch record.",
+        },
+        "lifecycle-record.schema.json": {
+            **record,
+            "$schema": _DIALECT,
+            "$id": "saga-coordinator/lifecycle-record.schema.json",
+            "description": "One record of {prefix}.lifecycle, keyed by saga_id: a single "
+            "event, or a batch {schema_version, saga_id, events} of one saga's events in "
+            "strictly increasing seq (told apart by the 'events' array). Apply each event "
+            "only if its seq is newer than the one stored for its saga.",
+        },
         "step-request.schema.json": {
             **request,
             "$schema": _DIALECT,

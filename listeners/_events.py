@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from coordinator.events import ErrorInfo, LifecycleEvent, parse_event
 
-__all__ = ["KNOWN_TYPES", "Event", "GenericEvent", "parse_any_event"]
+__all__ = ["KNOWN_TYPES", "Event", "GenericEvent", "parse_any_event", "validate_any_event"]
 
 
 def _known_types() -> frozenset[str]:
@@ -59,6 +59,25 @@ class GenericEvent(BaseModel):
 
 #: What a handler receives.
 Event = LifecycleEvent | GenericEvent
+
+
+_ADAPTER: TypeAdapter[LifecycleEvent] = TypeAdapter(LifecycleEvent)
+
+
+def validate_any_event(value: Any) -> Event:
+    """Like :func:`parse_any_event`, for an event already decoded from JSON (a dict).
+
+    Raises:
+        pydantic.ValidationError: not an event envelope, or a known type whose fields
+            are invalid.
+    """
+    try:
+        return _ADAPTER.validate_python(value)
+    except ValidationError:
+        kind = value.get("type") if isinstance(value, dict) else None
+        if not isinstance(kind, str) or kind in KNOWN_TYPES:
+            raise
+    return GenericEvent.model_validate(value)
 
 
 def parse_any_event(raw: bytes | str) -> Event:

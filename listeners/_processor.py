@@ -26,7 +26,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_ex
 from coordinator.events import DeadLetter
 from listeners._db import retry_in_place
 from listeners._declarative import Listener
-from listeners._decoding import DEFAULT_MAX_EVENT_BYTES, RawRecord, dead_letter, decode_batch
+from listeners._decoding import (
+    DEFAULT_MAX_EVENT_BYTES,
+    RawRecord,
+    dead_letter,
+    decode_batch,
+    event_record,
+)
 from listeners._events import Event
 from listeners._framework import BatchResult, apply_batch
 
@@ -180,7 +186,10 @@ class BatchProcessor:
                 )
                 dead.append(
                     dead_letter(
-                        record, reason=reason, error_type=type(exc).__name__, agent=self.agent
+                        event_record(record, event),
+                        reason=reason,
+                        error_type=type(exc).__name__,
+                        agent=self.agent,
                     )
                 )
         return total, dead

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coordinator import CoordinatorSettings
 from coordinator._messages import StepRequest
-from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_event
+from coordinator.events import TERMINAL_EVENT_TYPES, LifecycleEvent, parse_events
 from examples.order_fulfillment.models import CreateOrderRequest, LineItem
 from examples.order_fulfillment.participants import service_urls
 from infra.processes import Process, free_port
@@ -119,6 +119,8 @@ class OrderStack:
 class Lifecycle:
     """Reads the lifecycle topic from the beginning into per-saga event lists.
 
+    A record carries one event or a batch of one saga's events (``parse_events``).
+
     Records that are not lifecycle events (poison injected by chaos tests) are counted in
     ``undecodable`` and skipped; ``terminal_seen`` holds when (``time.monotonic()``) each
     saga's first terminal event was read.
@@ -137,6 +139,9 @@ class Lifecycle:
         self.events: dict[str, list[LifecycleEvent]] = defaultdict(list)
         self.terminal_seen: dict[str, float] = {}
         self.undecodable = 0
+        self.records = 0  # lifecycle records read (one carries one event, or a batch)
+        #: (key, seqs of its events) of every record read, in order
+        self.per_record: list[tuple[bytes | None, list[int]]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Lifecycle:
@@ -157,13 +162,16 @@ class Lifecycle:
             for records in batch.values():
                 for record in records:
                     try:
-                        event = parse_event(record.value)
-                    except (ValueError, TypeError):  # ValidationError is a ValueError
+                        events = parse_events(record.value)
+                    except (ValueError, TypeError):  # LifecycleRecordError is a ValueError
                         self.undecodable += 1
                         continue
-                    self.events[event.saga_id].append(event)
-                    if event.type in TERMINAL_EVENT_TYPES:
-                        self.terminal_seen.setdefault(event.saga_id, time.monotonic())
+                    self.records += 1
+                    self.per_record.append((record.key, [e.seq for e in events]))
+                    for event in events:
+                        self.events[event.saga_id].append(event)
+                        if event.type in TERMINAL_EVENT_TYPES:
+                            self.terminal_seen.setdefault(event.saga_id, time.monotonic())
 
     def terminal(self, saga_id: str) -> LifecycleEvent | None:
         found = [e for e in self.events.get(saga_id, []) if e.type in TERMINAL_EVENT_TYPES]

@@ -45,27 +45,27 @@ def _processor(sessions: sessionmaker[Session], sink: Any) -> BatchProcessor:
 
 def test_a_well_formed_event_of_a_new_type_is_generic() -> None:
     value = _envelope(type="step_audited", step="ship", extra_field={"x": 1})
-    event = decode_record(_raw(value), agent="a")
+    [event] = decode_record(_raw(value), agent="a")
     assert isinstance(event, GenericEvent)
     assert (event.type, event.step, event.seq) == ("step_audited", "ship", 2)
     assert event.model_extra == {"extra_field": {"x": 1}}
 
 
 def test_a_known_type_with_bad_fields_is_still_a_dead_letter() -> None:
-    letter = decode_record(_raw(_envelope(type="step_failed", retrying="sometimes")), agent="a")
+    [letter] = decode_record(_raw(_envelope(type="step_failed", retrying="sometimes")), agent="a")
     assert isinstance(letter, DeadLetter) and letter.error_type == "ValidationError"
 
 
 def test_a_new_type_without_the_envelope_or_with_naive_time_is_a_dead_letter() -> None:
     naive = _envelope(type="step_audited", occurred_at="2026-01-01T00:00:01")
     for value in (b'{"type": "step_audited", "saga_id": "s1"}', naive):
-        letter = decode_record(_raw(value), agent="a")
+        [letter] = decode_record(_raw(value), agent="a")
         assert isinstance(letter, DeadLetter), value
 
 
 def test_an_oversized_record_is_a_small_dead_letter() -> None:
     value = b"x" * (1024 * 1024)
-    letter = decode_record(_raw(value), agent="a", max_bytes=512 * 1024)
+    [letter] = decode_record(_raw(value), agent="a", max_bytes=512 * 1024)
     assert isinstance(letter, DeadLetter)
     assert letter.error_type == "RecordTooLarge"
     assert len(letter.value()) == MAX_DEAD_LETTER_VALUE

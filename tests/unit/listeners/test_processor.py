@@ -48,7 +48,7 @@ def _processor(
 )
 def test_undecodable_records_become_dead_letters(value: bytes, error_type: str) -> None:
     record = RawRecord("saga.lifecycle", 3, 42, b"s", value)
-    letter = decode_record(record, agent="a")
+    [letter] = decode_record(record, agent="a")
     assert isinstance(letter, DeadLetter)
     assert letter.error_type == error_type
     assert (letter.source_topic, letter.partition, letter.offset, letter.key) == (
@@ -63,7 +63,7 @@ def test_undecodable_records_become_dead_letters(value: bytes, error_type: str) 
 def test_wrong_key_is_a_dead_letter() -> None:
     event = order_saga("s1", "completed")[0]
     record = RawRecord("saga.lifecycle", 0, 0, b"other", event.to_json())
-    letter = decode_record(record, agent="a")
+    [letter] = decode_record(record, agent="a")
     assert isinstance(letter, DeadLetter)
     assert letter.error_type == "KeyMismatch"
 

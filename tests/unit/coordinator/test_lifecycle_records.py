@@ -130,3 +130,12 @@ def test_the_default_format_is_batch_and_single_can_be_chosen(
     monkeypatch.setenv("SAGA_LIFECYCLE_FORMAT", "batches")
     with pytest.raises(ValueError, match="batch"):
         CoordinatorSettings()
+
+
+def test_an_event_whose_data_mentions_events_is_still_one_event() -> None:
+    [event] = _events(n=3)[1:2]
+    talkative = StepSucceeded(**{**event.model_dump(), "data": {"events": [1, 2]}})
+    assert parse_events(talkative.to_json()) == [talkative]
+    assert parse_events(talkative.to_json().decode()) == [talkative]
+    batch = EventBatch(saga_id="s1", events=[talkative]).to_json().decode()
+    assert parse_events(batch) == [talkative]

@@ -8,6 +8,7 @@ default on purpose: a dead letter must fit a normal topic.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -99,9 +100,15 @@ def lifecycle_poison(topic: str, tag: str) -> list[Poison]:
         occurred_at=datetime.now(UTC),
         data={},
     )
+    # a batch record whose second event is invalid: that event is owed a dead letter (the
+    # first, of a saga type no listener follows, is applied and ignored)
+    first = {**event.model_dump(mode="json"), "saga_id": f"{tag}-lb", "event_id": f"{tag}-lb:1"}
+    invalid = {**first, "event_id": f"{tag}-lb:2", "seq": "second"}
+    batch = {"schema_version": 1, "saga_id": f"{tag}-lb", "events": [first, invalid]}
     return [
         *malformed(topic, tag, truncated=b'{"type": ', wrong_schema=b'{"type": "saga_started"}'),
         Poison(topic, "wrong key", b"not-the-saga-id", event.model_dump_json().encode()),
+        Poison(topic, "invalid event in a batch", f"{tag}-lb".encode(), json.dumps(batch).encode()),
     ]
 
 

@@ -139,3 +139,13 @@ def test_an_event_whose_data_mentions_events_is_still_one_event() -> None:
     assert parse_events(talkative.to_json().decode()) == [talkative]
     batch = EventBatch(saga_id="s1", events=[talkative]).to_json().decode()
     assert parse_events(batch) == [talkative]
+
+
+def test_the_client_sees_an_event_type_in_either_form() -> None:
+    from coordinator._client import _event_types
+
+    events = _events()
+    batch = EventBatch(saga_id="s1", events=events).to_json()
+    assert _event_types(batch) == [e.type for e in events]
+    assert _event_types(events[0].to_json()) == ["saga_started"]
+    assert _event_types(b"{broken") == [] and _event_types(b"[]") == []

@@ -381,9 +381,12 @@ async def run_scenario(
     # be counted as every engine's latency: what is alive now is frozen, never walked again
     gc.collect()
     gc.freeze()
-    closed_res = await driver.closed_loop(scenario, concurrency, closed)
-    rate = max(1.0, closed_res["throughput_sagas_per_s"] * open_rate_factor)
-    open_res = await driver.open_loop(scenario, rate, opened)
+    try:
+        closed_res = await driver.closed_loop(scenario, concurrency, closed)
+        rate = max(1.0, closed_res["throughput_sagas_per_s"] * open_rate_factor)
+        open_res = await driver.open_loop(scenario, rate, opened)
+    finally:
+        gc.unfreeze()  # what the scenario left behind can be collected again
     pids = driver.engine.pids()
     return {
         "scenario": scenario.name,

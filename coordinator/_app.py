@@ -161,6 +161,7 @@ class Coordinator:
         self.step_worker = StepWorker(settings, self.executor, self.producer)
         self.executor_lanes: dict[str, Lanes] = {}
         self._ready = False
+        self._settled = False
         self._rebuilding: asyncio.Future[None] | None = None
         self._wire()
 
@@ -225,6 +226,10 @@ class Coordinator:
         async def position(partition: int) -> int | None:
             return await self.app.fetch_position(topic, partition)
 
+        async def gap(partition: int, first: int, last: int) -> None:
+            # offsets no consumer reads: Faust commits past them only if told
+            await cast(Any, self.app.consumer)._add_gap(tp(partition), first, last)
+
         if strict:
             self.app.guarded_topics.add(topic)
         lanes = Lanes(
@@ -232,13 +237,14 @@ class Coordinator:
             handler,
             batch_size=batch_size,
             buffer=self.settings.partition_buffer,
-            pause=lambda p: self.app.consumer.pause_partitions([tp(p)]),
-            resume=lambda p: self.app.consumer.resume_partitions([tp(p)]),
+            pause=lambda p: self.app.pause_after_fetch(tp(p)),
+            resume=lambda p: self.app.resume_now(tp(p)),
             forget=forget,
             ack=self.app.lane_ack,
             start_offset=start_offset,
             seek=seek,
             position=position if strict else None,
+            gap=gap,
             strict=strict,
         )
         app = self.app  # records reach the lane without a Faust stream
@@ -286,7 +292,6 @@ class Coordinator:
         await ensure_topics(self.settings, sorted(self.services), changelog=True, timeout=120)
 
     async def _announce(self) -> None:
-        settle_heap()  # the latency tail: see coordinator._gc
         self._ready = True
         print(f"coordinator ready: {self.settings.app_id} ({len(self.registry)} sagas)", flush=True)
 
@@ -320,6 +325,9 @@ class Coordinator:
             for tp in self.app.consumer.assignment()
             if tp.topic == self.inbox.get_topic_name()
         }
+        if not self._settled:  # the latency tail (coordinator._gc), once the first
+            self._settled = True  # assignment's objects exist: they live as long
+            settle_heap()
         self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
         # a lane per held partition now: one whose every record Faust skipped (a worker
         # that died before its first commit, say) would otherwise never get a lane

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -122,7 +122,8 @@ async def drain(consumer: Any, fetcher: Any, direct: dict[str, Callable[[Any], N
     Other topics' records take Faust's own path (read-offset filter, gap tracking, the
     stream callback), as in ``faust.transport.consumer.Consumer._drain_messages``.
     """
-    inbound = consumer.app.monitor.stream_inbound_time  # Faust's "stream is idle" check
+    app = consumer.app
+    inbound = app.monitor.stream_inbound_time  # Faust's "stream is idle" check
     read_offset = consumer._read_offset
     try:
         while not (consumer._stopped.is_set() or fetcher._stopped.is_set()):
@@ -137,11 +138,17 @@ async def drain(consumer: Any, fetcher: Any, direct: dict[str, Callable[[Any], N
                     await asyncio.sleep(0)  # a big fetch never starves the loop
                 lane = direct.get(tp.topic)
                 if lane is not None:
+                    if app.direct_closed:
+                        continue  # a revoke is stopping the lanes: read again later
                     read_offset[tp] = message.offset
                     inbound[tp] = time.monotonic()
                     lane(message)
                     continue
                 await _faust_path(consumer, tp, message)
+            pausing = getattr(app, "pausing", None)
+            if pausing:
+                consumer.pause_partitions(list(pausing))
+                pausing.clear()
     except consumer.consumer_stopped_errors:
         if not consumer.transport.app.should_stop:
             raise
@@ -182,6 +189,9 @@ class HookedApp(faust.App):
         self.revoke_hooks = []
         self.guarded_topics = set()
         self.direct = {}
+        self.pausing: set[TP] = set()
+        #: set from a revoke until the next assignment: direct records are not handed over
+        self.direct_closed = False
 
     def lane_ack(self, events: list[Any]) -> None:
         """Ack ``events`` on behalf of a lane (the only acks guarded topics accept)."""
@@ -216,12 +226,37 @@ class HookedApp(faust.App):
 
     async def on_stop(self) -> None:
         """Stop what the revoke hooks stop, then Faust's own shutdown (offsets committed)."""
+        self.direct_closed = True
         for hook in self.revoke_hooks:
             await hook(set())
         await super().on_stop()
 
     async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # nothing more reaches a lane or intake while the hooks stop them: what the drain
+        # loop still hands over is skipped, unacked (read again once the partitions are
+        # assigned: every assignment starts at the committed offsets). Not Faust's
+        # stop_flow: its getmany would seek to the committed offsets meanwhile, and the
+        # hooks' own commit would then count for nothing.
+        self.direct_closed = True
         if not self.should_stop:
             for hook in self.revoke_hooks:
                 await hook(revoked)
         await super()._on_partitions_revoked(revoked)
+
+    async def _on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        self.direct_closed = False
+        await super()._on_partitions_assigned(assigned, generation_id)
+
+    def pause_after_fetch(self, tp: TP) -> None:
+        """Pause ``tp`` once the drain loop is done with the fetch it is handing over.
+
+        Paused at once, Faust's ``getmany`` would drop the rest of that fetch's records of
+        ``tp`` (its position already past them): holes a lane must seek back over, and
+        that a window lane would ack around, stalling the partition's commits.
+        """
+        self.pausing.add(tp)
+
+    def resume_now(self, tp: TP) -> None:
+        """Resume ``tp`` (and forget a pause not yet applied)."""
+        self.pausing.discard(tp)
+        cast(Any, self.consumer).resume_partitions([tp])

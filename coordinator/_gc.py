@@ -22,7 +22,9 @@ YOUNG_THRESHOLD = 10_000
 def settle_heap() -> None:
     """Collect once, freeze what survives, and collect the young generation less often.
 
-    Call it once the worker is ready (its app built, topics and tables set up).
+    Call it once the worker is ready (its app built, its first assignment made): cyclic
+    garbage among what is frozen is never collected, so what is alive then should live as
+    long as the worker does.
     """
     gc.collect()
     gc.freeze()

@@ -106,9 +106,19 @@ class Lane:
                 except TimeoutError:  # nothing arrived: was anything skipped?
                     await self._watch()
                 continue
-            if self.expected is None:
-                await self._start()
-            batch = await self._in_order()
+            try:
+                if self.expected is None:
+                    await self._start()
+                batch = await self._in_order()
+            except Exception:  # broker trouble: the lane must not die quietly
+                log.exception(
+                    "%s partition %d: reading its position failed; retrying in %.1fs",
+                    self.lanes.name,
+                    self.partition,
+                    SEEK_AGAIN,
+                )
+                await asyncio.sleep(SEEK_AGAIN)
+                continue
             if not batch:
                 continue
             self.sought, self.watch_seeks = False, 0
@@ -148,6 +158,7 @@ class Lane:
                     first - 1,
                     first,
                 )
+                await self.lanes.gap(self.partition, self.expected, first - 1)
                 self.expected, self.sought = first, False
                 return await self._in_order()
             dropped.extend(self.buffer)
@@ -239,7 +250,10 @@ class Lane:
             self.expected,
             self.expected,
         )
-        await self.lanes.seek(self.partition, self.expected)
+        try:
+            await self.lanes.seek(self.partition, self.expected)
+        except Exception:  # retried: the watchdog seeks again while ``sought``
+            log.exception("%s partition %d: seek failed", self.lanes.name, self.partition)
 
     async def _handle(self, batch: list[Any]) -> None:
         """Call the handler until it succeeds: a handler bug is retried, never skipped."""
@@ -338,6 +352,7 @@ class Lanes:
         start_offset: Callable[[int], Awaitable[int]] | None = None,
         seek: Callable[[int, int], Awaitable[None]] | None = None,
         position: Callable[[int], Awaitable[int | None]] | None = None,
+        gap: Callable[[int, int, int], Awaitable[None]] | None = None,
         strict: bool = True,
         stop_timeout: float = 5.0,
     ) -> None:
@@ -354,6 +369,11 @@ class Lanes:
         #: the consumer's next fetch offset of a partition (None: unknown); given it, an
         #: idle strict lane checks every ``SEEK_AGAIN`` that nothing was skipped
         self.position = position
+        #: ``gap(partition, first, last)``: offsets that hold no readable record, passed
+        self.gap = gap or _no_gap
+        #: stopping at a rebalance: records handed over meanwhile are not taken (unacked,
+        #: they are read again by the partition's next owner)
+        self.closed = False
         #: read strictly in offset order from the committed offset (else as delivered)
         self.strict = strict
         self.stop_timeout = stop_timeout
@@ -361,6 +381,8 @@ class Lanes:
 
     def dispatch(self, event: Any) -> None:
         """Hand ``event`` to the lane of its partition (created on first use)."""
+        if self.closed:
+            return
         self._lane(event.message.partition).put(event)
 
     def open(self, partitions: set[int]) -> None:
@@ -387,7 +409,11 @@ class Lanes:
     async def stop(self) -> None:
         """Stop every lane (a rebalance revokes all partitions first)."""
         lanes, self.lanes = list(self.lanes.values()), {}
-        left = await asyncio.gather(*(lane.stop(self.stop_timeout) for lane in lanes))
+        self.closed = True
+        try:
+            left = await asyncio.gather(*(lane.stop(self.stop_timeout) for lane in lanes))
+        finally:
+            self.closed = False
         dropped = [event for events in left for event in events]
         if lanes:
             log.info(
@@ -411,6 +437,10 @@ def _first_buffered(lanes: Lanes) -> Callable[[int], Awaitable[int]]:
 
 
 async def _no_seek(partition: int, offset: int) -> None:
+    return None
+
+
+async def _no_gap(partition: int, first: int, last: int) -> None:
     return None
 
 

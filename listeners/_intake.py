@@ -50,11 +50,16 @@ class Intake:
         self._stopping = False  # no new batch starts
 
     def put(self, message: Any) -> None:
-        """Queue one record (called by the consumer's drain loop; never blocks)."""
+        """Queue one record (called by the consumer's drain loop; never blocks).
+
+        While stopping (a rebalance) a record is not taken: unacked, it is read again.
+        """
+        if self._stopping:
+            return
         self.buffer.append(message)
         if len(self.buffer) == 1 or len(self.buffer) >= self.batch_size:
             self._wakeup.set()
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:

@@ -740,14 +740,21 @@ class _DrainConsumer:
         self._stopped = asyncio.Event()
         self._read_offset: dict[Any, int | None] = {}
         self.should_stop = False
-        self.app = SimpleNamespace(monitor=SimpleNamespace(stream_inbound_time={}))
+        self.app = SimpleNamespace(
+            monitor=SimpleNamespace(stream_inbound_time={}), direct_closed=False, pausing=set()
+        )
         self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
+        self.paused: list[list[Any]] = []  # pause_partitions calls, in order
+
+    def pause_partitions(self, tps: list[Any]) -> None:
+        self.paused.append(sorted(tps))
 
     async def getmany(self, timeout: float) -> Any:
         if not self.fetches:
             raise _Stopped()
         for tp, message in self.fetches.pop(0):
             yield tp, message
+        self.paused.append(["fetch done"])
 
 
 async def test_direct_records_reach_the_lane_unfiltered_and_others_take_faust_path(
@@ -784,3 +791,107 @@ async def test_direct_records_reach_the_lane_unfiltered_and_others_take_faust_pa
     assert got == [(0, 74), (1, 5), (0, 75), (1, 6), (0, 72), (0, 73)]
     assert faust_path == [3], "records of other topics take Faust's own path"
     assert consumer._read_offset[inbox0] == 73
+
+
+async def test_a_pause_takes_effect_after_the_fetch_and_a_revoke_closes_the_direct_path() -> None:
+    """Paused at once, Faust's getmany would drop the rest of the fetch's records of the
+    partition (a hole); while a revoke stops the lanes, nothing more is handed over."""
+    from faust.types import TP
+
+    import coordinator._faust_app as faust_app
+
+    inbox0 = TP("inbox", 0)
+
+    def msg(offset: int) -> tuple[Any, FakeMessage]:
+        return inbox0, FakeMessage(b"k", b"v", 0, offset, "inbox")
+
+    consumer = _DrainConsumer([[msg(1), msg(2), msg(3)], [msg(4), msg(5)]])
+    got: list[int] = []
+
+    def lane(message: FakeMessage) -> None:
+        got.append(message.offset)
+        if message.offset == 1:
+            consumer.app.pausing.add(inbox0)  # the lane's buffer is full
+        if message.offset == 4:
+            consumer.app.direct_closed = True  # a revoke began
+
+    fetcher = type("Fetcher", (), {"_stopped": asyncio.Event()})()
+    await faust_app.drain(consumer, fetcher, {"inbox": lane})
+    assert got == [1, 2, 3, 4], "the whole fetch reached the lane; 5 came after the revoke"
+    assert consumer.paused[:2] == [["fetch done"], [inbox0]], "paused after the fetch"
+
+
+async def test_records_handed_over_while_lanes_stop_start_no_lane() -> None:
+    """A record handed over during ``Lanes.stop`` (a rebalance) creates no orphan lane."""
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        await release.wait()
+        handled.extend(e.message.offset for e in events)
+
+    lanes = Lanes("test", handler, batch_size=10, buffer=100)
+    lanes.dispatch(event(0, 1))
+    await asyncio.sleep(0.01)
+    stopping = asyncio.ensure_future(lanes.stop())
+    await asyncio.sleep(0.01)
+    lanes.dispatch(event(0, 2))  # handed over during the stop
+    release.set()
+    await stopping
+    await asyncio.sleep(0.02)
+    assert handled == [1] and lanes.lanes == {}
+    lanes.dispatch(event(0, 3))  # after the rebalance: lanes open again
+    await asyncio.sleep(0.02)
+    assert handled == [1, 3]
+    await lanes.stop()
+
+
+async def test_an_accepted_gap_is_passed_to_the_commit_and_a_failing_position_read_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import coordinator._lanes as lanes_module
+
+    monkeypatch.setattr(lanes_module, "SEEK_AGAIN", 0.02)
+    handled: list[int] = []
+    gaps: list[tuple[int, int, int]] = []
+    asked = 0
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.extend(e.message.offset for e in events)
+
+    async def start_offset(partition: int) -> int:
+        nonlocal asked
+        asked += 1
+        if asked == 1:
+            raise RuntimeError("broker away")
+        return 10
+
+    async def seek(partition: int, offset: int) -> None:
+        return None
+
+    async def gap(partition: int, first: int, last: int) -> None:
+        gaps.append((partition, first, last))
+
+    lanes = Lanes(
+        "test",
+        handler,
+        batch_size=10,
+        buffer=100,
+        start_offset=start_offset,
+        seek=seek,
+        gap=gap,
+        forget=lambda events: None,
+    )
+    lanes.dispatch(event(0, 12))
+    for _ in range(50):
+        if asked >= 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)
+    lanes.dispatch(event(0, 12))  # read again from 10 after the seek: 12 first again
+    for _ in range(50):
+        if handled:
+            break
+        await asyncio.sleep(0.01)
+    assert handled == [12] and gaps == [(0, 10, 11)]
+    await lanes.stop()

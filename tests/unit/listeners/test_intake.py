@@ -76,3 +76,25 @@ async def test_a_batch_stuck_past_the_timeout_is_abandoned_unacked() -> None:
     await asyncio.sleep(0.02)
     await intake.stop(0.05)
     assert r.acked == [] and not intake.buffer
+
+
+async def test_a_record_handed_over_while_stopping_is_not_taken_and_the_intake_lives_on() -> None:
+    """A fetch on its way when the rebalance came: dropped (read again), not a dead task."""
+    hold = asyncio.Event()
+    r = Recorder(hold)
+    intake = Intake(r.apply, r.ack, batch_size=3, window=0.0)
+    for n in range(3):
+        intake.put(n)
+    await asyncio.sleep(0.02)  # [0, 1, 2] is being applied
+    stopping = asyncio.ensure_future(intake.stop(5.0))
+    await asyncio.sleep(0.01)
+    for n in range(100, 106):  # handed over during the stop
+        intake.put(n)
+    hold.set()
+    await stopping
+    assert r.acked == [0, 1, 2] and not intake.buffer
+    for n in range(200, 203):  # after the rebalance: applied again
+        intake.put(n)
+    await settle(lambda: len(r.acked) == 6)
+    assert r.acked == [0, 1, 2, 200, 201, 202]
+    await intake.stop(1.0)

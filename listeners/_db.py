@@ -116,7 +116,11 @@ async def retry_in_place(
 
 
 class SqlCounter:
-    """Statements and commits sent by an engine, counted at the driver (for budgets)."""
+    """Statements and commits sent by an engine, counted at the driver (for budgets).
+
+    An executemany counts one statement per parameter row: that is what the server
+    executes (psycopg sends each row as its own statement, even in pipeline mode).
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self.statements = 0
@@ -124,8 +128,10 @@ class SqlCounter:
         event.listen(engine, "before_cursor_execute", self._on_statement)
         event.listen(engine, "commit", self._on_commit)
 
-    def _on_statement(self, *_: Any) -> None:
-        self.statements += 1
+    def _on_statement(
+        self, _conn: Any, _cursor: Any, _sql: str, parameters: Any, _ctx: Any, many: bool
+    ) -> None:
+        self.statements += len(parameters) if many else 1
 
     def _on_commit(self, *_: Any) -> None:
         self.commits += 1

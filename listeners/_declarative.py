@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from listeners._bulk import TableSql
 from listeners._errors import ListenerConfigError
 from listeners._events import Event
 from listeners._rows import STANDARD_COLUMNS, SagaRow, timeline_table, utc
@@ -92,6 +92,9 @@ class Listener(Generic[RowT]):
             self.table.metadata, timeline or f"{self.table.name}_timeline", key_column=key_column
         )
         self._ensure_indexes()
+        self._keys = {attr: col.key for attr, col in self._columns.items()}
+        self._row_sql = TableSql(self.table, self._columns["saga_id"])
+        self._timeline_sql = TableSql(self.timeline)
         self.migrations = Path(migrations) if migrations is not None else _beside(model)
         self.version_table = f"alembic_version_{name}"
         # Column defaults (scalar, or callables taking no argument) fill a new saga's row.
@@ -185,9 +188,7 @@ class Listener(Generic[RowT]):
     def load(self, session: Session, saga_ids: Collection[str]) -> dict[str, RowT]:
         """Rows of ``saga_ids`` as detached model instances, in one ``SELECT``."""
         columns = [col.label(attr) for attr, col in self._columns.items()]
-        result = session.execute(
-            sa.select(*columns).where(self._columns["saga_id"].in_(list(saga_ids)))
-        )
+        result = self._row_sql.select(session, columns, list(saga_ids))
         rows = {}
         for values in result.mappings():
             # SQLite returns naive datetimes: every stored datetime is UTC.
@@ -220,37 +221,28 @@ class Listener(Generic[RowT]):
 
     def write(self, session: Session, changed: Sequence[RowT], applied: Sequence[Event]) -> None:
         """Upsert the changed rows and insert the applied events: one statement each."""
-        keys = {attr: col.key for attr, col in self._columns.items()}
-        values = [{keys[attr]: getattr(row, attr) for attr in keys} for row in changed]
-        upsert = _insert(session, self.table)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[self._columns["saga_id"]],
-            set_={
-                key: upsert.excluded[key]
-                for attr, key in keys.items()
-                if attr not in {"saga_id", "started_at"}
-            },
-            # A second writer (a rebalance in flight) never moves a saga backwards.
-            where=self._columns["last_seq"] < upsert.excluded[keys["last_seq"]],
+        keys = self._keys
+        self._row_sql.upsert(
+            session,
+            {key: [getattr(row, attr) for row in changed] for attr, key in keys.items()},
+            keep=(keys["started_at"],),
+            newer=keys["last_seq"],
         )
-        session.execute(upsert, values)
         key_of = {row.saga_id: row.business_key for row in changed}
-        key_column = self._columns["business_key"].name
-        history = [
+        self._timeline_sql.insert_new(
+            session,
             {
-                "saga_id": event.saga_id,
-                "seq": event.seq,
-                key_column: key_of[event.saga_id],
-                "type": event.type,
-                "step": event.step,
-                "service": event.service,
-                "attempt": event.attempt,
-                "error": describe_error(event),
-                "occurred_at": utc(event.occurred_at),
-            }
-            for event in applied
-        ]
-        session.execute(_insert(session, self.timeline).on_conflict_do_nothing(), history)
+                "saga_id": [event.saga_id for event in applied],
+                "seq": [event.seq for event in applied],
+                self._columns["business_key"].name: [key_of[event.saga_id] for event in applied],
+                "type": [event.type for event in applied],
+                "step": [event.step for event in applied],
+                "service": [event.service for event in applied],
+                "attempt": [event.attempt for event in applied],
+                "error": [describe_error(event) for event in applied],
+                "occurred_at": [utc(event.occurred_at) for event in applied],
+            },
+        )
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -288,16 +280,3 @@ def _beside(model: type) -> Path:
             f"cannot tell where the migrations of {model.__name__} live; pass migrations="
         )
     return Path(source).resolve().parent / "migrations"
-
-
-def _insert(session: Session, table: sa.Table) -> Any:
-    """The dialect's ``INSERT`` construct, which has ``ON CONFLICT`` support."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise ListenerConfigError(
-        f"listener database dialect {dialect!r} is not supported; "
-        "use a postgresql+psycopg:// or sqlite:/// database URL"
-    )

@@ -3,12 +3,23 @@ handful of statements and one commit (counted at the driver, on PostgreSQL)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import JSON, MetaData
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from listeners import create_db_engine, session_factory
+from examples.trips import Trip, trips
+from listeners import (
+    NAMING_CONVENTION,
+    Listener,
+    SagaRow,
+    create_db_engine,
+    session_factory,
+)
 from listeners._migrations import (
     current_revisions,
     head_revisions,
@@ -17,9 +28,11 @@ from listeners._migrations import (
     upgrade,
 )
 from listeners._processor import commit_batch
+from listeners._rows import utc
 from listeners.orders import OrderStatusListener
 from tests.listener_events import mixed_sagas
 from tests.sqlcount import count_sql
+from tests.trip_events import trip_saga
 
 pytestmark = pytest.mark.integration
 
@@ -78,8 +91,86 @@ def test_statements_and_commits_per_batch_on_postgresql(
         )
         assert sql.commits == batches
         assert sql.statements == 3 * batches  # SELECT, upsert, timeline insert per batch
+        # ... each ONE statement for the server, not one per row (arrays, not executemany)
+        assert sql.rows == sql.statements
         assert sql.statements <= touched  # at most one statement per saga, amortized
         with sessions() as session:
             assert session.scalar(sa.text("select count(*) from order_events")) == len(events)
+    finally:
+        engine.dispose()
+
+
+def _dump(engine: sa.Engine, table: sa.Table) -> list[tuple[Any, ...]]:
+    """Every row of ``table``, datetimes as UTC, in key order."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table).order_by(*table.primary_key.columns)).all()
+    return [tuple(utc(v) if isinstance(v, datetime) else v for v in row) for row in rows]
+
+
+def _redelivered(events: list[Any]) -> list[list[Any]]:
+    """Batches of ``events`` as a crash would redeliver them: overlapping, regrouped."""
+    return [events[:300], events[150:700], events[650:], events[400:900]]
+
+
+def test_postgresql_arrays_write_what_sqlite_executemany_writes(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The array statements (PostgreSQL) and the executemany path (SQLite) agree, row for
+    row, for a listener with columns of its own, under duplicates and regrouping."""
+    orders = [e for _, events in mixed_sagas(60).values() for e in events]
+    journeys = [
+        e
+        for i, outcome in enumerate(["completed", "hotel_failed", "in_flight"] * 20)
+        for e in trip_saga(f"trip-saga-{i}", f"trip-{i % 7}", outcome)
+    ]
+    events = [e for pair in zip(orders, journeys, strict=False) for e in pair]
+    listeners: list[Listener[Any]] = [OrderStatusListener(), trips]
+    dumps = []
+    for url in (pg_url, f"sqlite:///{tmp_path / 'same.db'}"):
+        engine = create_db_engine(url)
+        try:
+            Trip.metadata.create_all(engine)
+            OrderStatusListener().table.metadata.create_all(engine)
+            sessions = session_factory(engine)
+            for batch in _redelivered(events):
+                commit_batch(sessions, listeners, batch)
+            dumps.append(
+                [_dump(engine, t) for item in listeners for t in (item.table, item.timeline)]
+            )
+        finally:
+            engine.dispose()
+    assert dumps[0] == dumps[1]
+    assert all(dumps[0])
+
+
+class _JsonBase(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class _Basket(SagaRow, _JsonBase):
+    __tablename__ = "baskets"
+    items: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+_baskets = Listener("baskets", model=_Basket, saga_types={"order_fulfillment"})
+
+
+@_baskets.on_start
+def _filled(basket: _Basket, event: Any) -> None:
+    basket.items = dict(event.data or {})
+
+
+def test_a_column_without_an_array_form_is_written_row_by_row(pg_url: str) -> None:
+    """JSON has no plain array form: that table goes as an executemany, and is right."""
+    engine = create_db_engine(pg_url)
+    try:
+        _JsonBase.metadata.create_all(engine)
+        events = [e for _, evs in mixed_sagas(10).values() for e in evs]
+        with count_sql(engine) as sql:
+            commit_batch(session_factory(engine), [_baskets], events)
+        assert sql.rows > sql.statements  # the upsert went row by row
+        with engine.connect() as conn:
+            items = conn.execute(sa.select(_Basket.__table__.c["items"])).scalars().all()
+        assert items == [{"items": 2}] * 10
     finally:
         engine.dispose()

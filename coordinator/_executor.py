@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import string
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -112,10 +113,9 @@ class StepExecutor:
                 a deadline passed before sending is a definite ``NotSent``.
         """
         step: Step | None = None
-        budget = (request.deadline - self.clock()).total_seconds()
         if inline:
             budget = float("inf")  # capped by the step's timeout in _run
-        elif budget <= 0:
+        elif (budget := (request.deadline - self.clock()).total_seconds()) <= 0:
             expired = ErrorInfo(
                 type=NOT_SENT if only_sender else "Expired",
                 message=f"not run: its deadline {request.deadline.isoformat()} had passed"
@@ -170,11 +170,11 @@ class StepExecutor:
                 type=type(exc).__name__,
             ) from exc
         try:
-            async with asyncio.timeout(timeout):
-                if call is not None:
+            if call is not None:
+                async with asyncio.timeout(timeout):
                     reply = await self._send(call, timeout, request.compensates)
-                else:
-                    reply = await fn(ctx)  # type: ignore[operator]
+            else:
+                reply = await within(fn(ctx), timeout)  # type: ignore[operator]
         except TimeoutError as exc:
             raise StepFailure(
                 f"attempt exceeded its time budget of {timeout:g}s",
@@ -194,11 +194,6 @@ class StepExecutor:
 
     def context(self, saga: Saga[Any], step: Step, request: StepRequest) -> StepContext[Any]:
         """What the action of ``request`` sees: typed input, earlier outputs, its key."""
-        models = saga.output_models()
-        outputs: dict[str, BaseModel | None] = {}
-        for name, data in request.outputs.items():
-            model = models.get(name)
-            outputs[name] = model.model_validate(data) if model and data is not None else None
         return StepContext(
             saga_id=request.saga_id,
             saga_type=request.saga_type,
@@ -206,7 +201,7 @@ class StepExecutor:
             attempt=request.attempt,
             idempotency_key=request.idempotency_key,
             input=saga.input.model_validate(request.input),
-            outputs=outputs,
+            outputs=Outputs(request.outputs, saga.output_models()),
         )
 
     def _output(
@@ -258,6 +253,84 @@ class StepExecutor:
             transport_retry=call.action.transport_retry,
             compensates=compensates,
         )
+
+
+class Outputs(Mapping[str, BaseModel | None]):
+    """Earlier steps' outputs as their models, each validated when first read.
+
+    A step reads few of them (often none), so validating all of them for every step
+    cost a saga of n steps n²/2 validations. A step without an output model reads None.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, dict[str, Any] | None],
+        models: Mapping[str, type[BaseModel] | None],
+    ) -> None:
+        self._data = data
+        self._models = models
+        self._read: dict[str, BaseModel | None] = {}
+
+    def __getitem__(self, name: str) -> BaseModel | None:
+        if name in self._read:
+            return self._read[name]
+        data, model = self._data[name], self._models.get(name)
+        try:
+            value = model.model_validate(data) if model and data is not None else None
+        except ValidationError as exc:  # stored outputs were validated when they arrived
+            raise StepFailure(
+                f"the stored output of step {name!r} does not match {model}: {exc}",
+                retryable=False,
+                type=type(exc).__name__,
+            ) from exc
+        self._read[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+async def within(action: Awaitable[Any], timeout: float) -> Any:
+    """Await ``action`` for at most ``timeout`` seconds (``TimeoutError`` past it).
+
+    An action that finishes without suspending (an in-process step doing CPU work) runs
+    without arming a timer: nothing could have interrupted it anyway. One that suspends
+    goes on under ``asyncio.timeout_at`` from the instant it started.
+    """
+    if not isinstance(action, types.CoroutineType):
+        async with asyncio.timeout(timeout):
+            return await action
+    started = asyncio.get_running_loop().time()
+    try:
+        yielded = action.send(None)
+    except StopIteration as done:
+        return done.value
+    async with asyncio.timeout_at(started + timeout):
+        return await _resume(action, yielded)
+
+
+@types.coroutine
+def _resume(action: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``action`` after its first suspension (what ``await`` does, PEP 380)."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            action.close()
+            raise
+        except BaseException as exc:  # a cancellation or timeout goes into the action
+            try:
+                yielded = action.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                yielded = action.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 @dataclass(frozen=True)

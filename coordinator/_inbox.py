@@ -132,6 +132,8 @@ class InboxProcessor:
         #: services whose attempts run as this worker's tasks (``coordinator._onehop``)
         self.tasks = tasks
         self.onehop = set(onehop_services) if tasks is not None else set()
+        #: services whose requests this worker runs itself: never stored, never sent
+        self.unstored = frozenset(self.inline | self.onehop)
         self.clock = clock
         self.retention = settings.retention_policy
         self.changelog = ""  # set by the app once the table exists
@@ -317,6 +319,7 @@ class InboxProcessor:
             reply_to=self.topics.inbox,
             copy=False,
             retention=self.retention,
+            unstored=self.unstored,
         )
         if out.rejected:
             plan.sends.append(self._dead(message, out.rejected))
@@ -343,9 +346,11 @@ class InboxProcessor:
     ) -> tuple[SagaState, list[dict[str, str]], list[StepRequest]]:
         """Run inline steps and fail oversized requests, applying their results now.
 
-        Returns the saga's state after the whole chain, the chain's outbox without the
-        requests that are not sent to a step topic, and the in-process attempts to launch
-        once the record is acknowledged (never stored: a redelivery does not relaunch).
+        ``items`` is the transition's stored outbox, which holds no request of the
+        services this worker runs itself (``transition(unstored=...)``). Returns the
+        saga's state after the whole chain, the chain's outbox without the requests that
+        are not sent to a step topic, and the in-process attempts to launch once the
+        record is acknowledged (never stored: a redelivery does not relaunch).
         """
         limit = self.settings.max_request_bytes
         outbox: list[dict[str, str]] = []
@@ -354,18 +359,19 @@ class InboxProcessor:
         while todo:
             items, requests = todo.pop(0)
             results: list[StepResult] = []
-            unsent: set[int] = set()
-            for i, (item, request) in enumerate(_pair(items, requests)):
+            sent = [r for r in requests if r.service not in self.unstored]
+            stored = dict(zip(map(id, sent), _pair(items, sent), strict=True))
+            unsent: list[dict[str, str]] = []
+            for request in requests:
                 if request.service in self.inline:
-                    unsent.add(i)  # runs now, inside the chain: never sent, never stored
+                    # runs now, inside the chain: never sent, never stored
                     results.append(await self.executor.execute(request, inline=True))
                 elif request.service in self.onehop:
-                    unsent.add(i)  # a task of this worker, once the record is acked
-                    launch.append(request)
-                elif (size := len(render(item, state))) > limit:
-                    unsent.add(i)
+                    launch.append(request)  # a task of this worker, once the record is acked
+                elif (size := len(render(item := stored[id(request)][0], state))) > limit:
+                    unsent.append(item)
                     results.append(_too_large_request(request, size, limit))
-            outbox.extend(item for i, item in enumerate(items) if i not in unsent)
+            outbox.extend(item for item in items if not any(item is u for u in unsent))
             for result in results:
                 out = transition(
                     self.registry,
@@ -375,6 +381,7 @@ class InboxProcessor:
                     reply_to=self.topics.inbox,
                     copy=False,
                     retention=self.retention,
+                    unstored=self.unstored,
                 )
                 if out.changed and out.state is not None:
                     state = out.state

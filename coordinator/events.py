@@ -66,6 +66,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import to_json
 
 from coordinator._errors import LifecycleRecordError
 
@@ -269,6 +270,29 @@ def parse_event(raw: bytes | str) -> LifecycleEvent:
     :func:`parse_events`.
     """
     return _ADAPTER.validate_json(raw)
+
+
+#: per event class: its fields in serialisation order, with their defaults
+_TEMPLATES: dict[type[_EventBase], dict[str, Any]] = {}
+
+
+def event_json(kind: type[_EventBase], **fields: Any) -> str:
+    """``kind(**fields).model_dump_json()``, byte for byte, without building the model.
+
+    For the state machine, whose fields are its own typed values: building and dumping
+    the model cost about three times as much. Nothing is validated but the field names
+    (the machine's tests read every event back with ``parse_event``).
+
+    Raises:
+        TypeError: a field ``kind`` does not have.
+    """
+    values = _TEMPLATES.get(kind)
+    if values is None:
+        values = _TEMPLATES[kind] = {n: f.default for n, f in kind.model_fields.items()}
+    event = values | fields
+    if len(event) != len(values):
+        raise TypeError(f"{kind.__name__} has no field {sorted(fields.keys() - values.keys())}")
+    return to_json(event).decode()
 
 
 class EventBatch(BaseModel):

@@ -8,8 +8,10 @@ advances the unwind, and finishes into a :class:`Transition`. The rules that dec
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -49,16 +51,25 @@ class Transition:
 
     state: SagaState | None
     changed: bool = False
-    events: list[ev.LifecycleEvent] = field(default_factory=list)
+    #: the lifecycle events' JSON, in ``seq`` order (as stored in the outbox and sent)
+    payloads: list[str] = field(default_factory=list)
     requests: list[StepRequest] = field(default_factory=list)
     rejected: str | None = None
     replayed: bool = False
     #: retention ended: delete the record (a tombstone on the changelog)
     deleted: bool = False
 
+    @cached_property
+    def events(self) -> list[ev.LifecycleEvent]:
+        """The lifecycle events, decoded from ``payloads`` when asked."""
+        return [ev.parse_event(p) for p in self.payloads]
+
     @property
     def outbox(self) -> list[dict[str, str]]:
         """What to send, as stored: step requests first, then lifecycle events.
+
+        Requests of the ``unstored`` services (``transition``) are left out: the caller
+        runs them itself.
 
         Requests are stored without the input and outputs the record already holds:
         send each item's ``coordinator._outbox.render(item, state)``.
@@ -82,35 +93,36 @@ class RunCore:
         now: datetime,
         reply_to: str,
         retention: Retention = FOREVER,
+        unstored: Container[str] = frozenset(),
     ):
         self.saga = saga
         self.s = state
         self.now = now
         self.reply_to = reply_to
         self.retention = retention
-        self.events: list[ev.LifecycleEvent] = []
+        self.payloads: list[str] = []  # the events emitted, as JSON
         self.requests: list[StepRequest] = []
         self.dirty = False
+        #: services whose requests are not stored (``transition(unstored=...)``)
+        self.unstored = unstored
 
     def emit(self, kind: type[Any], *, step: int | None = None, **fields: Any) -> None:
         self.dirty = True
-        self.s.seq += 1
-        where: dict[str, Any] = {}
+        s = self.s
+        s.seq = seq = s.seq + 1
         if step is not None:
-            where = {
-                "step": self.saga.steps[step].name,
-                "service": self.saga.steps[step].service.name,
-            }
-        self.events.append(
-            kind(
-                event_id=f"{self.s.saga_id}:{self.s.seq}",
-                saga_id=self.s.saga_id,
-                saga_type=self.s.saga_type,
-                saga_version=self.s.saga_version,
-                seq=self.s.seq,
+            fields["step"] = self.saga.steps[step].name
+            fields["service"] = self.saga.steps[step].service.name
+        self.payloads.append(
+            ev.event_json(
+                kind,
+                event_id=f"{s.saga_id}:{seq}",
+                saga_id=s.saga_id,
+                saga_type=s.saga_type,
+                saga_version=s.saga_version,
+                seq=seq,
                 occurred_at=self.now,
-                business_key=self.s.business_key,
-                **where,
+                business_key=s.business_key,
                 **fields,
             )
         )
@@ -232,7 +244,8 @@ class RunCore:
             self.s.finished_at = self.s.expires_at = None  # a re-opened unwind
         # serialized once: these payloads are what the shell sends, and what it re-sends
         # if this message is redelivered after a crash
-        self.s.last_outbox = [stored_request(r) for r in self.requests] + [
-            {"kind": "event", "payload": e.model_dump_json()} for e in self.events
-        ]
-        return Transition(self.s, changed=True, events=self.events, requests=self.requests)
+        unstored = self.unstored
+        self.s.last_outbox = [
+            stored_request(r) for r in self.requests if r.service not in unstored
+        ] + [{"kind": "event", "payload": p} for p in self.payloads]
+        return Transition(self.s, changed=True, payloads=self.payloads, requests=self.requests)

@@ -49,6 +49,7 @@ Rules (see ARCHITECTURE.md section 4):
 
 from __future__ import annotations
 
+from collections.abc import Container
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -81,6 +82,7 @@ def transition(
     reply_to: str = "",
     copy: bool = True,
     retention: Retention = FOREVER,
+    unstored: Container[str] = frozenset(),
 ) -> Transition:
     """Apply one inbox message to one saga's state (pure).
 
@@ -96,6 +98,9 @@ def transition(
             callers that decoded it for this message alone.
         retention: how long finished sagas are kept (default: forever).
         reply_to: the topic step requests name for their results (the inbox).
+        unstored: services whose step requests the caller runs itself and never sends
+            or re-sends (inline steps, in-process attempts): they are in ``requests``
+            but not in the stored outbox (nothing to serialise for them).
     """
     if now.tzinfo is None:
         raise ValueError("transition(now=...) needs a timezone-aware datetime")
@@ -104,7 +109,7 @@ def transition(
     if isinstance(message, StartSaga):
         if state is not None:
             return Transition(state)  # starting an existing saga returns it; never runs twice
-        return _start(registry, message, now, message_id, reply_to, retention)
+        return _start(registry, message, now, message_id, reply_to, retention, unstored)
     if state is None:
         if isinstance(message, TimerFired):
             return Transition(None)
@@ -125,7 +130,8 @@ def transition(
         saga = registry.get(state.saga_type, state.saga_version)
     except UnknownSagaError as exc:
         return Transition(state, rejected=str(exc))
-    run = Run(saga, state.model_copy(deep=True) if copy else state, now, reply_to, retention)
+    own = state.model_copy(deep=True) if copy else state
+    run = Run(saga, own, now, reply_to, retention, unstored)
     try:
         if isinstance(message, StepResult):
             run.on_result(message)
@@ -163,7 +169,7 @@ def _replay(state: SagaState) -> Transition:
     out = Transition(state, replayed=True)
     for item in state.last_outbox:
         if item["kind"] == "event":
-            out.events.append(ev.parse_event(item["payload"]))
+            out.payloads.append(item["payload"])
         else:
             out.requests.append(request_of(item, state))
     return out
@@ -176,6 +182,7 @@ def _start(
     message_id: str | None,
     reply_to: str,
     retention: Retention,
+    unstored: Container[str],
 ) -> Transition:
     try:
         saga = registry.get(msg.saga_type, msg.saga_version)
@@ -199,7 +206,7 @@ def _start(
         started_at=now,
         updated_at=now,
     )
-    run = Run(saga, state, now, reply_to, retention)
+    run = Run(saga, state, now, reply_to, retention, unstored)
     run.emit(ev.SagaStarted, data=state.input)
     run.dispatch("action", 0, attempt=1)
     return run.finish(message_id)

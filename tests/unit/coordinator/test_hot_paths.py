@@ -1,0 +1,129 @@
+"""The shortcuts of the inbox's hot path write and do exactly what the long way did."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, get_args
+
+import pytest
+from pydantic import BaseModel
+
+from coordinator import SagaRegistry, StepFailure
+from coordinator import events as ev
+from coordinator._executor import Outputs, within
+from coordinator._machine import transition
+from coordinator._messages import StartSaga
+from tests.unit.coordinator.sagas import Out, linear_saga
+
+T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
+
+BASE: dict[str, Any] = {
+    "event_id": "s-1:3",
+    "saga_id": "s-1",
+    "saga_type": "order",
+    "saga_version": 2,
+    "seq": 3,
+    "occurred_at": T0,
+}
+ERROR = ev.ErrorInfo(type="Declined", message='card "x" declined', retryable=False)
+EXTRAS: list[dict[str, Any]] = [
+    {},
+    {"business_key": "o-1", "step": "pay", "service": "payments", "attempt": 2},
+    {"data": {"amount": 1.5, "items": [1, "é", None], "nested": {"ok": True}}},
+    {"error": ERROR, "step": "pay", "attempt": 1},
+]
+
+
+@pytest.mark.parametrize("extra", EXTRAS)
+@pytest.mark.parametrize("kind", get_args(get_args(ev.LifecycleEvent)[0]))
+def test_event_json_is_the_models_json(kind: type[Any], extra: dict[str, Any]) -> None:
+    fields = BASE | extra
+    if "retrying" in kind.model_fields:
+        fields["retrying"] = True
+    assert ev.event_json(kind, **fields) == kind(**fields).model_dump_json()
+    assert ev.parse_event(ev.event_json(kind, **fields)) == kind(**fields)
+
+
+def test_event_json_refuses_a_field_the_event_lacks() -> None:
+    with pytest.raises(TypeError, match="retrying"):
+        ev.event_json(ev.StepStarted, retrying=True, **BASE)
+
+
+def test_unstored_requests_are_returned_but_not_stored() -> None:
+    registry = SagaRegistry([linear_saga(2)])
+    start = StartSaga(saga_id="s-1", saga_type="linear2", input={"n": 1})
+    stored = transition(registry, None, start, now=T0)
+    unstored = transition(registry, None, start, now=T0, unstored={"svc"})
+    assert [r.step for r in unstored.requests] == [r.step for r in stored.requests] == ["s0"]
+    assert [i["kind"] for i in stored.outbox] == ["request", "event", "event"]
+    assert [i["kind"] for i in unstored.outbox] == ["event", "event"]
+    assert unstored.outbox == stored.outbox[1:]
+    assert [e.type for e in unstored.events] == ["saga_started", "step_started"]
+
+
+async def test_within_returns_what_a_synchronous_action_returns() -> None:
+    async def action() -> int:
+        return 7
+
+    assert await within(action(), 0.001) == 7
+
+
+async def test_within_times_out_an_action_that_suspends_too_long() -> None:
+    finished = asyncio.Event()
+
+    async def action() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            finished.set()
+
+    with pytest.raises(TimeoutError):
+        await within(action(), 0.01)
+    assert finished.is_set()  # the action was cancelled, its cleanup ran
+
+
+async def test_within_resumes_an_action_that_suspends() -> None:
+    async def action() -> str:
+        await asyncio.sleep(0)
+        value = await asyncio.get_running_loop().run_in_executor(None, lambda: "done")
+        return value + "!"
+
+    assert await within(action(), 5) == "done!"
+
+
+async def test_within_passes_errors_and_cancellation_through() -> None:
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise StepFailure("no", retryable=False)
+
+    with pytest.raises(StepFailure):
+        await within(fails(), 5)
+    started = asyncio.Event()
+
+    async def waits() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(within(waits(), 5))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_outputs_are_validated_when_read() -> None:
+    class Other(BaseModel):
+        x: int
+
+    outputs = Outputs(
+        {"a": {"ref": "r"}, "b": None, "c": {"x": 1}, "d": {"x": "not a number"}},
+        {"a": Out, "b": Out, "c": None, "d": Other},
+    )
+    assert list(outputs) == ["a", "b", "c", "d"] and len(outputs) == 4
+    assert outputs["a"] == Out(ref="r") and outputs["a"] is outputs["a"]
+    assert outputs["b"] is None and outputs["c"] is None  # no data, or no model
+    with pytest.raises(StepFailure, match="stored output of step 'd'"):
+        outputs["d"]
+    with pytest.raises(KeyError):
+        outputs["e"]

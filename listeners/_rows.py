@@ -102,6 +102,8 @@ def timeline_table(metadata: MetaData, name: str, *, key_column: str = "business
 
 def utc(moment: datetime) -> datetime:
     """``moment`` as an aware UTC datetime (naive values, as SQLite returns them, are UTC)."""
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -168,6 +168,15 @@ class _Snapshot:
     sql: SqlCounts
     kafka: int | None
     fsyncs: int | None
+    #: CPU of each of the engine's processes by name (engines that name them)
+    parts: sysinfo.CpuSnapshot | None = None
+
+
+def _by_process(a: _Snapshot, b: _Snapshot, div: int) -> dict[str, float] | None:
+    if a.parts is None or b.parts is None:
+        return None
+    used = a.parts.delta(b.parts)
+    return {k: round(v / div * 1000, 4) for k, v in used.items() if k in b.parts.groups}
 
 
 class Driver:
@@ -226,7 +235,9 @@ class Driver:
         kafka = await self.engine.kafka_messages()
         fsyncs = await self.engine.fsyncs()
         cpu = sysinfo.CpuSnapshot.take(self._groups())
-        return _Snapshot(time.monotonic(), self._phase.terminals, cpu, sql, kafka, fsyncs)
+        named = getattr(self.engine, "process_pids", None)
+        parts = sysinfo.CpuSnapshot.take(named()) if named is not None else None
+        return _Snapshot(time.monotonic(), self._phase.terminals, cpu, sql, kafka, fsyncs, parts)
 
     async def _start(
         self, scenario: Scenario, scheduled: float, measured: bool, on_done: Callable[[], None]
@@ -269,6 +280,8 @@ class Driver:
             "kafka_messages": kafka,
             "kafka_messages_per_saga": None if kafka is None else round(kafka / div, 3),
             "fsyncs_per_saga": None if fsyncs is None else round(fsyncs / div, 3),
+            # the engine's CPU split by process (ours: coordinator workers, listener)
+            "engine_cpu_ms_per_saga_by_process": _by_process(a, b, div),
         }
 
     def _phase_summary(self) -> dict[str, Any]:

@@ -206,6 +206,10 @@ class OursEngine:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.processes if p.alive()]
 
+    def process_pids(self) -> dict[str, list[int]]:
+        """The engine's processes by name (coordinator0, ..., listener)."""
+        return {p.name: [p.pid] for p in self.procs.processes if p.alive()}
+
     async def sql_counts(self) -> SqlCounts:
         if not self.listener_port:
             return SqlCounts()

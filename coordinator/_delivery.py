@@ -33,6 +33,8 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import ProducerSendError
 
+from coordinator._watch import murmur2
+
 log = logging.getLogger("coordinator.delivery")
 
 TOO_LARGE: tuple[type[BaseException], ...] = (MessageSizeTooLargeError, RecordTooLargeError)
@@ -136,6 +138,8 @@ class AiokafkaBatches:
         """The partition aiokafka's default partitioner (murmur2) picks for ``key``."""
         producer = self._aiokafka()
         partitions = sorted(await producer.partitions_for(topic))
+        if key is not None:  # what the default partitioner does, with a faster murmur2
+            return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         available = producer.client.cluster.available_partitions_for_topic(topic)
         return int(self._partitioner(key, partitions, sorted(available or partitions)))
 

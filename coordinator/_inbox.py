@@ -360,7 +360,7 @@ class InboxProcessor:
             items, requests = todo.pop(0)
             results: list[StepResult] = []
             sent = [r for r in requests if r.service not in self.unstored]
-            stored = dict(zip(map(id, sent), _pair(items, sent), strict=True))
+            stored = {id(r): item for item, r in _pair(items, sent)} if sent else {}
             unsent: list[dict[str, str]] = []
             for request in requests:
                 if request.service in self.inline:
@@ -368,10 +368,12 @@ class InboxProcessor:
                     results.append(await self.executor.execute(request, inline=True))
                 elif request.service in self.onehop:
                     launch.append(request)  # a task of this worker, once the record is acked
-                elif (size := len(render(item := stored[id(request)][0], state))) > limit:
+                elif (size := len(render(item := stored[id(request)], state))) > limit:
                     unsent.append(item)
                     results.append(_too_large_request(request, size, limit))
-            outbox.extend(item for item in items if not any(item is u for u in unsent))
+            if unsent:
+                items = [item for item in items if all(item is not u for u in unsent)]
+            outbox.extend(items)
             for result in results:
                 out = transition(
                     self.registry,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator._messages import Phase
 from coordinator.events import ErrorInfo
@@ -99,7 +99,8 @@ class SagaState(BaseModel):
     input: dict[str, Any]
     steps: list[StepState]
     current: int = 0
-    plan: list[int] = []
+    #: (mutable defaults as factories: a ``[]`` default is deep-copied per record, slower)
+    plan: list[int] = Field(default_factory=list)
     cursor: int = 0
     pending: Pending | None = None
     cancel_requested: str | None = None
@@ -110,7 +111,7 @@ class SagaState(BaseModel):
     #: the inbox message last applied and what it emitted, re-sent if it is redelivered
     #: after a crash (its effects may have reached the table but not every topic)
     last_message: str | None = None
-    last_outbox: list[dict[str, str]] = []
+    last_outbox: list[dict[str, str]] = Field(default_factory=list)
     #: when the saga reached a terminal status; and when its record expires (shrinks to a
     #: compact marker, then is deleted) — see ``coordinator._retention``
     finished_at: datetime | None = None

@@ -8,13 +8,13 @@ topics *before* a command is sent, then yields the records for that key that fol
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import murmur2
 
 from coordinator._errors import CoordinatorUnavailable
 
@@ -28,6 +28,32 @@ def partition_for(key: str, partitions: int) -> int:
     does not, use its ``murmur2_random`` partitioner.
     """
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+_M = 0x5BD1E995
+_U32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of ``data`` (``aiokafka.partitioner.murmur2``, Java's ``Utils.murmur2``).
+
+    The same function, a few times faster: the words are unpacked at once and only the
+    bits that can overflow are masked. The inbox hashes every record's saga id with it.
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for k in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (k * _M) & _U32
+        h = ((h * _M) ^ ((k ^ (k >> 24)) * _M)) & _U32
+    tail, at = length & 3, length & ~3
+    if tail >= 3:
+        h ^= data[at + 2] << 16
+    if tail >= 2:
+        h ^= data[at + 1] << 8
+    if tail >= 1:
+        h = ((h ^ data[at]) * _M) & _U32
+    h = ((h ^ (h >> 13)) * _M) & _U32
+    return h ^ (h >> 15)
 
 
 async def partition_counts(bootstrap_servers: str, topics: Sequence[str]) -> dict[str, int]:

@@ -77,7 +77,9 @@ class Outcomes(RunCore):
 
     def _step_done(self, i: int, attempt: int, output: dict[str, Any] | None) -> None:
         st = self.s.steps[i]
-        st.status, st.output, st.error = "succeeded", output, None
+        st.status, st.output = "succeeded", output
+        if st.error is not None:
+            st.error = None
         self.emit(ev.StepSucceeded, step=i, attempt=attempt, data=output)
         if self.s.cancel_requested:
             self._unwind("cancelled")

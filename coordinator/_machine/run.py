@@ -240,7 +240,9 @@ class RunCore:
             self.s.finished_at = self.now
             keep = self.retention.keep
             self.s.expires_at = None if keep is None else self.now + keep
-        elif self.s.status not in TERMINAL:
+        elif self.s.status not in TERMINAL and (
+            self.s.finished_at is not None or self.s.expires_at is not None
+        ):
             self.s.finished_at = self.s.expires_at = None  # a re-opened unwind
         # serialized once: these payloads are what the shell sends, and what it re-sends
         # if this message is redelivered after a crash

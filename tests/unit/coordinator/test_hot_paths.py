@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, get_args
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as kafka_murmur2
 from pydantic import BaseModel
 
 from coordinator import SagaRegistry, StepFailure
 from coordinator import events as ev
+from coordinator._delivery import AiokafkaBatches
 from coordinator._executor import Outputs, within
 from coordinator._machine import transition
 from coordinator._messages import StartSaga
+from coordinator._watch import murmur2
 from tests.unit.coordinator.sagas import Out, linear_saga
 
 T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -127,3 +133,29 @@ def test_outputs_are_validated_when_read() -> None:
         outputs["d"]
     with pytest.raises(KeyError):
         outputs["e"]
+
+
+def test_murmur2_is_kafkas() -> None:
+    rng = random.Random(7)
+    keys = [rng.randbytes(n) for n in range(64) for _ in range(20)]
+    keys += [s.encode() for s in ("", "a", "ab", "abc", "saga-é-1", "order:6f1c2a8e-1b2c")]
+    assert [murmur2(k) for k in keys] == [kafka_murmur2(k) for k in keys]
+
+
+async def test_keyed_records_go_where_the_default_partitioner_sends_them() -> None:
+    class Cluster:
+        def available_partitions_for_topic(self, topic: str) -> set[int]:
+            return {0, 2}  # only for records without a key
+
+    class Producer:
+        client = SimpleNamespace(cluster=Cluster())
+
+        async def partitions_for(self, topic: str) -> set[int]:
+            return set(range(6))
+
+    batches = AiokafkaBatches(lambda: Producer())  # type: ignore[arg-type, return-value]
+    default = DefaultPartitioner()
+    for key in [f"saga-{n}".encode() for n in range(200)]:
+        want = default(key, list(range(6)), [0, 2])
+        assert await batches.partition_of("t.lifecycle", key) == want
+    assert await batches.partition_of("t.lifecycle", None) in {0, 2}

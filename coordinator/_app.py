@@ -45,6 +45,7 @@ from coordinator._faust_app import HookedApp, app_class
 from coordinator._gc import settle_heap
 from coordinator._inbox import InboxProcessor
 from coordinator._lanes import Lanes
+from coordinator._local import Recovery
 from coordinator._messages import TimerFired
 from coordinator._onehop import StepTasks
 from coordinator._queries import saga_view
@@ -149,6 +150,7 @@ class Coordinator:
             onehop_services=self.executed,
         )
         self.processor.changelog = changelog_topic(settings)
+        self.recovery = Recovery(self.processor.batches)
         self.expirer = Expirer(
             self.deadlines.expiry,
             self.store,
@@ -158,11 +160,14 @@ class Coordinator:
         )
         self.expirer.changelog = self.processor.changelog
         self.inbox_lanes = self._lanes("inbox", self._handle_inbox, settings.batch_size)
+        if self.executed:  # results of this worker's tasks skip the inbox (coordinator._local)
+            self.step_tasks.local = self.inbox_lanes.put_local
         self.step_worker = StepWorker(settings, self.executor, self.producer)
         self.executor_lanes: dict[str, Lanes] = {}
         self._ready = False
         self._settled = False
         self._rebuilding: asyncio.Future[None] | None = None
+        self._scanning: asyncio.Future[None] | None = None
         self._wire()
 
     def _executed_services(self) -> set[str]:
@@ -245,6 +250,8 @@ class Coordinator:
             seek=seek,
             position=position if strict else None,
             gap=gap,
+            orphaned=self.step_tasks.orphaned,
+            prelude=self.recovery.prelude if strict else None,
             strict=strict,
         )
         app = self.app  # records reach the lane without a Faust stream
@@ -314,6 +321,7 @@ class Coordinator:
             # at a mere rebalance they go on (their results reach the new owner)
             await self.step_tasks.close(timeout=5.0)
         self.processor.forget()
+        self.recovery.reset()
         try:  # what the lanes finished is committed before another worker takes over
             await self.app.consumer.commit()
         except Exception as exc:  # the next owner re-reads from the older offset
@@ -329,12 +337,21 @@ class Coordinator:
             self._settled = True  # assignment's objects exist: they live as long
             settle_heap()
         self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
+        # each lane waits for its partition's last batch before applying anything
+        self._scanning = asyncio.ensure_future(self._scan_last_batches(held))
         # a lane per held partition now: one whose every record Faust skipped (a worker
         # that died before its first commit, say) would otherwise never get a lane
         self.inbox_lanes.open(held)
         # in the background, yielding to the loop: parsing 100k+ records in one go blocks
         # heartbeats past the session timeout (another rebalance, and so on)
         self._rebuilding = asyncio.ensure_future(self._rebuild_deadlines(held))
+
+    async def _scan_last_batches(self, held: set[int]) -> None:
+        try:
+            await self.recovery.scan(self.store.entries(held))
+        except Exception as exc:  # a bug: the lanes would wait for it forever
+            log.exception("finding the last batches of partitions %s failed", sorted(held))
+            await self.app.crash(exc)
 
     async def _rebuild_deadlines(self, held: set[int]) -> None:
         started = time.monotonic()

@@ -21,6 +21,11 @@
    re-routed records are sent; the batch waits for every acknowledgement. Only then does
    the lane ack the batch, so the inbox offset can be committed.
 
+Results of this worker's own step tasks may come without a record (``LocalResult``, see
+``coordinator._local``): applied the same way, in the same order of effects; every saga
+record carries its batch's number, so a new owner can re-send what the partition's last
+batch may not have sent (``Resend``, handled first).
+
 A redelivered batch (after a crash or a rebalance) is recognised per saga: a record
 before the saga's ``last_message`` was applied already and is skipped; the record at
 ``last_message`` re-sends the stored outbox (same payloads, same ``seq``). An inline
@@ -50,6 +55,7 @@ from coordinator._errors import UnknownSagaError
 from coordinator._executor import StepExecutor
 from coordinator._letters import dead_letter
 from coordinator._lifecycle import lifecycle_records
+from coordinator._local import LocalResult, Resend
 from coordinator._machine import Definitions, transition
 from coordinator._messages import StartSaga, StepRequest, StepResult, parse_inbox
 from coordinator._onehop import StepTasks
@@ -139,6 +145,8 @@ class InboxProcessor:
         self.changelog = ""  # set by the app once the table exists
         self._live: dict[str, tuple[bytes, SagaState]] = {}  # decoded in-flight records
         self._record_batches = 0
+        #: per inbox partition: the number its next batch writes (``coordinator._local``)
+        self.batches: dict[int, int] = {}
 
     # -- the batch ----------------------------------------------------------------------
 
@@ -175,6 +183,7 @@ class InboxProcessor:
                 for saga_id, raw in stored.items()
             ]
             acks = await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
+            self.batches[partition] = self.batches.get(partition, 0) + 1
             self.store.write(partition, stored, changelog_offset(acks))
             self.maybe_fault()
             self._launch(plan)  # in-process attempts: only once their records are acked
@@ -254,6 +263,9 @@ class InboxProcessor:
     ) -> _Plan:
         plan = _Plan()
         for event in events:
+            if isinstance(event, LocalResult | Resend):
+                await self._apply_local_item(plan, partition, event, poisoned)
+                continue
             message = event.message
             poison = poisoned.get(message.offset)
             if poison is not None:
@@ -269,8 +281,52 @@ class InboxProcessor:
                 raise _Poison(
                     message.offset, f"internal error: {exc!r}", type(exc).__name__
                 ) from exc
-        self._check_sizes(plan)
+        self._check_sizes(plan, partition)
         return plan
+
+    async def _apply_local_item(
+        self,
+        plan: _Plan,
+        partition: int,
+        item: LocalResult | Resend,
+        poisoned: dict[int, _Poison],
+    ) -> None:
+        """Apply a local result, or queue a saga's stored outbox again (``Resend``).
+
+        A local result that cannot be applied goes to the inbox instead, where a bad one
+        is dead-lettered like any record.
+        """
+        if isinstance(item, Resend):
+            saga = self._saga(plan, item.saga_id)
+            if not saga.changed and saga.state is not None:
+                saga.resend = list(saga.state.last_outbox)
+            return
+        result = item.result
+        if item.key in poisoned:
+            key = result.saga_id.encode()
+            plan.sends.append(Record(self.topics.inbox, key, result.to_json(), partition))
+            return
+        try:
+            saga = self._saga(plan, result.saga_id)
+            if saga.state is None:
+                log.warning("local result for saga %s: no such saga here", result.saga_id)
+                return
+            previous = saga.state.last_message  # a local result is no inbox record
+            await self._step(plan, saga, result, None, item.key)
+            if saga.state is not None:
+                saga.state.last_message = previous
+        except MissingDefinition:
+            raise
+        except Exception as exc:
+            log.exception("inbox: unexpected error applying a local result of %s", result.saga_id)
+            self._drop_cache(plan)
+            raise _Poison(item.key, f"internal error: {exc!r}", type(exc).__name__) from exc
+
+    def _saga(self, plan: _Plan, saga_id: str) -> _Saga:
+        saga = plan.sagas.get(saga_id)
+        if saga is None:
+            saga = plan.sagas[saga_id] = _Saga(self._load(saga_id))
+        return saga
 
     async def _apply_one(self, plan: _Plan, partition: int, message: Any) -> None:
         value: bytes = message.value or b""
@@ -299,17 +355,27 @@ class InboxProcessor:
                 return
             plan.sends.append(self._dead(message, "result too large: failed its step"))
             msg = too_large(msg, len(value), limit)
-        saga = plan.sagas.get(msg.saga_id)
-        if saga is None:
-            saga = plan.sagas[msg.saga_id] = _Saga(self._load(msg.saga_id))
+        saga = self._saga(plan, msg.saga_id)
         state = saga.state
         if state is not None:
             applied = applied_offset(state, partition)
             if applied is not None and message.offset < applied:
                 return  # applied before a crash or rebalance
-            if not state.compact and state.status not in TERMINAL:
-                self._require_definition(state)
-        msg_id = f"{partition}:{message.offset}"
+        await self._step(plan, saga, msg, message, message.offset, f"{partition}:{message.offset}")
+
+    async def _step(
+        self,
+        plan: _Plan,
+        saga: _Saga,
+        msg: Any,
+        message: Any,
+        offset: int,
+        msg_id: str | None = None,
+    ) -> None:
+        """Apply one message to its saga (``message``: its inbox record, None if local)."""
+        state = saga.state
+        if state is not None and not state.compact and state.status not in TERMINAL:
+            self._require_definition(state)
         out = transition(
             self.registry,
             state,
@@ -322,13 +388,16 @@ class InboxProcessor:
             unstored=self.unstored,
         )
         if out.rejected:
-            plan.sends.append(self._dead(message, out.rejected))
+            if message is None:
+                log.warning("local result of saga %s rejected: %s", msg.saga_id, out.rejected)
+            else:
+                plan.sends.append(self._dead(message, out.rejected))
         if out.replayed:
             if not saga.changed:
                 saga.resend = list(out.outbox)
             return
         if out.deleted:  # retention ended: the record goes (a tombstone)
-            saga.state, saga.changed, saga.last_offset = None, True, message.offset
+            saga.state, saga.changed, saga.last_offset = None, True, offset
             saga.outbox, saga.resend = [], []
             return
         if not out.changed or out.state is None:
@@ -339,7 +408,7 @@ class InboxProcessor:
         saga.outbox.extend(outbox)
         saga.launch.extend(launch)
         state.last_message, state.last_outbox = msg_id, list(saga.resend) + saga.outbox
-        saga.state, saga.changed, saga.last_offset = state, True, message.offset
+        saga.state, saga.changed, saga.last_offset = state, True, offset
 
     async def _settle(
         self, state: SagaState, items: list[dict[str, str]], requests: list[StepRequest]
@@ -390,15 +459,17 @@ class InboxProcessor:
                     todo.append((list(out.outbox), list(out.requests)))
         return state, outbox, launch
 
-    def _check_sizes(self, plan: _Plan) -> None:
-        """Fail the record that made a saga's record or events too large.
+    def _check_sizes(self, plan: _Plan, partition: int) -> None:
+        """Encode each changed saga's record; fail the one that made it too large.
 
         It is dead-lettered and the batch is applied again without it.
         """
         limit = self.settings.max_record_bytes
+        number = self.batches.setdefault(partition, 0)
         for saga in plan.sagas.values():
             if not saga.changed or saga.state is None:
                 continue
+            saga.state.batch = number
             saga.raw = saga.state.model_dump_json().encode()
             size = len(saga.raw)
             biggest = max((len(render(o, saga.state)) for o in saga.outbox), default=0)
@@ -444,6 +515,7 @@ class InboxProcessor:
     def forget(self) -> None:
         """Drop every decoded record (after a rebalance the table is the only truth)."""
         self._live.clear()
+        self.batches.clear()  # numbered again from the table (``coordinator._local``)
 
     def _dead(self, message: Any, reason: str, error_type: str = "Rejected") -> Record:
         return dead_letter(

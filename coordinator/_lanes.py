@@ -24,6 +24,12 @@ A lane that is not strict (step topics) runs up to ``batch_size`` events at once
 handler call each, and acks them in offset order as the oldest finishes (``WindowLane``):
 a slow step holds its own slot, not a whole batch.
 
+A strict lane also takes *local* items (``Lanes.put_local``): step results of this
+worker's own tasks, applied without a trip through the topic (``coordinator._local``).
+They have no offset: each batch takes the records in offset order and then every local
+item waiting; only the records are acked. A lane that stops hands its local items to
+``orphaned`` (they go to the topic instead).
+
 A lane whose buffer passes ``buffer`` pauses fetching of its partition and resumes it
 once drained to half. On a rebalance (or shutdown) every lane finishes the handler call
 it is in (bounded by ``stop_timeout``), then is dropped with its buffer: those events
@@ -61,6 +67,7 @@ class Lane:
         self.lanes = lanes
         self.partition = partition
         self.buffer: deque[Any] = deque()
+        self.local: deque[Any] = deque()  # items without an offset (``put_local``)
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.paused = False
@@ -94,9 +101,23 @@ class Lane:
             )
             self.lanes.pause(self.partition)
 
+    def put_local(self, item: Any) -> None:
+        """Queue an item that has no offset: it joins the next batch."""
+        self.local.append(item)
+        self.wakeup.set()
+
     async def _run(self) -> None:
+        if self.lanes.prelude is not None:
+            try:
+                first = await self.lanes.prelude(self.partition)
+                if first:
+                    await self._handle(first)
+            except Abandoned:
+                return
+            except Exception:  # never quietly: the lane goes on without it
+                log.exception("%s partition %d: prelude failed", self.lanes.name, self.partition)
         while not self.stopping:
-            if not self.buffer:
+            if not self.buffer and not self.local:
                 self.wakeup.clear()
                 if not self.sought and self.lanes.position is None:
                     await self.wakeup.wait()
@@ -109,7 +130,7 @@ class Lane:
             try:
                 if self.expected is None:
                     await self._start()
-                batch = await self._in_order()
+                batch = await self._in_order() if self.buffer else []
             except Exception:  # broker trouble: the lane must not die quietly
                 log.exception(
                     "%s partition %d: reading its position failed; retrying in %.1fs",
@@ -119,13 +140,18 @@ class Lane:
                 )
                 await asyncio.sleep(SEEK_AGAIN)
                 continue
+            local = [self.local.popleft() for _ in range(len(self.local))]
+            if not batch and not local:
+                continue
+            if batch:
+                self.sought, self.watch_seeks = False, 0
+            try:
+                await self._handle(batch + local)
+            except Abandoned:
+                self.local.extendleft(reversed(local))  # handed on by ``stop``
+                return
             if not batch:
                 continue
-            self.sought, self.watch_seeks = False, 0
-            try:
-                await self._handle(batch)
-            except Abandoned:
-                return
             for _ in batch:
                 self.buffer.popleft()
             self.lanes.ack(batch)
@@ -353,6 +379,8 @@ class Lanes:
         seek: Callable[[int, int], Awaitable[None]] | None = None,
         position: Callable[[int], Awaitable[int | None]] | None = None,
         gap: Callable[[int, int, int], Awaitable[None]] | None = None,
+        orphaned: Callable[[list[Any]], None] = lambda items: None,
+        prelude: Callable[[int], Awaitable[list[Any]]] | None = None,
         strict: bool = True,
         stop_timeout: float = 5.0,
     ) -> None:
@@ -371,6 +399,11 @@ class Lanes:
         self.position = position
         #: ``gap(partition, first, last)``: offsets that hold no readable record, passed
         self.gap = gap or _no_gap
+        #: local items a stopping lane did not handle (``put_local``)
+        self.orphaned = orphaned
+        #: ``prelude(partition)``: awaited by a new strict lane before its first batch;
+        #: the items it returns are handled first, as a batch of their own
+        self.prelude = prelude
         #: stopping at a rebalance: records handed over meanwhile are not taken (unacked,
         #: they are read again by the partition's next owner)
         self.closed = False
@@ -384,6 +417,18 @@ class Lanes:
         if self.closed:
             return
         self._lane(event.message.partition).put(event)
+
+    def put_local(self, partition: int, item: Any) -> bool:
+        """Queue ``item`` for ``partition``'s next batch, if this worker holds it.
+
+        False when the partition has no lane (not held, or between a revoke and the next
+        assignment): the caller sends the item through the topic instead.
+        """
+        lane = self.lanes.get(partition)
+        if self.closed or lane is None or lane.stopping or not self.strict:
+            return False
+        lane.put_local(item)
+        return True
 
     def open(self, partitions: set[int]) -> None:
         """Give each assigned partition its strict lane now, not at its first event.
@@ -415,12 +460,19 @@ class Lanes:
         finally:
             self.closed = False
         dropped = [event for events in left for event in events]
+        local = [item for lane in lanes for item in lane.local]
+        for lane in lanes:
+            lane.local.clear()
+        if local:
+            self.orphaned(local)
         if lanes:
             log.info(
-                "%s: lanes of partitions %s stopped (%d events dropped, paused: %s)",
+                "%s: lanes of partitions %s stopped (%d events dropped, %d local items "
+                "handed on, paused: %s)",
                 self.name,
                 sorted(lane.partition for lane in lanes),
                 len(dropped),
+                len(local),
                 sorted(lane.partition for lane in lanes if lane.paused),
             )
         if dropped:

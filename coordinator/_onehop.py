@@ -35,6 +35,10 @@ Design, and why it keeps the saga guarantee:
   other half of the storm. The deadline timer of such an attempt is postponed once, by
   the step's timeout (``postpone``): applying the result replaces the deadline; if the
   result is never applied (dead-lettered, say), the saga still wakes.
+* **A result skips the inbox when it can** (``coordinator._local``): while this worker
+  holds the saga's inbox partition, the result joins that partition's lane directly
+  (``local``); otherwise (a rebalance took the partition, a lane that stopped handed it
+  back) it is produced to the inbox as before.
 * **The participant contract is unchanged**: the same executor sends the same
   ``Idempotency-Key`` and, on compensations, ``Saga-Compensates`` headers.
 
@@ -55,7 +59,8 @@ from collections.abc import Callable
 from coordinator._delivery import Abandoned, Backoff, Producer, Record, deliver
 from coordinator._errors import UnknownSagaError
 from coordinator._executor import StepExecutor
-from coordinator._messages import StepRequest
+from coordinator._local import LocalResult
+from coordinator._messages import StepRequest, StepResult
 from coordinator._routing import partition_for
 from coordinator._step_worker import too_large
 
@@ -104,6 +109,9 @@ class StepTasks:
         #: saga id -> (deadline, grace) of an attempt whose result is on the inbox
         self._answered: dict[str, tuple[float, float]] = {}
         self._pruned_at = 0
+        #: ``local(partition, item)``: hand a result to its partition's lane; False when
+        #: this worker does not hold it (``coordinator._local``)
+        self.local: Callable[[int, LocalResult], bool] | None = None
 
     # -- backpressure ---------------------------------------------------------------------
 
@@ -192,12 +200,17 @@ class StepTasks:
                 len(payload),
                 self.max_result_bytes,
             )
-            payload = too_large(result, len(payload), self.max_result_bytes).to_json()
+            result = too_large(result, len(payload), self.max_result_bytes)
+            payload = result.to_json()
         topic = request.reply_to or self.inbox
+        partition = self.partition_of(request)
+        local = self.local if topic == self.inbox else None
+        if local is not None and local(partition, LocalResult(result)):
+            self._answer(request)  # applied by the lane's next batch, before any timer
+            return
         # the saga's own partition, as the timers use: the result stays ahead of them
-        record = Record(topic, request.saga_id.encode(), payload, self.partition_of(request))
+        record = Record(topic, request.saga_id.encode(), payload, partition)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        partition = int(record.partition or 0)
         self._outgoing.setdefault(partition, []).append((record, request, done))
         if partition not in self._sending:
             await self._send_waves(partition)
@@ -275,6 +288,31 @@ class StepTasks:
             return None
         del self._answered[saga_id]
         return deadline + entry[1]
+
+    def orphaned(self, items: list[object]) -> None:
+        """Send to the inbox the local results a stopping lane did not apply."""
+        results = [item.result for item in items if isinstance(item, LocalResult)]
+        if results:
+            task = asyncio.get_running_loop().create_task(self._send_results(results))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_results(self, results: list[StepResult]) -> None:
+        records = [
+            Record(
+                self.inbox,
+                r.saga_id.encode(),
+                r.to_json(),
+                partition_for(r.saga_id, self.partitions),
+            )
+            for r in results
+        ]
+        try:
+            await deliver(self.producer, records, Backoff(lambda: self._closing), what="results")
+        except Exception as exc:  # the durable deadlines cover them (counted uncertain)
+            log.error(
+                "%d step results handed back by stopped lanes not sent: %r", len(records), exc
+            )
 
     async def close(self, timeout: float) -> None:
         """Start nothing more; let running attempts finish (up to ``timeout``), cancel the rest.

@@ -118,6 +118,10 @@ class SagaState(BaseModel):
     expires_at: datetime | None = None
     #: True for the compact marker of a finished saga (steps, input and outbox dropped)
     compact: bool = False
+    #: the number of the inbox batch that wrote this record (per partition, increasing
+    #: across owners): a new owner re-sends the outbox of the sagas of the last one
+    #: (``coordinator._local``). Kept the last field: ``batch_of`` reads it from the bytes
+    batch: int | None = None
 
     @property
     def resting(self) -> bool:

@@ -88,12 +88,17 @@ class MemoryTableStore:
 
     def items(self, partitions: Iterable[int]) -> Iterator[tuple[int, bytes]]:
         """``(partition, record)`` of every saga held for ``partitions``."""
+        for p, _, raw in self.entries(partitions):
+            yield p, raw
+
+    def entries(self, partitions: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
+        """``(partition, saga id, record)`` of every saga held for ``partitions``."""
         held = set(partitions)
         for saga_id, raw in list(self.table.data.items()):
             if isinstance(raw, bytes):
                 p = partition_for(saga_id, self.partitions)
                 if p in held:
-                    yield p, raw
+                    yield p, saga_id, raw
 
 
 class RocksTableStore:
@@ -137,11 +142,16 @@ class RocksTableStore:
 
     def items(self, partitions: Iterable[int]) -> Iterator[tuple[int, bytes]]:
         """``(partition, record)`` of every saga held for ``partitions``."""
+        for p, _, raw in self.entries(partitions):
+            yield p, raw
+
+    def entries(self, partitions: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
+        """``(partition, saga id, record)`` of every saga held for ``partitions``."""
         offset_key = self._store.offset_key
         for partition in sorted(set(partitions)):
             for key, raw in self._db(partition).items():
                 if key != offset_key and isinstance(raw, bytes):
-                    yield partition, raw
+                    yield partition, bytes(key).decode(), raw
 
 
 def table_store(table: Any, store_url: str, partitions: int) -> MemoryTableStore | RocksTableStore:

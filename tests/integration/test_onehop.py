@@ -2,9 +2,11 @@
 
 The order saga's five services are HTTP participants the worker executes itself: each
 attempt runs as a task of the worker, started once the saga record is acknowledged, and
-only its result crosses Kafka (on the inbox). Step topics stay empty; the participant
-contract (Idempotency-Key, Saga-Compensates) is unchanged; an attempt lost with its
-worker is retried by its durable deadline with the same key.
+its result joins the saga's partition lane directly (coordinator._local): neither the
+step topics nor the inbox carry it. The participant contract (Idempotency-Key,
+Saga-Compensates) is unchanged; an attempt lost with its worker is retried by its
+durable deadline with the same key; events a killed worker never sent are re-sent by the
+next owner.
 """
 
 from __future__ import annotations
@@ -74,11 +76,11 @@ async def test_http_steps_cross_kafka_once_and_keep_the_participant_contract(
     for service in SERVICES:
         topic = settings.topics.step(service)
         assert await end_offsets(stack.bootstrap, topic, settings.partitions) == 0, service
-    inbox = await records_in(stack.bootstrap, settings.topics.inbox)
-    results = [r for r in inbox if r["kind"] == "result"]
-    assert {(r["saga_id"], r["step"]) for r in results if r["ok"]} >= {
-        (ok, s) for s in ("create_order", "reserve_inventory", "charge_payment", "ship", "notify")
-    }
+    # the results never crossed Kafka: the inbox holds the two starts (and the outage's
+    # retry timers), no result
+    kinds = [r["kind"] for r in await records_in(stack.bootstrap, settings.topics.inbox)]
+    assert kinds.count("start") == 2
+    assert "result" not in kinds, kinds
     stats = await stack.admin("GET", "/admin/stats")
     assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values())
     # Saga-Compensates reached the carrier: the uncertain shipment's key is closed
@@ -121,4 +123,41 @@ async def test_an_attempt_lost_with_its_worker_is_retried_by_its_durable_deadlin
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
     stats = await stack.admin("GET", "/admin/stats")
     assert stats["services"]["orders"]["counters"]["orders_created"] == 1
+    assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values())
+
+
+async def test_events_a_killed_worker_never_sent_are_sent_by_the_next_owner(
+    stack: OrderStack,
+) -> None:
+    """The worker dies after writing the record that applied a local result (the order
+    created, the stock reserved) and before sending its events: no inbox record will
+    ever be read again to re-send them. The restarted worker re-sends the outbox of the
+    partition's last batch before applying anything, so the saga's events arrive whole
+    (``seq`` 1, 2, 3... without a hole), and the lost launch is retried by its deadline."""
+    settings = stack.settings()
+    # the start's inbox record is committed (every second) long before the kill: reading
+    # it again cannot be what re-sends the lost events
+    await stack.admin("POST", "/admin/knobs", {"latency_ms": {"inventory": 2500}})
+    # record batches: 1 the start, 2 create_order's result, 3 reserve_inventory's result
+    crashing = stack.coordinator(env={"SAGA_FAULT_KILL_AFTER_RECORDS": "3"})
+    async with (
+        SagaClient(settings) as client,
+        Lifecycle(stack.bootstrap, settings.topics.lifecycle) as life,
+    ):
+        saga_id = await client.start("order_fulfillment", order("h-sends"), saga_id=stack.prefix)
+        await crashing.output_ready("SAGA_FAULT_KILL_AFTER_RECORDS reached")
+        crashing.wait(30)
+        before = [(e.type, e.step) for e in life.unique(saga_id)]
+        assert ("step_succeeded", "reserve_inventory") not in before, before
+        await stack.admin("POST", "/admin/knobs", {"latency_ms": {}})
+        restarted = stack.coordinator(name="coordinator-restarted")
+        await life.wait([saga_id], statuses={"saga_completed"}, timeout=120)
+        events = life.unique(saga_id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        steps = [(e.type, e.step) for e in events]
+        assert steps.index(("step_succeeded", "reserve_inventory")) < steps.index(
+            ("step_succeeded", "charge_payment")
+        )
+    assert "re-sending the outbox of 1 sagas of its last batch" in restarted.output()
+    stats = await stack.admin("GET", "/admin/stats")
     assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values())

@@ -17,6 +17,7 @@ Values are given column-wise (``{column key: [value per row]}``), as the arrays 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from listeners._errors import ListenerConfigError
+from listeners._rows import utc
 
 __all__ = ["Columns", "TableSql"]
 
@@ -90,9 +92,15 @@ class TableSql:
         return {f"c{i}": column for i, column in enumerate(values.values())}
 
     @staticmethod
-    def _rows(values: Columns) -> list[dict[str, Any]]:
+    def _rows(values: Columns, dialect: str) -> list[dict[str, Any]]:
         keys = list(values)
-        return [dict(zip(keys, row, strict=True)) for row in zip(*values.values(), strict=True)]
+        rows = [dict(zip(keys, row, strict=True)) for row in zip(*values.values(), strict=True)]
+        if dialect == "sqlite":  # it stores a datetime's wall clock, its zone dropped: UTC
+            for row in rows:
+                for key, value in row.items():
+                    if isinstance(value, datetime) and value.tzinfo is not None:
+                        row[key] = utc(value)
+        return rows
 
     def select(
         self, session: Session, columns: Sequence[sa.ColumnElement[Any]], ids: Sequence[Any]
@@ -153,7 +161,7 @@ class TableSql:
         if arrays:
             session.connection().exec_driver_sql(statement, self._params(values))
         else:
-            session.execute(statement, self._rows(values))
+            session.execute(statement, self._rows(values, dialect))
 
 
 def _binary_arrays(statement: Any, count: int, session: Session) -> str:

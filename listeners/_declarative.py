@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from listeners._bulk import TableSql
 from listeners._errors import ListenerConfigError
 from listeners._events import Event
-from listeners._rows import STANDARD_COLUMNS, SagaRow, timeline_table, utc
+from listeners._rows import STANDARD_COLUMNS, SagaRow, aware, timeline_table, utc
 from listeners._standard import SAGA_STATUSES, advance, describe_error, start_row
 
 __all__ = ["Handler", "Listener"]
@@ -240,7 +240,7 @@ class Listener(Generic[RowT]):
                 "service": [event.service for event in applied],
                 "attempt": [event.attempt for event in applied],
                 "error": [describe_error(event) for event in applied],
-                "occurred_at": [utc(event.occurred_at) for event in applied],
+                "occurred_at": [aware(event.occurred_at) for event in applied],
             },
         )
 

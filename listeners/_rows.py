@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import DateTime, Integer, MetaData, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = ["NAMING_CONVENTION", "STANDARD_COLUMNS", "SagaRow", "timeline_table", "utc"]
+__all__ = ["NAMING_CONVENTION", "STANDARD_COLUMNS", "SagaRow", "aware", "timeline_table", "utc"]
 
 #: Constraint names Alembic can reproduce; give it to your ``DeclarativeBase`` metadata.
 NAMING_CONVENTION = {
@@ -107,3 +107,12 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def aware(moment: datetime) -> datetime:
+    """``moment`` with a time zone (naive values are UTC), its own kept when it has one.
+
+    Cheaper than :func:`utc` for a value a driver converts anyway (psycopg sends an
+    aware datetime as the instant it is; the SQLite path converts to UTC itself).
+    """
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -309,6 +309,7 @@ class Coordinator:
     # -- rebalances ---------------------------------------------------------------------
 
     async def _on_revoke(self, revoked: set[Any]) -> None:
+        self.recovery.reset()  # lanes still waiting for the last batches stop waiting
         # No expiry writes to a partition another worker takes. The lanes stop at the same
         # time: an inbox batch retrying in place holds its partition's expiry lock until
         # its lane is told to stop, so stopping the expirer first could wait forever.
@@ -321,7 +322,6 @@ class Coordinator:
             # at a mere rebalance they go on (their results reach the new owner)
             await self.step_tasks.close(timeout=5.0)
         self.processor.forget()
-        self.recovery.reset()
         try:  # what the lanes finished is committed before another worker takes over
             await self.app.consumer.commit()
         except Exception as exc:  # the next owner re-reads from the older offset

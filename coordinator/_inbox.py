@@ -308,8 +308,9 @@ class InboxProcessor:
             return
         try:
             saga = self._saga(plan, result.saga_id)
-            if saga.state is None:
-                log.warning("local result for saga %s: no such saga here", result.saga_id)
+            if saga.state is None:  # to the inbox: dead-lettered there, with its reason
+                key = result.saga_id.encode()
+                plan.sends.append(Record(self.topics.inbox, key, result.to_json(), partition))
                 return
             previous = saga.state.last_message  # a local result is no inbox record
             await self._step(plan, saga, result, None, item.key)
@@ -388,8 +389,11 @@ class InboxProcessor:
             unstored=self.unstored,
         )
         if out.rejected:
-            if message is None:
-                log.warning("local result of saga %s rejected: %s", msg.saga_id, out.rejected)
+            if message is None:  # to the inbox: dead-lettered there, with its reason
+                home = partition_for(msg.saga_id, self.settings.partitions)
+                plan.sends.append(
+                    Record(self.topics.inbox, msg.saga_id.encode(), msg.to_json(), home)
+                )
             else:
                 plan.sends.append(self._dead(message, out.rejected))
         if out.replayed:

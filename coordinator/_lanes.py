@@ -106,16 +106,30 @@ class Lane:
         self.local.append(item)
         self.wakeup.set()
 
-    async def _run(self) -> None:
-        if self.lanes.prelude is not None:
+    async def _prelude(self) -> bool:
+        """Await the lanes' prelude and handle what it returns; False: stop the lane."""
+        prelude = self.lanes.prelude
+        while prelude is not None and not self.stopping:
             try:
-                first = await self.lanes.prelude(self.partition)
+                first = await prelude(self.partition)
                 if first:
                     await self._handle(first)
+                return True
             except Abandoned:
-                return
-            except Exception:  # never quietly: the lane goes on without it
-                log.exception("%s partition %d: prelude failed", self.lanes.name, self.partition)
+                return False
+            except Exception:  # never quietly, never without it: tried again
+                log.exception(
+                    "%s partition %d: prelude failed; again in %.1fs",
+                    self.lanes.name,
+                    self.partition,
+                    SEEK_AGAIN,
+                )
+                await asyncio.sleep(SEEK_AGAIN)
+        return not self.stopping
+
+    async def _run(self) -> None:
+        if not await self._prelude():
+            return
         while not self.stopping:
             if not self.buffer and not self.local:
                 self.wakeup.clear()
@@ -128,9 +142,11 @@ class Lane:
                     await self._watch()
                 continue
             try:
-                if self.expected is None:
-                    await self._start()
-                batch = await self._in_order() if self.buffer else []
+                batch = []
+                if self.buffer:  # (local items alone need no position)
+                    if self.expected is None:
+                        await self._start()
+                    batch = await self._in_order()
             except Exception:  # broker trouble: the lane must not die quietly
                 log.exception(
                     "%s partition %d: reading its position failed; retrying in %.1fs",
@@ -140,16 +156,19 @@ class Lane:
                 )
                 await asyncio.sleep(SEEK_AGAIN)
                 continue
-            local = [self.local.popleft() for _ in range(len(self.local))]
+            take = min(len(self.local), self.lanes.batch_size)
+            local = [self.local.popleft() for _ in range(take)]
             if not batch and not local:
                 continue
             if batch:
                 self.sought, self.watch_seeks = False, 0
             try:
                 await self._handle(batch + local)
-            except Abandoned:
+            except BaseException as exc:  # Abandoned, or cancelled at the stop timeout
                 self.local.extendleft(reversed(local))  # handed on by ``stop``
-                return
+                if isinstance(exc, Abandoned):
+                    return
+                raise
             if not batch:
                 continue
             for _ in batch:

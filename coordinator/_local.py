@@ -69,14 +69,16 @@ def batch_of(raw: bytes) -> int | None:
     """The ``batch`` a stored saga record was written by (None: older, or a marker).
 
     Read from the bytes: the field is the record's last one, written by pydantic in
-    declaration order, so its last occurrence is the field itself, whatever the input.
+    declaration order, so the field itself ends the record; a ``"batch":`` anywhere else
+    (an input key of a record written before the field existed) is not at the end.
     """
     at = raw.rfind(_BATCH)
     if at < 0:
         return None
-    end = at + len(_BATCH)
-    stop = raw.find(b"}", end)
-    value = raw[end : stop if stop >= 0 else None].strip()
+    value = raw[at + len(_BATCH) :].rstrip()
+    if not value.endswith(b"}"):
+        return None
+    value = value[:-1].strip()  # the field ends the record: nothing else follows it
     return int(value) if value.isdigit() else None
 
 

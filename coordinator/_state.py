@@ -87,9 +87,13 @@ class Pending(BaseModel):
 
 
 class SagaState(BaseModel):
-    """One saga's record in the changelog-backed table (application state)."""
+    """One saga's record in the changelog-backed table (application state).
 
-    model_config = ConfigDict(extra="forbid")
+    Unknown fields are ignored, so a worker can read the records of a newer version that
+    added one (a rolling upgrade, or a rollback).
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     saga_id: str
     saga_type: str

@@ -151,7 +151,7 @@ class RocksTableStore:
         for partition in sorted(set(partitions)):
             for key, raw in self._db(partition).items():
                 if key != offset_key and isinstance(raw, bytes):
-                    yield partition, bytes(key).decode(), raw
+                    yield partition, bytes(key).decode(errors="replace"), raw
 
 
 def table_store(table: Any, store_url: str, partitions: int) -> MemoryTableStore | RocksTableStore:

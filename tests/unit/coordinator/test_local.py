@@ -116,6 +116,10 @@ def test_batch_of_reads_the_records_own_field_whatever_the_input_holds() -> None
     state.batch = 7
     assert batch_of(state.model_dump_json().encode()) == 7
     assert batch_of(b'{"saga_id":"old"}') is None, "a record written before batch numbers"
+    older = b'{"saga_id":"old","input":{"batch":123456789},"compact":false}'
+    assert batch_of(older) is None, "an input key is never the record's own field"
+    newer = state.model_dump_json()[:-1] + ',"added_later":1}'
+    assert SagaState.model_validate_json(newer).batch == 7, "a newer version's record reads"
 
 
 async def test_a_new_owner_numbers_after_the_highest_batch_and_resends_the_last_one() -> None:
@@ -186,3 +190,41 @@ async def test_results_handed_back_by_a_stopped_lane_go_to_the_inbox() -> None:
     await settle()
     sent = producer.to("t.inbox")
     assert [(s.partition, parse_inbox(s.value).saga_id) for s in sent] == [(partition, "x")]
+
+
+async def test_a_local_result_for_a_saga_this_worker_lacks_goes_to_the_inbox() -> None:
+    proc, producer, store, caught, partition = await local_run()
+    del store["x"]
+    proc.forget()
+    await proc.handle(partition, [caught[0][1]], never)
+    assert [parse_inbox(s.value).saga_id for s in producer.to("t.inbox")] == ["x"]
+
+
+async def test_a_batch_takes_at_most_batch_size_local_items() -> None:
+    handled: list[list[Any]] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.append(list(events))
+
+    lanes = Lanes("inbox", handler, batch_size=2, buffer=10)
+    lanes.open({0})
+    for item in "abcde":
+        assert lanes.put_local(0, item)
+    await settle()
+    assert handled == [["a", "b"], ["c", "d"], ["e"]]
+    await lanes.stop()
+
+
+async def test_local_items_of_a_batch_cancelled_at_the_stop_timeout_are_handed_on() -> None:
+    orphans: list[Any] = []
+
+    async def stuck(partition: int, events: list[Any], stopping: Any) -> None:
+        await asyncio.Event().wait()  # never returns, ignores stopping
+
+    lanes = Lanes("inbox", stuck, batch_size=10, buffer=10, orphaned=orphans.extend)
+    lanes.stop_timeout = 0.05
+    lanes.open({0})
+    assert lanes.put_local(0, "r")
+    await settle()
+    await lanes.stop()
+    assert orphans == ["r"], "a result whose batch never finished goes to the inbox"

@@ -21,13 +21,26 @@ step and phase) and reply with a ``StepResult`` on the topic named by ``reply_to
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from coordinator.events import ErrorInfo
 
 Phase = Literal["action", "compensation"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """``model(**data)``, validated the same, at about half the cost.
+
+    ``BaseModel.__init__`` validates into an instance made beforehand (``self_instance``),
+    a slower path in pydantic-core than building the instance while validating. For the
+    models the state machine builds on every step.
+    """
+    return cast(M, model.__pydantic_validator__.validate_python(data))
+
 
 #: ``ErrorInfo.type`` of an attempt that never left this worker: an in-process attempt
 #: (run by ``coordinator._onehop``, launched once) whose deadline passed while it waited
@@ -151,15 +164,18 @@ class StepRequest(BaseModel):
         error: ErrorInfo | None = None,
     ) -> StepResult:
         """The StepResult answering this attempt (ok when ``error`` is None)."""
-        return StepResult(
-            saga_id=self.saga_id,
-            at=at,
-            step=self.step,
-            phase=self.phase,
-            attempt=self.attempt,
-            ok=error is None,
-            output=output,
-            error=error,
+        return validated(
+            StepResult,
+            {
+                "saga_id": self.saga_id,
+                "at": at,
+                "step": self.step,
+                "phase": self.phase,
+                "attempt": self.attempt,
+                "ok": error is None,
+                "output": output,
+                "error": error,
+            },
         )
 
 

@@ -23,6 +23,7 @@ from coordinator._messages import (
     Phase,
     StepRequest,
     idempotency_key,
+    validated,
 )
 from coordinator._outbox import stored_request
 from coordinator._retention import FOREVER, Retention
@@ -136,33 +137,40 @@ class RunCore:
             st.status, st.compensation_attempts = "compensating", attempt
             self.emit(ev.CompensationStarted, step=i, attempt=attempt)
         deadline = self.now + step.timeout
-        self.s.pending = Pending(
-            phase=phase,
-            step=i,
-            attempt=attempt,
-            waiting="result",
-            deadline=deadline,
-            round_start=round_start,
+        s = self.s
+        s.pending = validated(
+            Pending,
+            {
+                "phase": phase,
+                "step": i,
+                "attempt": attempt,
+                "waiting": "result",
+                "deadline": deadline,
+                "round_start": round_start,
+            },
         )
         self.requests.append(
-            StepRequest(
-                saga_id=self.s.saga_id,
-                saga_type=self.s.saga_type,
-                saga_version=self.s.saga_version,
-                step=step.name,
-                service=step.service.name,
-                phase=phase,
-                attempt=attempt,
-                idempotency_key=idempotency_key(self.s.saga_id, step.name, phase),
-                compensates=(
-                    idempotency_key(self.s.saga_id, step.name, "action")
-                    if phase == "compensation"
-                    else None
-                ),
-                input=self.s.input,
-                outputs={x.name: x.output for x in self.s.steps if x.output is not None},
-                deadline=deadline,
-                reply_to=self.reply_to,
+            validated(
+                StepRequest,
+                {
+                    "saga_id": s.saga_id,
+                    "saga_type": s.saga_type,
+                    "saga_version": s.saga_version,
+                    "step": step.name,
+                    "service": step.service.name,
+                    "phase": phase,
+                    "attempt": attempt,
+                    "idempotency_key": idempotency_key(s.saga_id, step.name, phase),
+                    "compensates": (
+                        idempotency_key(s.saga_id, step.name, "action")
+                        if phase == "compensation"
+                        else None
+                    ),
+                    "input": s.input,
+                    "outputs": {x.name: x.output for x in s.steps if x.output is not None},
+                    "deadline": deadline,
+                    "reply_to": self.reply_to,
+                },
             )
         )
 

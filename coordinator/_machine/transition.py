@@ -66,10 +66,11 @@ from coordinator._messages import (
     StartSaga,
     StepResult,
     TimerFired,
+    validated,
 )
 from coordinator._outbox import request_of
 from coordinator._retention import FOREVER, Retention, expire, is_due
-from coordinator._state import TERMINAL, SagaState, StepState
+from coordinator._state import TERMINAL, SagaState
 
 
 def transition(
@@ -196,15 +197,18 @@ def _start(
             rejected=f"{saga.label}: input does not match {saga.input.__name__}: "
             f"{field_errors(exc)}",
         )
-    state = SagaState(
-        saga_id=msg.saga_id,
-        saga_type=saga.name,
-        saga_version=saga.version,
-        business_key=msg.business_key,
-        input=value.model_dump(mode="json"),
-        steps=[StepState(name=s.name, service=s.service.name) for s in saga.steps],
-        started_at=now,
-        updated_at=now,
+    state = validated(
+        SagaState,
+        {
+            "saga_id": msg.saga_id,
+            "saga_type": saga.name,
+            "saga_version": saga.version,
+            "business_key": msg.business_key,
+            "input": value.model_dump(mode="json"),
+            "steps": [{"name": s.name, "service": s.service.name} for s in saga.steps],
+            "started_at": now,
+            "updated_at": now,
+        },
     )
     run = Run(saga, state, now, reply_to, retention, unstored)
     run.emit(ev.SagaStarted, data=state.input)

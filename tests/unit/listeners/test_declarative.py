@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -60,6 +60,21 @@ def test_handlers_and_the_standard_part(trip_sessions: sessionmaker[Session]) ->
     assert trip.fields["confirmed_at"] is not None
     assert trip.fields["events_seen"] == len(events)
     assert [e.seq for e in trip.timeline] == list(range(1, len(events) + 1))
+
+
+def test_times_in_another_zone_are_stored_as_the_same_instant(
+    trip_sessions: sessionmaker[Session],
+) -> None:
+    """SQLite keeps a datetime's wall clock and drops its zone: written as UTC, a time
+    given at +02:00 (a handler's own column, the timeline, the standard part) reads back
+    as the same instant."""
+    start = datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=2)))
+    events = trip_saga("s1", "trip-1", "completed", start=start)
+    _apply(trip_sessions, events)
+    trip = _get(trip_sessions, "trip-1")
+    assert trip.fields["confirmed_at"] == events[-1].occurred_at  # on_complete's column
+    assert trip.updated_at == events[-1].occurred_at
+    assert [e.occurred_at for e in trip.timeline] == [e.occurred_at for e in events]
 
 
 def test_where_is_it_now_mid_flight_and_after_a_failure(

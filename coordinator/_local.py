@@ -72,7 +72,7 @@ def batch_of(raw: bytes) -> int | None:
     declaration order, so the field itself ends the record; a ``"batch":`` anywhere else
     (an input key of a record written before the field existed) is not at the end.
     """
-    at = raw.rfind(_BATCH)
+    at = raw.rfind(_BATCH, max(0, len(raw) - 48))  # the record's tail: no need to read it all
     if at < 0:
         return None
     value = raw[at + len(_BATCH) :].rstrip()

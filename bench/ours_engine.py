@@ -241,8 +241,8 @@ class OursEngine:
             "coordinator_sql": "0 (imports no SQL library)",
             "in_process_steps": "inline (local activities)"
             if self.inline
-            else "tasks of the worker, one Kafka hop (result on the inbox)",
-            "http_steps": "tasks of the worker, one Kafka hop (result on the inbox), "
+            else "tasks of the worker, results applied in its lanes (no inbox hop)",
+            "http_steps": "tasks of the worker, results applied in its lanes (no inbox hop), "
             "SAGA_STEP_CONCURRENCY=64",
         }
 

@@ -281,7 +281,10 @@ def event_json(kind: type[_EventBase], **fields: Any) -> str:
 
     For the state machine, whose fields are its own typed values: building and dumping
     the model cost about three times as much. Nothing is validated but the field names
-    (the machine's tests read every event back with ``parse_event``).
+    (the machine's tests read every event back with ``parse_event``). A NaN or infinite
+    float (a participant's output, a saga's input) is written ``null``, as the model's
+    ``ser_json_inf_nan="null"`` does: JSON has no NaN, and readers in other languages
+    refuse the record.
 
     Raises:
         TypeError: a field ``kind`` does not have.
@@ -292,7 +295,7 @@ def event_json(kind: type[_EventBase], **fields: Any) -> str:
     event = values | fields
     if len(event) != len(values):
         raise TypeError(f"{kind.__name__} has no field {sorted(fields.keys() - values.keys())}")
-    return to_json(event).decode()
+    return to_json(event, inf_nan_mode="null").decode()
 
 
 class EventBatch(BaseModel):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import random
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -39,6 +41,10 @@ EXTRAS: list[dict[str, Any]] = [
     {"data": {"amount": 1.5, "items": [1, "é", None], "nested": {"ok": True}}},
     {"error": ERROR, "step": "pay", "attempt": 1},
 ]
+#: a participant's or a saga input's floats may be NaN or infinite (JSON has neither)
+NON_FINITE: dict[str, Any] = {
+    "data": {"price": math.nan, "limits": [math.inf, -math.inf, 1.5], "quote": {"fx": math.nan}}
+}
 
 
 @pytest.mark.parametrize("extra", EXTRAS)
@@ -49,6 +55,21 @@ def test_event_json_is_the_models_json(kind: type[Any], extra: dict[str, Any]) -
         fields["retrying"] = True
     assert ev.event_json(kind, **fields) == kind(**fields).model_dump_json()
     assert ev.parse_event(ev.event_json(kind, **fields)) == kind(**fields)
+
+
+def _refuse_constant(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON (RFC 8259)")
+
+
+@pytest.mark.parametrize("kind", get_args(get_args(ev.LifecycleEvent)[0]))
+def test_event_json_writes_non_finite_floats_as_null_like_the_model(kind: type[Any]) -> None:
+    fields = BASE | NON_FINITE
+    if "retrying" in kind.model_fields:
+        fields["retrying"] = True
+    written = ev.event_json(kind, **fields)
+    assert written == kind(**fields).model_dump_json()
+    data = json.loads(written, parse_constant=_refuse_constant)["data"]
+    assert data == {"price": None, "limits": [None, None, 1.5], "quote": {"fx": None}}
 
 
 def test_event_json_refuses_a_field_the_event_lacks() -> None:

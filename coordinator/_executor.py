@@ -158,7 +158,8 @@ class StepExecutor:
             )
         timeout = min(step.timeout.total_seconds(), budget)
         try:
-            ctx = self.context(saga, step, request)
+            # an HTTP step reads the context only to build its request, before it sends
+            ctx = self.context(saga, step, request, before_acting=isinstance(fn, Http))
             call = self._prepare(step, fn, ctx) if isinstance(fn, Http) else None
         except StepFailure:
             raise
@@ -192,8 +193,15 @@ class StepExecutor:
             ) from exc
         return self._output(saga, step, request, reply)
 
-    def context(self, saga: Saga[Any], step: Step, request: StepRequest) -> StepContext[Any]:
-        """What the action of ``request`` sees: typed input, earlier outputs, its key."""
+    def context(
+        self, saga: Saga[Any], step: Step, request: StepRequest, *, before_acting: bool = False
+    ) -> StepContext[Any]:
+        """What the action of ``request`` sees: typed input, earlier outputs, its key.
+
+        ``before_acting``: the context is read only before anything is sent (an HTTP
+        step's path and body), so a stored output that fails validation is a definite
+        failure; an action reads it while it runs, perhaps after it acted: uncertain.
+        """
         return StepContext(
             saga_id=request.saga_id,
             saga_type=request.saga_type,
@@ -201,7 +209,7 @@ class StepExecutor:
             attempt=request.attempt,
             idempotency_key=request.idempotency_key,
             input=saga.input.model_validate(request.input),
-            outputs=Outputs(request.outputs, saga.output_models()),
+            outputs=Outputs(request.outputs, saga.output_models(), uncertain=not before_acting),
         )
 
     def _output(
@@ -260,15 +268,23 @@ class Outputs(Mapping[str, BaseModel | None]):
 
     A step reads few of them (often none), so validating all of them for every step
     cost a saga of n steps n²/2 validations. A step without an output model reads None.
+
+    A stored output that no longer validates (a changed definition; a NaN that arrived
+    and was stored as null) fails the attempt, not retryable. ``uncertain`` (the default)
+    says it is read by a running action, which may have called a participant before it
+    read it (compensated, or parked); False when it is read before anything is sent.
     """
 
     def __init__(
         self,
         data: Mapping[str, dict[str, Any] | None],
         models: Mapping[str, type[BaseModel] | None],
+        *,
+        uncertain: bool = True,
     ) -> None:
         self._data = data
         self._models = models
+        self._uncertain = uncertain
         self._read: dict[str, BaseModel | None] = {}
 
     def __getitem__(self, name: str) -> BaseModel | None:
@@ -278,9 +294,12 @@ class Outputs(Mapping[str, BaseModel | None]):
         try:
             value = model.model_validate(data) if model and data is not None else None
         except ValidationError as exc:  # stored outputs were validated when they arrived
+            acted = " (read by the running action, which may have acted)"
             raise StepFailure(
-                f"the stored output of step {name!r} does not match {model}: {exc}",
+                f"the stored output of step {name!r} does not match {model}: {exc}"
+                + (acted if self._uncertain else ""),
                 retryable=False,
+                uncertain=self._uncertain,
                 type=type(exc).__name__,
             ) from exc
         self._read[name] = value

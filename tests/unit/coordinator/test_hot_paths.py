@@ -6,23 +6,24 @@ import asyncio
 import json
 import math
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, get_args
 
+import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 from pydantic import BaseModel
 
-from coordinator import SagaRegistry, StepFailure
+from coordinator import Saga, SagaRegistry, Step, StepContext, StepFailure, http
 from coordinator import events as ev
 from coordinator._delivery import AiokafkaBatches
-from coordinator._executor import Outputs, within
+from coordinator._executor import Outputs, StepExecutor, within
 from coordinator._machine import transition
-from coordinator._messages import StartSaga
+from coordinator._messages import StartSaga, StepRequest
 from coordinator._watch import murmur2
-from tests.unit.coordinator.sagas import Out, linear_saga
+from tests.unit.coordinator.sagas import PAYMENTS, SVC, Item, Out, linear_saga, undo
 
 T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -150,10 +151,91 @@ def test_outputs_are_validated_when_read() -> None:
     assert list(outputs) == ["a", "b", "c", "d"] and len(outputs) == 4
     assert outputs["a"] == Out(ref="r") and outputs["a"] is outputs["a"]
     assert outputs["b"] is None and outputs["c"] is None  # no data, or no model
-    with pytest.raises(StepFailure, match="stored output of step 'd'"):
+    with pytest.raises(StepFailure, match="stored output of step 'd'") as failed:
         outputs["d"]
+    assert not failed.value.retryable and failed.value.uncertain  # read by a running action
     with pytest.raises(KeyError):
         outputs["e"]
+    before_acting = Outputs({"d": {"x": "not a number"}}, {"d": Other}, uncertain=False)
+    with pytest.raises(StepFailure, match="stored output of step 'd'") as failed:
+        before_acting["d"]
+    assert not failed.value.retryable and not failed.value.uncertain
+
+
+class Quote(BaseModel):
+    price: float
+
+
+async def _quote(ctx: StepContext[Item]) -> Quote:
+    return Quote(price=1.0)
+
+
+def _attempt(saga: str, step: str, outputs: dict[str, Any]) -> StepRequest:
+    return StepRequest(
+        saga_id="s-1",
+        saga_type=saga,
+        saga_version=1,
+        step=step,
+        service="svc",
+        phase="action",
+        attempt=1,
+        idempotency_key="k",
+        input={"n": 1},
+        outputs=outputs,
+        deadline=T0 + timedelta(seconds=5),
+        reply_to="inbox",
+    )
+
+
+async def test_a_bad_stored_output_read_after_the_action_acted_is_uncertain() -> None:
+    effects: list[str] = []
+
+    async def charge(ctx: StepContext[Item]) -> Out:
+        effects.append("charged")  # the participant is called first...
+        return Out(ref=f"c-{ctx.output('quote', Quote).price}")  # ...then the output read
+
+    saga = Saga(
+        "lazy",
+        input=Item,
+        steps=[
+            Step("quote", service=SVC, action=_quote, compensation=undo),
+            Step("charge", service=SVC, action=charge, compensation=undo),
+        ],
+    )
+    executor = StepExecutor(SagaRegistry([saga]), clock=lambda: T0)
+    # a NaN price validated on arrival, then stored as null: it no longer validates
+    result = await executor.execute(_attempt("lazy", "charge", {"quote": {"price": None}}))
+    assert effects == ["charged"]
+    assert result.error is not None and "stored output of step 'quote'" in result.error.message
+    assert result.error.uncertain and not result.error.retryable
+
+
+async def test_a_bad_stored_output_an_http_step_reads_before_sending_is_definite() -> None:
+    sent: list[httpx.Request] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"charge_id": "c"})
+
+    saga = Saga(
+        "lazyhttp",
+        input=Item,
+        steps=[
+            Step("quote", service=SVC, action=_quote, compensation=undo),
+            Step(
+                "charge",
+                service=PAYMENTS,
+                action=http("POST", "/c", body=lambda ctx: ctx.output("quote", Quote)),
+                compensation=http("POST", "/c/undo"),
+            ),
+        ],
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as client:
+        executor = StepExecutor(SagaRegistry([saga]), client=client, clock=lambda: T0)
+        result = await executor.execute(_attempt("lazyhttp", "charge", {"quote": {"price": None}}))
+    assert sent == []
+    assert result.error is not None and "stored output of step 'quote'" in result.error.message
+    assert not result.error.uncertain and not result.error.retryable
 
 
 def test_murmur2_is_kafkas() -> None:

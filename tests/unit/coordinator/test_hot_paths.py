@@ -14,7 +14,7 @@ import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as kafka_murmur2
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from coordinator import Saga, SagaRegistry, Step, StepContext, StepFailure, http
 from coordinator import events as ev
@@ -24,6 +24,7 @@ from coordinator._machine import transition
 from coordinator._messages import StartSaga, StepRequest
 from coordinator._watch import murmur2
 from tests.unit.coordinator.sagas import PAYMENTS, SVC, Item, Out, linear_saga, undo
+from tests.unit.event_check import checked_event_json
 
 T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -262,3 +263,19 @@ async def test_keyed_records_go_where_the_default_partitioner_sends_them() -> No
         want = default(key, list(range(6)), [0, 2])
         assert await batches.partition_of("t.lifecycle", key) == want
     assert await batches.partition_of("t.lifecycle", None) in {0, 2}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"error": {"type": "Declined", "message": "m"}},  # the model adds the defaults
+        {"attempt": True},  # the model writes 1
+        {"seq": 0},  # the model refuses it
+    ],
+)
+def test_the_unit_suite_refuses_an_event_the_model_would_not_write(
+    fields: dict[str, Any],
+) -> None:
+    assert ev.event_json is checked_event_json  # every unit test's events are checked
+    with pytest.raises((AssertionError, ValidationError)):
+        ev.event_json(ev.StepFailed, retrying=True, **(BASE | fields))

@@ -39,12 +39,29 @@ _ARRAY_TYPES = (
     sa.Integer,
     sa.Boolean,
     sa.Numeric,
+    sa.Float,
     sa.DateTime,
     sa.Date,
     sa.Time,
     sa.Interval,
     sa.Uuid,
 )
+
+
+def _unbounded(type_: Any) -> Any:
+    """``type_`` without a length or precision, for an array cast.
+
+    PostgreSQL cuts a value silently on an explicit cast to ``varchar(n)`` (and rounds
+    on ``numeric(p, s)``), so the arrays are cast to the unbounded type and the INSERT's
+    own assignment to the column checks the value (``value too long`` as before).
+    """
+    if isinstance(type_, sa.String):
+        return sa.String()
+    if isinstance(type_, sa.Float):
+        return sa.Float()
+    if isinstance(type_, sa.Numeric):
+        return sa.Numeric()
+    return type_
 
 
 def _array_safe(table: sa.Table) -> bool:
@@ -82,7 +99,8 @@ class TableSql:
         """``SELECT * FROM unnest(:c0::type[], ...)``: rows from one array per column."""
         cols = [self.table.c[key] for key in keys]
         binds = [
-            sa.bindparam(f"c{i}", type_=postgresql.ARRAY(col.type)) for i, col in enumerate(cols)
+            sa.bindparam(f"c{i}", type_=postgresql.ARRAY(_unbounded(col.type)))
+            for i, col in enumerate(cols)
         ]
         names: list[sa.ColumnClause[Any]] = [sa.column(f"c{i}") for i in range(len(cols))]
         source = sa.func.unnest(*binds).table_valued(*names).render_derived()
@@ -112,7 +130,7 @@ class TableSql:
             return session.execute(sa.select(*columns).where(self.key.in_(list(ids))))
         statement = self._cache.get(("select", dialect))
         if statement is None:
-            ids_param = sa.bindparam("ids", type_=postgresql.ARRAY(self.key.type))
+            ids_param = sa.bindparam("ids", type_=postgresql.ARRAY(_unbounded(self.key.type)))
             statement = sa.select(*columns).where(self.key == sa.any_(ids_param))
             self._cache[("select", dialect)] = statement
         return session.execute(statement, {"ids": list(ids)})

@@ -1,0 +1,119 @@
+"""The PostgreSQL array statements take every value the row-by-row statements took, and
+refuse every value they refused: an over-long string fails the batch (it is not cut),
+and values of mixed Python types in one column are written as they were."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Boolean, Date, DateTime, Float, Integer, MetaData, Numeric, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
+from listeners._events import Event, validate_any_event
+from listeners._framework import apply_batch
+
+pytestmark = pytest.mark.integration
+
+T = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+class _Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class _Booking(SagaRow, _Base):
+    __tablename__ = "bookings"
+    flight: Mapped[str | None] = mapped_column(String(10))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    seats: Mapped[int | None] = mapped_column(Integer)
+    paid: Mapped[bool | None] = mapped_column(Boolean)
+    noted_at: Mapped[datetime | None] = mapped_column(DateTime())
+    day: Mapped[date | None] = mapped_column(Date)
+
+
+class _Priced(SagaRow, _Base):
+    __tablename__ = "priced"
+    price: Mapped[float | None] = mapped_column(Float)
+
+
+def _event(saga_id: str, seq: int = 1, kind: str = "saga_started", **fields: Any) -> Event:
+    return validate_any_event(
+        {
+            "event_id": f"{saga_id}:{seq}",
+            "saga_id": saga_id,
+            "saga_type": "booking",
+            "saga_version": 1,
+            "seq": seq,
+            "type": kind,
+            "occurred_at": T,
+            **fields,
+        }
+    )
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[sa.Engine]:
+    engine = create_db_engine(pg_url)
+    _Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _listener(model: type[Any], handler: Callable[[Any, Event], None] | None = None) -> Any:
+    listener: Listener[Any] = Listener("bookings", model=model, saga_types={"booking"})
+    if handler is not None:
+        listener.on_any(handler)
+    return listener
+
+
+def _apply(engine: sa.Engine, listener: Any, events: list[Event]) -> None:
+    with Session(engine) as session, session.begin():
+        apply_batch(session, listener, events)
+
+
+def _column(engine: sa.Engine, sql: str) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql)).scalars())
+
+
+def test_a_saga_id_over_its_length_fails_the_batch_instead_of_being_cut(
+    engine: sa.Engine,
+) -> None:
+    with pytest.raises(sa.exc.DataError, match="too long"):
+        _apply(engine, _listener(_Booking), [_event("x" * 200 + "-A")])
+    assert _column(engine, "select saga_id from bookings") == []
+
+
+def test_the_lookup_does_not_cut_the_ids_it_looks_for(engine: sa.Engine) -> None:
+    _apply(engine, _listener(_Booking), [_event("x" * 200)])
+    with Session(engine) as session:
+        assert _listener(_Booking).load(session, ["x" * 200 + "-B"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("business_key", "k" * 201),  # a standard column
+        ("step", "s" * 101),  # a timeline column
+    ],
+)
+def test_an_event_value_over_its_column_length_fails_the_batch(
+    engine: sa.Engine, field: str, value: str
+) -> None:
+    with pytest.raises(sa.exc.DataError, match="too long"):
+        _apply(engine, _listener(_Booking), [_event("s1", **{field: value})])
+
+
+def test_a_handler_value_over_its_column_length_fails_the_batch(engine: sa.Engine) -> None:
+    def book(row: _Booking, event: Event) -> None:
+        row.flight = "LONGFLIGHT-12345"
+
+    with pytest.raises(sa.exc.DataError, match="too long"):
+        _apply(engine, _listener(_Booking, book), [_event("s1")])
+    assert _column(engine, "select flight from bookings") == []

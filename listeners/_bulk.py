@@ -16,8 +16,10 @@ Values are given column-wise (``{column key: [value per row]}``), as the arrays 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,6 +66,58 @@ def _unbounded(type_: Any) -> Any:
     return type_
 
 
+def _kinds(type_: Any) -> tuple[type, ...]:
+    """The Python types an array of ``type_`` is sent as (one element dumper per list)."""
+    for sql_type, kinds in _KINDS:
+        if isinstance(type_, sql_type):
+            return kinds
+    return ()
+
+
+_KINDS: tuple[tuple[type, tuple[type, ...]], ...] = (
+    (sa.Boolean, (bool,)),
+    (sa.Integer, (int,)),
+    (sa.Float, (float,)),
+    (sa.Numeric, (Decimal, int, float)),
+    (sa.String, (str,)),
+    (sa.DateTime, (datetime,)),
+    (sa.Date, (date,)),
+    (sa.Time, (time,)),
+    (sa.Interval, (timedelta,)),
+    (sa.Uuid, (uuid.UUID, str)),
+)
+
+
+def _uniform(column: Sequence[Any], kinds: tuple[type, ...]) -> bool:
+    """Whether one array dumper and one cast take the values as they were taken one by one.
+
+    That is: the values (``None`` aside) are of ONE type of ``kinds``, datetimes (times)
+    all naive or all aware. Mixed ones (``10`` and ``10.5``, ``1`` for a Boolean, a list
+    for a String) go row by row instead.
+    """
+    seen = set(map(type, column))
+    seen.discard(type(None))
+    if len(seen) != 1:
+        return not seen
+    kind = seen.pop()
+    if kind not in kinds:
+        return False
+    if kind is datetime or kind is time:
+        return len({value.tzinfo is None for value in column if value is not None}) == 1
+    return True
+
+
+def _unsent(error: Exception) -> bool:
+    """Whether ``error`` came from dumping the arrays, before the server saw anything.
+
+    psycopg's own errors have no SQLSTATE; the transaction is still usable.
+    """
+    if isinstance(error, TypeError | ValueError):
+        return True
+    orig = getattr(error, "orig", None)
+    return isinstance(error, sa.exc.DBAPIError) and getattr(orig, "sqlstate", "") is None
+
+
 def _array_safe(table: sa.Table) -> bool:
     return all(
         isinstance(col.type, _ARRAY_TYPES) and not isinstance(col.type, sa.Enum)
@@ -84,6 +138,7 @@ class TableSql:
         self.table = table
         self.key = key
         self.arrays = _array_safe(table)
+        self._kinds = {col.key: _kinds(col.type) for col in table.columns}
         self._cache: dict[tuple[str, str], Any] = {}
 
     def _dialect(self, session: Session) -> str:
@@ -165,8 +220,33 @@ class TableSql:
         self, session: Session, kind: str, values: Columns, finish: Callable[[Any], Any]
     ) -> None:
         dialect = self._dialect(session)
-        arrays = dialect == "postgresql" and self.arrays
-        cache_key = (f"{kind}:{','.join(values)}", dialect)
+        if (
+            dialect == "postgresql"
+            and self.arrays
+            and all(_uniform(column, self._kinds[key]) for key, column in values.items())
+        ):
+            statement = self._statement(session, kind, values, finish, arrays=True)
+            try:
+                session.connection().exec_driver_sql(statement, self._params(values))
+                return
+            except (sa.exc.DBAPIError, TypeError, ValueError) as error:
+                if not _unsent(error):
+                    raise
+        # Row by row: SQLite, a table without array forms, values one array cannot take.
+        statement = self._statement(session, kind, values, finish, arrays=False)
+        session.execute(statement, self._rows(values, dialect))
+
+    def _statement(
+        self,
+        session: Session,
+        kind: str,
+        values: Columns,
+        finish: Callable[[Any], Any],
+        *,
+        arrays: bool,
+    ) -> Any:
+        dialect = self._dialect(session)
+        cache_key = (f"{kind}:{arrays}:{','.join(values)}", dialect)
         statement: Any = self._cache.get(cache_key)
         if statement is None:
             insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
@@ -176,10 +256,7 @@ class TableSql:
             if arrays:
                 statement = _binary_arrays(statement, len(values), session)
             self._cache[cache_key] = statement
-        if arrays:
-            session.connection().exec_driver_sql(statement, self._params(values))
-        else:
-            session.execute(statement, self._rows(values, dialect))
+        return statement
 
 
 def _binary_arrays(statement: Any, count: int, session: Session) -> str:

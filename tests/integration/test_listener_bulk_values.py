@@ -17,6 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
 from listeners._events import Event, validate_any_event
 from listeners._framework import apply_batch
+from tests.sqlcount import count_sql
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,12 @@ class _Booking(SagaRow, _Base):
 class _Priced(SagaRow, _Base):
     __tablename__ = "priced"
     price: Mapped[float | None] = mapped_column(Float)
+
+
+# Listeners' timeline tables join the metadata when the first listener is made.
+_TIMELINES = [
+    Listener(m.__tablename__, model=m, saga_types={"booking"}) for m in (_Booking, _Priced)
+]
 
 
 def _event(saga_id: str, seq: int = 1, kind: str = "saga_started", **fields: Any) -> Event:
@@ -66,7 +73,7 @@ def engine(pg_url: str) -> Iterator[sa.Engine]:
 
 
 def _listener(model: type[Any], handler: Callable[[Any, Event], None] | None = None) -> Any:
-    listener: Listener[Any] = Listener("bookings", model=model, saga_types={"booking"})
+    listener: Listener[Any] = Listener(model.__tablename__, model=model, saga_types={"booking"})
     if handler is not None:
         listener.on_any(handler)
     return listener
@@ -117,3 +124,44 @@ def test_a_handler_value_over_its_column_length_fails_the_batch(engine: sa.Engin
     with pytest.raises(sa.exc.DataError, match="too long"):
         _apply(engine, _listener(_Booking, book), [_event("s1")])
     assert _column(engine, "select flight from bookings") == []
+
+
+NAIVE = datetime(2026, 1, 1, 12)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "stored"),
+    [
+        ("flight", [5, "AB12"], ["5", "AB12"]),
+        ("flight", [["a", "b"], "AB12"], ["{a,b}", "AB12"]),
+        ("amount", [10, Decimal("10.5")], ["10.00", "10.50"]),
+        ("amount", [Decimal("1.10"), 2.5], ["1.10", "2.50"]),
+        ("seats", [True, 3], ["1", "3"]),
+        ("paid", [1, 0], ["true", "false"]),
+        ("paid", [1, None], ["true", None]),
+        ("noted_at", [NAIVE, T], ["2026-01-01 12:00:00", "2026-01-01 12:00:00"]),
+        ("day", [T, date(2026, 1, 2)], ["2026-01-01", "2026-01-02"]),
+    ],
+)
+def test_values_of_mixed_python_types_in_one_column_are_written(
+    engine: sa.Engine, column: str, values: list[Any], stored: list[Any]
+) -> None:
+    """What the row-by-row statements stored, one array could not take."""
+
+    def book(row: _Booking, event: Event) -> None:
+        setattr(row, column, values[int(event.saga_id[1:])])
+
+    _apply(engine, _listener(_Booking, book), [_event("s0"), _event("s1")])
+    got = _column(engine, f"select {column}::text from bookings order by saga_id")
+    assert got == stored
+
+
+def test_a_float_column_goes_in_one_array_statement(engine: sa.Engine) -> None:
+    def price(row: _Priced, event: Event) -> None:
+        row.price = 1.5 if event.saga_id == "s0" else 2.25
+
+    events = [_event(f"s{i}") for i in range(5)]
+    with count_sql(engine) as sql:
+        _apply(engine, _listener(_Priced, price), events)
+    assert sql.rows == sql.statements == 3  # the SELECT, the upsert, the timeline
+    assert _column(engine, "select price from priced order by saga_id") == [1.5] + [2.25] * 4

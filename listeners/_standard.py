@@ -10,6 +10,8 @@ with Core statements), so the standard part is written straight into the instanc
 ``__dict__``, where the mapped attributes read it back: the ORM's change tracking on each
 assignment (an event dispatch and a history record per attribute) cost a third of the
 listener's CPU per event and serves nothing here. Handlers assign attributes as usual.
+A model that hooks a standard column (``@validates``, an attribute ``"set"`` listener)
+gets plain assignments instead, so its hooks run.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
+from sqlalchemy.orm import Mapper, class_mapper
+
 from listeners._events import Event
-from listeners._rows import SagaRow, utc
+from listeners._rows import STANDARD_COLUMNS, SagaRow, utc
 
 __all__ = ["SAGA_STATUSES", "advance", "describe_error", "start_row"]
 
@@ -74,12 +78,49 @@ def describe_error(event: Event) -> str | None:
     return f"{event.error.type}: {event.error.message}"
 
 
+class _Assign:
+    """Writes ``fields[name] = value`` as ``setattr``: the ORM's hooks run."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: SagaRow) -> None:
+        self.row = row
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self.row, name, value)
+
+
+# model class -> whether no validator or "set" listener watches a standard column
+_UNHOOKED: dict[type, bool] = {}
+
+
+def _unhooked(model: type) -> bool:
+    mapper: Mapper[Any] = class_mapper(model)  # configures mappers: validators are in place
+    manager = mapper.class_manager
+    return not any(
+        name in mapper.validators or (name in manager and manager[name].dispatch.set)
+        for name in STANDARD_COLUMNS
+    )
+
+
+def _fields(row: SagaRow) -> Any:
+    """Where the standard part is written: the instance's ``__dict__``, or assignments.
+
+    Assignments when the model hooks one of its columns (checked once per model class).
+    """
+    model = type(row)
+    unhooked = _UNHOOKED.get(model)
+    if unhooked is None:
+        unhooked = _UNHOOKED[model] = _unhooked(model)
+    return row.__dict__ if unhooked else _Assign(row)
+
+
 def start_row(row: SagaRow, event: Event, defaults: dict[str, Any]) -> None:
     """Fill a new saga's row from its first applied event (and the model's defaults)."""
     for name, value in defaults.items():
         setattr(row, name, value)
     at = utc(event.occurred_at)
-    state = row.__dict__
+    state = _fields(row)
     state["saga_id"] = event.saga_id
     state["business_key"] = event.business_key or event.saga_id
     state["saga_type"] = event.saga_type
@@ -91,7 +132,7 @@ def start_row(row: SagaRow, event: Event, defaults: dict[str, Any]) -> None:
 
 def advance(row: SagaRow, event: Event) -> None:
     """Move the standard part of ``row`` past ``event`` (its ``seq`` is newer)."""
-    state = row.__dict__
+    state = _fields(row)
     kind = event.type
     if kind in _AT_SERVICE and event.step is not None:
         state["current_step"], state["current_service"] = event.step, event.service

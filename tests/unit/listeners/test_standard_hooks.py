@@ -1,0 +1,91 @@
+"""A model's own hooks on the standard columns run when the framework moves them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import MetaData, Text, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+from listeners import NAMING_CONVENTION, Listener, SagaRow
+from listeners._events import Event, validate_any_event
+
+
+class _Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class _Order(SagaRow, _Base):
+    __tablename__ = "hooked_orders"
+    steps_seen: Mapped[str | None] = mapped_column(Text, default="")
+
+    @validates("last_error")
+    def _redact(self, key: str, value: str | None) -> str | None:
+        return None if value is None else value.replace("4111111111111111", "4111…")
+
+
+@event.listens_for(_Order.current_step, "set")
+def _trail(target: _Order, value: str | None, old: Any, initiator: Any) -> None:
+    if value:
+        target.steps_seen = (target.steps_seen or "") + value + ">"
+
+
+class _Plain(SagaRow, _Base):
+    __tablename__ = "plain_orders"
+
+
+def _event(seq: int, kind: str, **fields: Any) -> Event:
+    return validate_any_event(
+        {
+            "event_id": f"s:{seq}",
+            "saga_id": "s",
+            "saga_type": "order",
+            "saga_version": 1,
+            "seq": seq,
+            "type": kind,
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+            **fields,
+        }
+    )
+
+
+_EVENTS = [
+    _event(1, "saga_started"),
+    _event(2, "step_started", step="pay", service="payments", attempt=1),
+    _event(
+        3,
+        "step_failed",
+        step="pay",
+        service="payments",
+        attempt=1,
+        error={"type": "Declined", "message": "card 4111111111111111 declined"},
+    ),
+]
+
+
+def _applied(model: type[Any]) -> Any:
+    listener = Listener(model.__tablename__, model=model, saga_types={"order"}, migrations=".")
+    row = None
+    for item in _EVENTS:
+        row = listener.apply(row, item)
+    assert row is not None
+    return row
+
+
+def test_a_validator_and_a_set_listener_on_standard_columns_run() -> None:
+    row = _applied(_Order)
+    assert row.last_error == "Declined: card 4111… declined"
+    assert row.steps_seen == "pay>pay>"
+    assert (row.status, row.current_step, row.last_seq) == ("running", "pay", 3)
+
+
+def test_a_model_without_hooks_gets_the_same_standard_part() -> None:
+    row = _applied(_Plain)
+    assert row.last_error == "Declined: card 4111111111111111 declined"
+    assert (row.status, row.current_step, row.current_service, row.last_seq) == (
+        "running",
+        "pay",
+        "payments",
+        3,
+    )

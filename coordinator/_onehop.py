@@ -1,10 +1,12 @@
-"""Step attempts of in-process services in one Kafka hop: tasks of the coordinator worker.
+"""Step attempts of in-process services: tasks of the coordinator worker.
 
 A step of a service that is neither ``remote`` nor ``inline`` (an HTTP call, or a Python
 callable) used to cross Kafka twice: a request on the service's step topic, an executor
 agent, a result on the inbox. When this worker executes that service (``SAGA_EXECUTORS``,
-``SAGA_RUN_EXECUTORS``), the inbox processor hands the attempt to ``StepTasks`` instead,
-and only the result crosses Kafka (a ``StepResult`` on the inbox, like any executor's).
+``SAGA_RUN_EXECUTORS``), the inbox processor hands the attempt to ``StepTasks`` instead:
+no request crosses Kafka, and the result joins its saga's partition lane directly while
+this worker holds it (``coordinator._local``), or goes to the inbox (a ``StepResult``,
+like any executor's) when it does not.
 
 Design, and why it keeps the saga guarantee:
 
@@ -18,10 +20,10 @@ Design, and why it keeps the saga guarantee:
   the deadline passed before it sent anything says so as ``NotSent`` (not uncertain).
   A zombie worker (partitions lost unaware) may still have sent the same attempt, so
   ``NotSent`` never closes the key: a step that stops on it is undone by its key. A
-  task keeps running across a rebalance: its result goes to the inbox, where the
+  task keeps running across a rebalance: its result then goes to the inbox, where the
   partition's new owner applies it.
 * **The partition is not held** while a call runs: the inbox lane goes on with its next
-  batch; the result arrives later as an inbox record, in the log's order.
+  batch; the result joins a later batch.
 * **Bounded, with backpressure.** At most ``SAGA_STEP_CONCURRENCY`` attempts run at once;
   the others wait for a slot, in launch order. Before an inbox batch is applied,
   ``room`` waits until fewer than ``SAGA_STEP_QUEUE`` attempts wait for a slot (no
@@ -68,11 +70,11 @@ log = logging.getLogger("coordinator.onehop")
 
 
 class StepTasks:
-    """Runs in-process step attempts as bounded concurrent tasks; results to the inbox.
+    """Runs in-process step attempts as bounded concurrent tasks; results to their lanes.
 
     Args:
         executor: runs one attempt (HTTP or Python callable) into a ``StepResult``.
-        producer: sends each result to the attempt's ``reply_to`` (the inbox).
+        producer: sends a result no lane takes to the attempt's ``reply_to`` (the inbox).
         inbox: the inbox topic (when a request names no ``reply_to``).
         concurrency: attempts running at once.
         queue: attempts waiting for a slot beyond which ``room`` makes the inbox wait.

@@ -264,7 +264,7 @@ class InboxProcessor:
         plan = _Plan()
         for event in events:
             if isinstance(event, LocalResult | Resend):
-                await self._apply_local_item(plan, partition, event, poisoned)
+                await self._apply_local_item(plan, event, poisoned)
                 continue
             message = event.message
             poison = poisoned.get(message.offset)
@@ -287,7 +287,6 @@ class InboxProcessor:
     async def _apply_local_item(
         self,
         plan: _Plan,
-        partition: int,
         item: LocalResult | Resend,
         poisoned: dict[int, _Poison],
     ) -> None:
@@ -303,14 +302,12 @@ class InboxProcessor:
             return
         result = item.result
         if item.key in poisoned:
-            key = result.saga_id.encode()
-            plan.sends.append(Record(self.topics.inbox, key, result.to_json(), partition))
+            plan.sends.append(self._to_inbox(result))
             return
         try:
             saga = self._saga(plan, result.saga_id)
             if saga.state is None:  # to the inbox: dead-lettered there, with its reason
-                key = result.saga_id.encode()
-                plan.sends.append(Record(self.topics.inbox, key, result.to_json(), partition))
+                plan.sends.append(self._to_inbox(result))
                 return
             previous = saga.state.last_message  # a local result is no inbox record
             await self._step(plan, saga, result, None, item.key)
@@ -322,6 +319,11 @@ class InboxProcessor:
             log.exception("inbox: unexpected error applying a local result of %s", result.saga_id)
             self._drop_cache(plan)
             raise _Poison(item.key, f"internal error: {exc!r}", type(exc).__name__) from exc
+
+    def _to_inbox(self, result: StepResult) -> Record:
+        """A local result as an inbox record, on its saga's partition (applied there)."""
+        home = partition_for(result.saga_id, self.settings.partitions)
+        return Record(self.topics.inbox, result.saga_id.encode(), result.to_json(), home)
 
     def _saga(self, plan: _Plan, saga_id: str) -> _Saga:
         saga = plan.sagas.get(saga_id)
@@ -390,10 +392,7 @@ class InboxProcessor:
         )
         if out.rejected:
             if message is None:  # to the inbox: dead-lettered there, with its reason
-                home = partition_for(msg.saga_id, self.settings.partitions)
-                plan.sends.append(
-                    Record(self.topics.inbox, msg.saga_id.encode(), msg.to_json(), home)
-                )
+                plan.sends.append(self._to_inbox(msg))
             else:
                 plan.sends.append(self._dead(message, out.rejected))
         if out.replayed:

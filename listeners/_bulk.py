@@ -9,7 +9,10 @@ everything else the listener asks of it. With one constant statement text per ta
 psycopg prepares it after a few batches, and the server parses and plans it once.
 
 Elsewhere (SQLite), and on PostgreSQL for a table with a column whose type has no plain
-array form (JSON, enums, custom types), the same statements go as an executemany.
+array form (JSON, enums, TypeDecorators, a type that wraps its value in SQL), the same
+statements go as an executemany. A type's own ``bind_processor`` (a Boolean's strictness
+check, a user type's conversion) runs on the array path as SQLAlchemy runs it row by row:
+the same function on every value, before the values are checked and sent.
 
 Values are given column-wise (``{column key: [value per row]}``), as the arrays need them.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -26,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from listeners._db import is_transient
 from listeners._errors import ListenerConfigError
 from listeners._rows import utc
 
@@ -110,19 +115,66 @@ def _uniform(column: Sequence[Any], kinds: tuple[type, ...]) -> bool:
 def _unsent(error: Exception) -> bool:
     """Whether ``error`` came from dumping the arrays, before the server saw anything.
 
-    psycopg's own errors have no SQLSTATE; the transaction is still usable.
+    psycopg's own errors have no SQLSTATE; the transaction is still usable. A lost
+    connection has none either, and is an outage: it must reach the caller as one.
     """
     if isinstance(error, TypeError | ValueError):
         return True
+    if is_transient(error):
+        return False
     orig = getattr(error, "orig", None)
     return isinstance(error, sa.exc.DBAPIError) and getattr(orig, "sqlstate", "") is None
 
 
+def _datetime(type_: Any) -> bool:
+    """Whether ``type_`` stores a datetime (itself, or under a TypeDecorator)."""
+    return isinstance(getattr(type_, "impl_instance", type_), sa.DateTime)
+
+
+def _array_type(type_: Any) -> bool:
+    return isinstance(type_, _ARRAY_TYPES) and not isinstance(type_, sa.Enum)
+
+
 def _array_safe(table: sa.Table) -> bool:
-    return all(
-        isinstance(col.type, _ARRAY_TYPES) and not isinstance(col.type, sa.Enum)
-        for col in table.columns
-    )
+    return all(_array_type(col.type) for col in table.columns)
+
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Binds:
+    """What SQLAlchemy does to a table's values on one dialect before the driver sees them.
+
+    Attributes:
+        wrapped: Keys of the columns whose type puts SQL around the value (the dialect
+            implementation's ``bind_expression``, e.g. ``lower(%s)``); arrays skip it.
+        processors: Column key -> the type's ``bind_processor`` (the dialect's
+            implementation's: on psycopg a ``String`` subclass is replaced by the driver's
+            own string type, and its processor is not called row by row either).
+    """
+
+    wrapped: frozenset[str]
+    processors: Mapping[str, Processor]
+
+    @classmethod
+    def of(cls, table: sa.Table, dialect: sa.Dialect) -> _Binds:
+        impls = {col.key: col.type.dialect_impl(dialect) for col in table.columns}
+        processors = {key: impl.bind_processor(dialect) for key, impl in impls.items()}
+        return cls(
+            wrapped=frozenset(key for key, impl in impls.items() if impl._has_bind_expression),
+            processors={key: proc for key, proc in processors.items() if proc is not None},
+        )
+
+    def process(self, values: Columns) -> Columns:
+        """``values`` as the driver gets them row by row (raises what a processor raises)."""
+        if not self.processors:
+            return values
+        processors = self.processors
+        return {
+            key: list(map(processors[key], column)) if key in processors else column
+            for key, column in values.items()
+        }
 
 
 class TableSql:
@@ -140,6 +192,15 @@ class TableSql:
         self.arrays = _array_safe(table)
         self._kinds = {col.key: _kinds(col.type) for col in table.columns}
         self._cache: dict[tuple[str, str], Any] = {}
+        self._binds: dict[str, _Binds] = {}
+        self._datetimes = frozenset(col.key for col in table.columns if _datetime(col.type))
+
+    def _binds_of(self, session: Session) -> _Binds:
+        dialect = session.get_bind().dialect
+        binds = self._binds.get(dialect.name)
+        if binds is None:
+            binds = self._binds[dialect.name] = _Binds.of(self.table, dialect)
+        return binds
 
     def _dialect(self, session: Session) -> str:
         name = session.get_bind().dialect.name
@@ -164,13 +225,17 @@ class TableSql:
     def _params(self, values: Columns) -> dict[str, Sequence[Any]]:
         return {f"c{i}": column for i, column in enumerate(values.values())}
 
-    @staticmethod
-    def _rows(values: Columns, dialect: str) -> list[dict[str, Any]]:
+    def _rows(self, values: Columns, dialect: str) -> list[dict[str, Any]]:
         keys = list(values)
         rows = [dict(zip(keys, row, strict=True)) for row in zip(*values.values(), strict=True)]
-        if dialect == "sqlite":  # it stores a datetime's wall clock, its zone dropped: UTC
+        if dialect == "sqlite":
+            # A DateTime column keeps the wall clock, its zone dropped, and is read back
+            # as UTC: it gets UTC. Other columns get the value as given (a Date column
+            # its own date, a String its text), as the ORM writes them.
+            times = self._datetimes.intersection(keys)
             for row in rows:
-                for key, value in row.items():
+                for key in times:
+                    value = row[key]
                     if isinstance(value, datetime) and value.tzinfo is not None:
                         row[key] = utc(value)
         return rows
@@ -181,7 +246,14 @@ class TableSql:
         """``SELECT columns FROM table WHERE key IN ids``, in one statement."""
         assert self.key is not None
         dialect = self._dialect(session)
-        if dialect != "postgresql":
+        key = self.key.key
+        binds = self._binds_of(session)
+        if (
+            dialect != "postgresql"
+            or not _array_type(self.key.type)
+            or key in binds.wrapped
+            or key in binds.processors
+        ):  # the key's own SQL or processing: SQLAlchemy's IN does it
             return session.execute(sa.select(*columns).where(self.key.in_(list(ids))))
         statement = self._cache.get(("select", dialect))
         if statement is None:
@@ -220,14 +292,11 @@ class TableSql:
         self, session: Session, kind: str, values: Columns, finish: Callable[[Any], Any]
     ) -> None:
         dialect = self._dialect(session)
-        if (
-            dialect == "postgresql"
-            and self.arrays
-            and all(_uniform(column, self._kinds[key]) for key, column in values.items())
-        ):
+        arrays = self._arrays(session, values) if dialect == "postgresql" else None
+        if arrays is not None:
             statement = self._statement(session, kind, values, finish, arrays=True)
             try:
-                session.connection().exec_driver_sql(statement, self._params(values))
+                session.connection().exec_driver_sql(statement, self._params(arrays))
                 return
             except (sa.exc.DBAPIError, TypeError, ValueError) as error:
                 if not _unsent(error):
@@ -235,6 +304,25 @@ class TableSql:
         # Row by row: SQLite, a table without array forms, values one array cannot take.
         statement = self._statement(session, kind, values, finish, arrays=False)
         session.execute(statement, self._rows(values, dialect))
+
+    def _arrays(self, session: Session, values: Columns) -> Columns | None:
+        """The values as the arrays take them (types' processing done), or ``None``.
+
+        ``None`` sends them row by row: a type puts SQL around its value, a processor
+        refuses a value (SQLAlchemy raises it there, as it did), or one array cannot take
+        a column's values.
+        """
+        binds = self._binds_of(session)
+        if not self.arrays or binds.wrapped:
+            return None
+        try:
+            arrays = binds.process(values)
+        except Exception:  # the row-by-row statement raises it, as SQLAlchemy does
+            return None
+        kinds = self._kinds
+        if all(_uniform(column, kinds[key]) for key, column in arrays.items()):
+            return arrays
+        return None
 
     def _statement(
         self,

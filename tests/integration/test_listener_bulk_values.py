@@ -15,6 +15,7 @@ from sqlalchemy import Boolean, Date, DateTime, Float, Integer, MetaData, Numeri
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
+from listeners._db import is_transient
 from listeners._events import Event, validate_any_event
 from listeners._framework import apply_batch
 from tests.sqlcount import count_sql
@@ -165,3 +166,43 @@ def test_a_float_column_goes_in_one_array_statement(engine: sa.Engine) -> None:
         _apply(engine, _listener(_Priced, price), events)
     assert sql.rows == sql.statements == 3  # the SELECT, the upsert, the timeline
     assert _column(engine, "select price from priced order by saga_id") == [1.5] + [2.25] * 4
+
+
+def test_a_connection_lost_under_the_array_statement_is_an_outage(engine: sa.Engine) -> None:
+    """A dead connection fails the array statement before the server sees it, as a dump
+    error does; it must surface as the outage it is (retried in place), not be followed
+    by the row-by-row statement on the dead transaction (a non-transient error there
+    isolated the batch: one commit per event)."""
+    listener = _listener(_Priced)
+    events = [_event(f"s{i}") for i in range(3)]
+    rows = [listener.apply(None, event) for event in events]
+    with Session(engine) as session:
+        session.connection().connection.dbapi_connection.pgconn.finish()  # type: ignore[union-attr]
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            listener.write(session, rows, events)
+    assert is_transient(raised.value)
+
+
+def test_a_value_its_type_refuses_fails_the_batch_as_row_by_row(engine: sa.Engine) -> None:
+    """Boolean's bind processor refuses "yes"; on the array path the refusal leaves the
+    value to the row-by-row statement, which raises it as SQLAlchemy always did."""
+
+    def book(row: _Booking, event: Event) -> None:
+        row.paid = "yes"  # type: ignore[assignment]
+
+    with pytest.raises(sa.exc.StatementError, match="Not a boolean value"):
+        _apply(engine, _listener(_Booking, book), [_event("s1")])
+    assert _column(engine, "select saga_id from bookings") == []
+
+
+def test_booleans_given_as_numbers_go_in_one_array_statement(engine: sa.Engine) -> None:
+    """Boolean's processor turns 1 / 0 into True / False, as row by row; then one array
+    takes them."""
+
+    def book(row: _Booking, event: Event) -> None:
+        row.paid = 1 if event.saga_id == "s0" else 0  # type: ignore[assignment]
+
+    with count_sql(engine) as sql:
+        _apply(engine, _listener(_Booking, book), [_event("s0"), _event("s1")])
+    assert sql.rows == sql.statements == 3
+    assert _column(engine, "select paid from bookings order by saga_id") == [True, False]

@@ -33,7 +33,14 @@ from listeners._bulk import TableSql
 from listeners._errors import ListenerConfigError
 from listeners._events import Event
 from listeners._rows import STANDARD_COLUMNS, SagaRow, aware, timeline_table, utc
-from listeners._standard import SAGA_STATUSES, advance, describe_error, start_row
+from listeners._standard import (
+    SAGA_STATUSES,
+    Fields,
+    advance,
+    describe_error,
+    standard_fields,
+    start_row,
+)
 
 __all__ = ["Handler", "Listener"]
 
@@ -103,6 +110,7 @@ class Listener(Generic[RowT]):
             for attr, col in self._columns.items()
             if col.default is not None and (col.default.is_scalar or col.default.is_callable)
         }
+        self._fields: Fields | None = None  # see check_hooks
         self._by_type: dict[str, list[tuple[frozenset[str] | None, Handler[RowT]]]] = {}
         self._any: list[Handler[RowT]] = []
         self.pages: dict[str, Callable[..., Any]] = {}
@@ -202,16 +210,30 @@ class Listener(Generic[RowT]):
         """``seq`` of the newest event applied to ``row``."""
         return row.last_seq
 
+    def check_hooks(self) -> None:
+        """Look again at whether the model hooks a standard column.
+
+        A validator or an attribute ``"set"`` listener on one decides how :meth:`apply`
+        writes the standard part. The framework calls this at the start of every batch
+        (:func:`~listeners._framework.fold`); a direct caller of :meth:`apply` that
+        registers such a hook calls it after that.
+        """
+        self._fields = standard_fields(self.model)
+
     def apply(self, row: RowT | None, event: Event) -> RowT:
         """``row`` after ``event``: the standard part, then the handlers, in order."""
+        fields = self._fields
+        if fields is None:
+            self.check_hooks()
+            fields = self._fields
         if row is None:
             row = self.model()
             defaults = {
                 attr: default.arg(None) if default.is_callable else default.arg
                 for attr, default in self._defaults.items()
             }
-            start_row(row, event, defaults)
-        advance(row, event)
+            start_row(row, event, defaults, fields)
+        advance(row, event, fields)
         for steps, handler in self._by_type.get(event.type, ()):
             if steps is None or event.step in steps:
                 handler(row, event)

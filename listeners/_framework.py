@@ -77,6 +77,7 @@ def fold(
     Returns:
         ``(changed states, applied events, stale count)``.
     """
+    listener.check_hooks()  # hooks on the model may have been added since the last batch
     changed: list[Any] = []
     applied: list[Event] = []
     stale = 0

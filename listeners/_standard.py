@@ -11,11 +11,13 @@ with Core statements), so the standard part is written straight into the instanc
 assignment (an event dispatch and a history record per attribute) cost a third of the
 listener's CPU per event and serves nothing here. Handlers assign attributes as usual.
 A model that hooks a standard column (``@validates``, an attribute ``"set"`` listener)
-gets plain assignments instead, so its hooks run.
+gets plain assignments instead, so its hooks run: looked up once per batch, so a hook
+registered while the listener runs takes effect from the next batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Mapper, class_mapper
 from listeners._events import Event
 from listeners._rows import STANDARD_COLUMNS, SagaRow, utc
 
-__all__ = ["SAGA_STATUSES", "advance", "describe_error", "start_row"]
+__all__ = ["SAGA_STATUSES", "Fields", "advance", "describe_error", "standard_fields", "start_row"]
 
 #: Statuses the standard part uses (a listener may declare its own vocabulary).
 SAGA_STATUSES = frozenset(
@@ -90,37 +92,39 @@ class _Assign:
         setattr(self.row, name, value)
 
 
-# model class -> whether no validator or "set" listener watches a standard column
-_UNHOOKED: dict[type, bool] = {}
+#: Where a row's standard part is written: ``vars`` (its ``__dict__``) or ``_Assign``.
+Fields = Callable[[SagaRow], Any]
 
 
-def _unhooked(model: type) -> bool:
+def standard_fields(model: type) -> Fields:
+    """How the standard part of ``model``'s rows is written, as its hooks stand now.
+
+    Straight into the instance's ``__dict__`` unless the model hooks a standard column
+    (a validator, an attribute ``"set"`` listener), then as assignments so they run. An
+    attribute listener may be registered at any time, so this is asked again for every
+    batch (:meth:`~listeners._declarative.Listener.check_hooks`); it costs about 10 us,
+    too much per event.
+    """
     mapper: Mapper[Any] = class_mapper(model)  # configures mappers: validators are in place
     manager = mapper.class_manager
-    return not any(
+    hooked = any(
         name in mapper.validators or (name in manager and manager[name].dispatch.set)
         for name in STANDARD_COLUMNS
     )
+    return _Assign if hooked else vars
 
 
-def _fields(row: SagaRow) -> Any:
-    """Where the standard part is written: the instance's ``__dict__``, or assignments.
+def start_row(
+    row: SagaRow, event: Event, defaults: dict[str, Any], fields: Fields | None = None
+) -> None:
+    """Fill a new saga's row from its first applied event (and the model's defaults).
 
-    Assignments when the model hooks one of its columns (checked once per model class).
+    ``fields`` is :func:`standard_fields` of the row's model (looked up now if not given).
     """
-    model = type(row)
-    unhooked = _UNHOOKED.get(model)
-    if unhooked is None:
-        unhooked = _UNHOOKED[model] = _unhooked(model)
-    return row.__dict__ if unhooked else _Assign(row)
-
-
-def start_row(row: SagaRow, event: Event, defaults: dict[str, Any]) -> None:
-    """Fill a new saga's row from its first applied event (and the model's defaults)."""
     for name, value in defaults.items():
         setattr(row, name, value)
     at = utc(event.occurred_at)
-    state = _fields(row)
+    state = (fields or standard_fields(type(row)))(row)
     state["saga_id"] = event.saga_id
     state["business_key"] = event.business_key or event.saga_id
     state["saga_type"] = event.saga_type
@@ -130,9 +134,12 @@ def start_row(row: SagaRow, event: Event, defaults: dict[str, Any]) -> None:
     state["last_seq"] = 0
 
 
-def advance(row: SagaRow, event: Event) -> None:
-    """Move the standard part of ``row`` past ``event`` (its ``seq`` is newer)."""
-    state = _fields(row)
+def advance(row: SagaRow, event: Event, fields: Fields | None = None) -> None:
+    """Move the standard part of ``row`` past ``event`` (its ``seq`` is newer).
+
+    ``fields`` is :func:`standard_fields` of the row's model (looked up now if not given).
+    """
+    state = (fields or standard_fields(type(row)))(row)
     kind = event.type
     if kind in _AT_SERVICE and event.step is not None:
         state["current_step"], state["current_service"] = event.step, event.service

@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 from listeners import NAMING_CONVENTION, Listener, SagaRow
 from listeners._events import Event, validate_any_event
+from listeners._framework import fold
 
 
 class _Base(DeclarativeBase):
@@ -33,6 +34,12 @@ def _trail(target: _Order, value: str | None, old: Any, initiator: Any) -> None:
 
 class _Plain(SagaRow, _Base):
     __tablename__ = "plain_orders"
+
+
+class _Late(SagaRow, _Base):
+    """Hooked only after its listener has applied a batch."""
+
+    __tablename__ = "late_orders"
 
 
 def _event(seq: int, kind: str, **fields: Any) -> Event:
@@ -89,3 +96,22 @@ def test_a_model_without_hooks_gets_the_same_standard_part() -> None:
         "payments",
         3,
     )
+
+
+def test_a_set_listener_registered_after_a_batch_runs_from_the_next_batch() -> None:
+    listener = Listener("late", model=_Late, saga_types={"order"}, migrations=".")
+    first, _, _ = fold(listener, {}, {"s": _EVENTS[:2]})
+    seen: list[str | None] = []
+
+    def trail(target: _Late, value: str | None, old: Any, initiator: Any) -> None:
+        seen.append(value)
+
+    event.listen(_Late.current_step, "set", trail)
+    try:
+        changed, _, _ = fold(listener, {"s": first[0]}, {"s": _EVENTS[2:]})
+    finally:
+        event.remove(_Late.current_step, "set", trail)
+    assert seen == ["pay"]
+    assert changed[0].current_step == "pay"
+    again, _, _ = fold(listener, {}, {"s": _EVENTS[:2]})  # removed: not called any more
+    assert seen == ["pay"] and again[0].current_step == "pay"

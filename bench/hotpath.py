@@ -14,7 +14,9 @@ records of one partition, as a lane hands them over.
 
 Options: ``--sagas``, ``--batches 1,8,64``, ``--scenarios simple,complex``, ``--repeat``
 (the best of the repeats is printed: the least disturbed by other processes),
-``--profile SCENARIO:BATCH`` (cProfile of that case, top functions by own time).
+``--profile SCENARIO:BATCH`` (cProfile of that case, top functions by own time),
+``--gc-policy`` (the collector policy applied after the warm-up, as the worker applies
+it once ready: ``tuned`` by default, ``off`` for CPython's; see ``bench.gcpauses``).
 
 To compare two checkouts in one run, run this file from each (``cd other && python -m
 bench.hotpath`` with the same interpreter), alternating.
@@ -36,6 +38,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench import scenarios
+from bench.gcstats import apply_policy
 from bench.ours_sagas import ALL_SAGAS
 from coordinator import CoordinatorSettings, SagaRegistry
 from coordinator._deadlines import DeadlineIndex
@@ -175,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", metavar="SCENARIO:BATCH")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--gc-policy", default="tuned", help="off, tuned (the workers'), young=N,... (gcpauses)"
+    )
     args = parser.parse_args(argv)
     registry = SagaRegistry(ALL_SAGAS)
     if args.profile:
@@ -182,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         profile(registry, scenario, args.sagas, int(batch or 8), args.top)
         return 0
     measure(registry, "simple", 200, 8, 99)  # warm up imports and caches
+    apply_policy(args.gc_policy)  # as the worker does once ready (coordinator._gc)
     print(f"{'scenario':<9} {'batch':>5} {'CPU ms/saga':>11} {'records/saga':>12}")
     for scenario in args.scenarios.split(","):
         for batch in (int(b) for b in args.batches.split(",")):

@@ -33,8 +33,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import event
 
+from bench.gcstats import Pauses, apply_policy, rss_mb
 from bench.ours_sagas import ALL_SAGAS, BenchInput
-from coordinator._gc import settle_heap
 from coordinator._lifecycle import lifecycle_records
 from coordinator.events import DeadLetter
 from coordinator.testing import SagaTestKit
@@ -225,7 +225,7 @@ async def run(args: argparse.Namespace) -> None:
     url = _fresh_database(args.pg_admin_url, name)
     try:
         hot = HotPath(url)
-        settle_heap()  # as the worker does once ready (coordinator._gc)
+        apply_policy(args.gc_policy)  # as the worker does once ready (coordinator._gc)
         for scenario in args.scenarios.split(","):
             templates = await _templates(scenario)
             warm = make_messages(templates, scenario, args.batch, f"{scenario}-warm")
@@ -233,8 +233,12 @@ async def run(args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 messages = make_messages(templates, scenario, args.sagas, f"{scenario}-{r}")
                 load = _load_average()
-                figures = await hot.feed(messages, args.batch)
+                with Pauses() as pauses:
+                    figures = await hot.feed(messages, args.batch)
                 print(f"{figures.line(scenario)} | load {load}", flush=True)
+                if args.gc_pauses:
+                    print("\n".join(pauses.lines(figures.sagas, figures.wall_s)), flush=True)
+                    print(f"  RSS {rss_mb():.0f} MB", flush=True)
         hot.engine.dispose()
     finally:
         _drop_database(args.pg_admin_url, name)
@@ -246,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--sagas", type=int, default=5000, help="sagas per round")
     p.add_argument("--batch", type=int, default=500, help="records per batch (intake)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--gc-policy", default="tuned", help="off, tuned, young=N,... (gcpauses)")
+    p.add_argument("--gc-pauses", action="store_true", help="print GC pauses per round")
     p.add_argument("--pg-admin-url", default=os.environ.get("BENCH_PG_ADMIN_URL", DEFAULT_PG_ADMIN))
     asyncio.run(run(p.parse_args(argv)))
 

@@ -42,7 +42,7 @@ from coordinator._errors import CoordinatorUnavailable
 from coordinator._executor import StepExecutor
 from coordinator._expiry import Expirer
 from coordinator._faust_app import HookedApp, app_class
-from coordinator._gc import settle_heap
+from coordinator._gc import settle_on_first_assignment
 from coordinator._inbox import InboxProcessor
 from coordinator._lanes import Lanes
 from coordinator._local import Recovery
@@ -165,7 +165,6 @@ class Coordinator:
         self.step_worker = StepWorker(settings, self.executor, self.producer)
         self.executor_lanes: dict[str, Lanes] = {}
         self._ready = False
-        self._settled = False
         self._rebuilding: asyncio.Future[None] | None = None
         self._scanning: asyncio.Future[None] | None = None
         self._wire()
@@ -276,6 +275,7 @@ class Coordinator:
         interval = self.settings.timer_interval.total_seconds()
         app.timer(interval, name="saga-deadlines")(self._fire_deadlines)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        settle_on_first_assignment(app, self.settings)  # the latency tail: coordinator._gc
         app.task(self._announce)
         store = self.store
 
@@ -333,9 +333,6 @@ class Coordinator:
             for tp in self.app.consumer.assignment()
             if tp.topic == self.inbox.get_topic_name()
         }
-        if not self._settled:  # the latency tail (coordinator._gc), once the first
-            self._settled = True  # assignment's objects exist: they live as long
-            settle_heap()
         self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
         # each lane waits for its partition's last batch before applying anything
         self._scanning = asyncio.ensure_future(self._scan_last_batches(held))

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from coordinator._gc import GcOptions
 from coordinator._retention import Retention
 from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS, Topics
 
@@ -16,8 +17,12 @@ from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS, Topics
 STORE_SCHEMES = ("memory://", "rocksdb://")
 
 
-class CoordinatorSettings(BaseSettings):
-    """Every coordinator setting, with its default. Env: ``SAGA_<NAME>``."""
+class CoordinatorSettings(GcOptions):
+    """Every coordinator setting, with its default. Env: ``SAGA_<NAME>``.
+
+    The collector settings (``gc_policy``, ``gc_young_threshold``) come from
+    ``coordinator._gc.GcOptions``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore")
 

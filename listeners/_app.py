@@ -30,7 +30,7 @@ from faust.types import EventT
 from faust.web import Request, Response, View
 
 from coordinator._faust_app import app_class
-from coordinator._gc import settle_heap
+from coordinator._gc import settle_on_first_assignment
 from coordinator.events import DeadLetter
 from listeners._db import SqlCounter, create_db_engine, session_factory
 from listeners._declarative import Listener
@@ -201,11 +201,11 @@ def create_app(
         await intake.stop(REVOKE_TIMEOUT)
 
     app.revoke_hooks.append(on_revoke)
+    settle_on_first_assignment(app, settings)  # the latency tail: coordinator._gc
 
     @app.task
     async def announce() -> None:
         await deadletters.maybe_declare()
-        settle_heap()  # the latency tail: see coordinator._gc
         names = ", ".join(listener.name for listener in listeners)
         log.info("listening to %s with listener(s) %s", settings.lifecycle_topic, names)
         print(READY_LINE, flush=True)

@@ -6,8 +6,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from coordinator._gc import GcOptions
 from coordinator.events import DEFAULT_BOOTSTRAP_SERVERS, Topics
 
 __all__ = ["DEFAULT_ORDER_STATUS_BY_STEP", "ListenerSettings"]
@@ -21,7 +22,7 @@ DEFAULT_ORDER_STATUS_BY_STEP: dict[str, str] = {
 }
 
 
-class ListenerSettings(BaseSettings):
+class ListenerSettings(GcOptions):
     """Everything a listener worker, its CLI and its migrations need.
 
     Read from the environment with the ``LISTENER_`` prefix (``LISTENER_DATABASE_URL``,
@@ -51,6 +52,9 @@ class ListenerSettings(BaseSettings):
         max_event_bytes: Larger lifecycle records are dead-lettered unread.
         order_saga_types: Saga types the order-status listener handles.
         order_status_by_step: Order status reached when a step succeeds.
+        gc_policy: ``tuned`` (start-up heap frozen once ready, young collections
+            rarer) or ``off`` (CPython's collector untouched); see ``coordinator._gc``.
+        gc_young_threshold: Allocations between young collections once tuned.
     """
 
     model_config = SettingsConfigDict(env_prefix="LISTENER_", extra="ignore")

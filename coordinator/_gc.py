@@ -28,10 +28,13 @@ collector as it is.
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
+
+log = logging.getLogger(__name__)
 
 #: allocations (minus deallocations) between young-generation collections (CPython: 700)
 YOUNG_THRESHOLD = 10_000
@@ -60,6 +63,12 @@ def settle_heap(options: GcOptions) -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(options.gc_young_threshold, middle, old)
+    log.info(
+        "collector tuned: %d objects frozen, young threshold %d (gc_policy=off to keep "
+        "CPython's defaults)",
+        gc.get_freeze_count(),
+        options.gc_young_threshold,
+    )
 
 
 def settle_on_first_assignment(app: Any, options: GcOptions) -> None:

@@ -22,13 +22,16 @@ ms and 3-5 % tuned (its batches of 500 records are alive when a collection comes
 Both workers apply it once, when their first partition assignment completes (the app,
 its definitions and its consumer exist by then), through ``settle_on_first_assignment``;
 ``gc_policy = "off"`` (env ``SAGA_GC_POLICY`` / ``LISTENER_GC_POLICY``) leaves CPython's
-collector as it is.
+collector as it is. Either way, from then on a collection that holds the worker longer
+than ``gc_slow_pause`` is logged as a warning (a tail the bench's latency would show).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import time
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import Field
@@ -48,6 +51,8 @@ class GcOptions(BaseSettings):
     gc_policy: Literal["tuned", "off"] = "tuned"
     #: allocations between young-generation collections once tuned (CPython's: 700)
     gc_young_threshold: int = Field(default=YOUNG_THRESHOLD, ge=1)
+    #: a collection that holds the worker longer than this is logged (0: never)
+    gc_slow_pause: timedelta = Field(default=timedelta(milliseconds=50), ge=timedelta(0))
 
 
 def settle_heap(options: GcOptions) -> None:
@@ -71,8 +76,36 @@ def settle_heap(options: GcOptions) -> None:
     )
 
 
+class SlowPauses:
+    """A ``gc.callbacks`` entry logging every collection longer than ``slow`` seconds."""
+
+    def __init__(self, slow: float) -> None:
+        self.slow = slow
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        if took >= self.slow:
+            log.warning(
+                "a garbage collection (generation %d) held the worker %.0f ms (%d objects "
+                "freed): %s",
+                info["generation"],
+                took * 1000,
+                info["collected"],
+                "the start-up heap is walked each time (gc_policy=tuned freezes it)"
+                if gc.get_freeze_count() == 0
+                else "what lives since start-up (in-flight sagas, caches) is walked",
+            )
+
+
 def settle_on_first_assignment(app: Any, options: GcOptions) -> None:
-    """Settle the heap (``settle_heap``) when ``app``'s first rebalance completes."""
+    """Settle the heap (``settle_heap``) when ``app``'s first rebalance completes.
+
+    From then on, collections longer than ``options.gc_slow_pause`` are logged.
+    """
     settled = False
 
     def settle(sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -80,5 +113,7 @@ def settle_on_first_assignment(app: Any, options: GcOptions) -> None:
         if not settled:
             settled = True
             settle_heap(options)
+            if options.gc_slow_pause > timedelta(0):
+                gc.callbacks.append(SlowPauses(options.gc_slow_pause.total_seconds()))
 
     app.on_rebalance_complete.connect(settle)

@@ -20,8 +20,8 @@ STORE_SCHEMES = ("memory://", "rocksdb://")
 class CoordinatorSettings(GcOptions):
     """Every coordinator setting, with its default. Env: ``SAGA_<NAME>``.
 
-    The collector settings (``gc_policy``, ``gc_young_threshold``) come from
-    ``coordinator._gc.GcOptions``.
+    The collector settings (``gc_policy``, ``gc_young_threshold``, ``gc_slow_pause``) come
+    from ``coordinator._gc.GcOptions``.
     """
 
     model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore")
@@ -111,7 +111,12 @@ class CoordinatorSettings(GcOptions):
         return _seconds(value)
 
     @field_validator(
-        "dedupe_retention", "timer_interval", "fetch_max_wait", "session_timeout", mode="before"
+        "dedupe_retention",
+        "timer_interval",
+        "fetch_max_wait",
+        "session_timeout",
+        "gc_slow_pause",
+        mode="before",
     )
     @classmethod
     def _duration_seconds(cls, value: Any) -> Any:

@@ -55,6 +55,7 @@ class ListenerSettings(GcOptions):
         gc_policy: ``tuned`` (start-up heap frozen once ready, young collections
             rarer) or ``off`` (CPython's collector untouched); see ``coordinator._gc``.
         gc_young_threshold: Allocations between young collections once tuned.
+        gc_slow_pause: A collection holding the worker longer is logged (0: never).
     """
 
     model_config = SettingsConfigDict(env_prefix="LISTENER_", extra="ignore")
@@ -84,7 +85,7 @@ class ListenerSettings(GcOptions):
         default_factory=lambda: dict(DEFAULT_ORDER_STATUS_BY_STEP)
     )
 
-    @field_validator("batch_window", "retry_max_delay", mode="before")
+    @field_validator("batch_window", "retry_max_delay", "gc_slow_pause", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:
         # Environment variables give durations as plain seconds: "0.2".

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from coordinator import CoordinatorSettings, SagaRegistry
 from coordinator._app import Coordinator
-from coordinator._gc import YOUNG_THRESHOLD, settle_heap
+from coordinator._gc import YOUNG_THRESHOLD, SlowPauses, settle_heap
 from listeners import ListenerSettings, create_app
 from listeners._migrations import upgrade
 from tests.unit.coordinator.sagas import linear_saga
@@ -18,12 +20,17 @@ from tests.unit.coordinator.sagas import linear_saga
 
 @pytest.fixture(autouse=True)
 def restore_gc() -> Iterator[None]:
-    threshold = gc.get_threshold()
+    threshold, callbacks = gc.get_threshold(), list(gc.callbacks)
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)  # CPython's defaults, whatever ran before
     yield
     gc.unfreeze()
     gc.set_threshold(*threshold)
+    gc.callbacks[:] = callbacks
+
+
+def _watchers() -> list[SlowPauses]:
+    return [c for c in gc.callbacks if isinstance(c, SlowPauses)]
 
 
 def _defaults() -> tuple[tuple[int, int, int], int]:
@@ -47,7 +54,11 @@ def test_the_policy_is_read_from_each_workers_environment(
 ) -> None:
     monkeypatch.setenv("SAGA_GC_POLICY", "off")
     monkeypatch.setenv("LISTENER_GC_YOUNG_THRESHOLD", "2500")
+    monkeypatch.setenv("SAGA_GC_SLOW_PAUSE", "0.02")
+    monkeypatch.setenv("LISTENER_GC_SLOW_PAUSE", "0")
     assert CoordinatorSettings().gc_policy == "off"
+    assert CoordinatorSettings().gc_slow_pause == timedelta(milliseconds=20)
+    assert ListenerSettings().gc_slow_pause == timedelta(0)
     assert ListenerSettings().gc_young_threshold == 2500
     assert ListenerSettings().gc_policy == "tuned"
 
@@ -75,12 +86,29 @@ async def test_the_coordinator_applies_its_policy_at_its_first_assignment(
     await coordinator.app.on_rebalance_complete.send()  # freezes nothing again
     assert gc.get_freeze_count() == frozen
     assert more
+    assert [w.slow for w in _watchers()] == [0.05]  # slow pauses logged from then on
+
+
+def test_a_collection_longer_than_the_limit_is_logged_with_its_generation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gc.callbacks.append(SlowPauses(3600.0))
+    with caplog.at_level(logging.WARNING, logger="coordinator._gc"):
+        gc.collect()
+    assert not caplog.records
+    gc.callbacks.append(SlowPauses(0.0))  # every collection is "slow"
+    with caplog.at_level(logging.WARNING, logger="coordinator._gc"):
+        gc.collect()
+    [record] = caplog.records
+    assert "(generation 2) held the worker" in record.getMessage()
+    assert "gc_policy=tuned freezes it" in record.getMessage()  # nothing frozen here
 
 
 async def test_a_coordinator_with_the_policy_off_keeps_the_defaults(tmp_path: Path) -> None:
-    coordinator = _coordinator(tmp_path, gc_policy="off")
+    coordinator = _coordinator(tmp_path, gc_policy="off", gc_slow_pause=timedelta(0))
     await coordinator.app.on_rebalance_complete.send()
     assert _defaults() == ((700, 10, 10), 0)
+    assert not _watchers()
 
 
 @pytest.mark.parametrize("policy", ["tuned", "off"])

@@ -199,9 +199,13 @@ class Listener(Generic[RowT]):
         result = self._row_sql.select(session, columns, list(saga_ids))
         rows = {}
         for values in result.mappings():
+            # Stored values go into the instance's __dict__, as the ORM loads them: the
+            # model's validators and "set" listeners ran when the values were set, and
+            # running them again would make a row depend on how events were batched.
+            row = self.model()
             # SQLite returns naive datetimes: every stored datetime is UTC.
-            row = self.model(
-                **{k: utc(v) if isinstance(v, datetime) else v for k, v in values.items()}
+            row.__dict__.update(
+                {k: utc(v) if isinstance(v, datetime) else v for k, v in values.items()}
             )
             rows[row.saga_id] = row
         return rows

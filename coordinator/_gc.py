@@ -113,7 +113,8 @@ def settle_on_first_assignment(app: Any, options: GcOptions) -> None:
         if not settled:
             settled = True
             settle_heap(options)
-            if options.gc_slow_pause > timedelta(0):
+            watching = any(isinstance(c, SlowPauses) for c in gc.callbacks)
+            if options.gc_slow_pause > timedelta(0) and not watching:  # one per process
                 gc.callbacks.append(SlowPauses(options.gc_slow_pause.total_seconds()))
 
     app.on_rebalance_complete.connect(settle)

@@ -87,6 +87,8 @@ async def test_the_coordinator_applies_its_policy_at_its_first_assignment(
     assert gc.get_freeze_count() == frozen
     assert more
     assert [w.slow for w in _watchers()] == [0.05]  # slow pauses logged from then on
+    await _coordinator(tmp_path / "2").app.on_rebalance_complete.send()
+    assert len(_watchers()) == 1  # another app in the process: no second log line each
 
 
 def test_a_collection_longer_than_the_limit_is_logged_with_its_generation(

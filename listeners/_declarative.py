@@ -197,15 +197,23 @@ class Listener(Generic[RowT]):
         """Rows of ``saga_ids`` as detached model instances, in one ``SELECT``."""
         columns = [col.label(attr) for attr, col in self._columns.items()]
         result = self._row_sql.select(session, columns, list(saga_ids))
+        # SQLite returns naive datetimes, and every datetime stored there is UTC.
+        # PostgreSQL returns a naive one only from a column without a time zone: a wall
+        # clock it would shift by the session's offset if it were written back as UTC.
+        naive_is_utc = session.get_bind().dialect.name == "sqlite"
         rows = {}
         for values in result.mappings():
             # Stored values go into the instance's __dict__, as the ORM loads them: the
             # model's validators and "set" listeners ran when the values were set, and
             # running them again would make a row depend on how events were batched.
             row = self.model()
-            # SQLite returns naive datetimes: every stored datetime is UTC.
             row.__dict__.update(
-                {k: utc(v) if isinstance(v, datetime) else v for k, v in values.items()}
+                {
+                    k: utc(v)
+                    if isinstance(v, datetime) and (naive_is_utc or v.tzinfo is not None)
+                    else v
+                    for k, v in values.items()
+                }
             )
             rows[row.saga_id] = row
         return rows

@@ -206,3 +206,25 @@ def test_booleans_given_as_numbers_go_in_one_array_statement(engine: sa.Engine) 
         _apply(engine, _listener(_Booking, book), [_event("s0"), _event("s1")])
     assert sql.rows == sql.statements == 3
     assert _column(engine, "select paid from bookings order by saga_id") == [True, False]
+
+
+def test_a_naive_datetime_column_keeps_its_value_over_batches_in_another_time_zone(
+    engine: sa.Engine, pg_url: str
+) -> None:
+    """A ``DateTime()`` column holds a wall clock that PostgreSQL reads in the session's
+    TimeZone; a batch that does not touch it writes it back unchanged (it was read as
+    UTC and so moved by the server's offset at every batch)."""
+    with engine.begin() as conn:
+        database = conn.execute(sa.text("select current_database()")).scalar_one()
+        conn.execute(sa.text(f"alter database {database} set timezone = 'America/New_York'"))
+    engine.dispose()  # new connections take the database's TimeZone
+
+    def note(row: _Booking, event: Event) -> None:
+        if event.type == "saga_started":
+            row.noted_at = NAIVE
+
+    listener = _listener(_Booking, note)
+    for seq, kind in enumerate(["saga_started", "step_started", "step_succeeded"], start=1):
+        _apply(engine, listener, [_event("s1", seq, kind, step="pay", service="payments")])
+        assert _column(engine, "select noted_at from bookings") == [NAIVE]
+    assert _column(engine, "select current_setting('TimeZone')") == ["America/New_York"]

@@ -99,7 +99,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scale", type=float, default=1.0, help="multiply every phase duration (development aid)"
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--open-rate",
+        action="append",
+        default=[],
+        metavar="SCENARIO=RATE",
+        help="offer this many sagas/s in a scenario's open loop instead of half the "
+        "closed loop's rate: latency of two builds compared at the same load",
+    )
+    args = p.parse_args(argv)
+    args.open_rates = _open_rates(p, args.open_rate)
+    return args
+
+
+def _open_rates(p: argparse.ArgumentParser, specs: list[str]) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for spec in specs:
+        scenario, _, rate = spec.partition("=")
+        try:
+            rates[scenario] = float(rate)
+        except ValueError:
+            p.error(f"--open-rate {spec!r}: expected SCENARIO=RATE, e.g. medium=100")
+        if rates[scenario] <= 0:
+            p.error(f"--open-rate {spec!r}: the rate must be above 0 sagas/s")
+    return rates
 
 
 def _engine_options(specs: list[str]) -> dict[str, dict[str, str]]:
@@ -191,7 +214,14 @@ async def _run_engine(
                 await engine.setup(ctx)
                 progress.note(f"{name}: setup {time.monotonic() - t:.1f}s")
                 out["config"] = {**engine.describe(), "concurrency": concurrency}
-            res = await run_scenario(driver, SCENARIOS[scenario_name], concurrency, closed, opened)
+            res = await run_scenario(
+                driver,
+                SCENARIOS[scenario_name],
+                concurrency,
+                closed,
+                opened,
+                open_rate=args.open_rates.get(scenario_name),
+            )
         except (KeyboardInterrupt, asyncio.CancelledError):
             if engine is not None:
                 await _teardown_quietly(engine, name, progress)

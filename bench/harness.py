@@ -387,8 +387,12 @@ async def run_scenario(
     closed: PhaseTimes,
     opened: PhaseTimes,
     open_rate_factor: float = 0.5,
+    open_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Closed loop at saturation, then open loop at ``open_rate_factor`` x its rate."""
+    """Closed loop at saturation, then open loop at ``open_rate_factor`` x its rate.
+
+    ``open_rate``: offer that many sagas/s instead (two builds compared at one load).
+    """
     driver.label = f"{driver.engine.name}/{scenario.name}"
     # the driver's own full collections (100+ ms once it holds a few thousand sagas) would
     # be counted as every engine's latency: what is alive now is frozen, never walked again
@@ -396,7 +400,7 @@ async def run_scenario(
     gc.freeze()
     try:
         closed_res = await driver.closed_loop(scenario, concurrency, closed)
-        rate = max(1.0, closed_res["throughput_sagas_per_s"] * open_rate_factor)
+        rate = open_rate or max(1.0, closed_res["throughput_sagas_per_s"] * open_rate_factor)
         open_res = await driver.open_loop(scenario, rate, opened)
     finally:
         gc.unfreeze()  # what the scenario left behind can be collected again

@@ -30,7 +30,7 @@ class FakeEngine:
 async def test_a_scenario_that_fails_mid_run_is_marked_and_the_others_are_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def run_scenario(driver: Any, scenario: Any, *rest: Any) -> dict[str, Any]:
+    async def run_scenario(driver: Any, scenario: Any, *rest: Any, **kw: Any) -> dict[str, Any]:
         if scenario.name == "medium":
             raise RuntimeError("RequestTimedOutError from the broker")
         return {"closed_loop": {"throughput_sagas_per_s": 1.0, "invalid_outcomes": 0},

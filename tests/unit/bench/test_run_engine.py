@@ -10,6 +10,7 @@ import pytest
 import bench.__main__ as cli
 from bench import harness
 from bench.progress import Progress
+from bench.scenarios import SCENARIOS
 
 
 class FakeEngine:
@@ -46,3 +47,38 @@ async def test_a_scenario_that_fails_mid_run_is_marked_and_the_others_are_kept(
     assert list(out["scenarios"]) == ["simple", "complex"], "finished scenarios are kept"
     assert "RequestTimedOutError" in out["failed_scenarios"]["medium"]
     assert out["status"] == "ok" and FakeEngine.torn_down == 3, "every engine torn down"
+
+
+def test_open_rates_are_parsed_per_scenario_and_bad_ones_name_the_fix(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = cli._parse(["--open-rate", "medium=100", "--open-rate", "simple=400.5"])
+    assert args.open_rates == {"medium": 100.0, "simple": 400.5}
+    assert cli._parse([]).open_rates == {}, "by default: half the closed loop's rate"
+    for bad in ("medium", "medium=fast", "medium=0"):
+        with pytest.raises(SystemExit):
+            cli._parse(["--open-rate", bad])
+        assert "--open-rate" in capsys.readouterr().err
+
+
+async def test_a_fixed_open_rate_is_what_the_open_loop_offers() -> None:
+    offered: list[float] = []
+
+    class FakeDriver:
+        engine = FakeEngine()
+        label = ""
+
+        async def closed_loop(self, *args: Any) -> dict[str, Any]:
+            return {"throughput_sagas_per_s": 900.0}
+
+        async def open_loop(self, scenario: Any, rate: float, times: Any) -> dict[str, Any]:
+            offered.append(rate)
+            return {}
+
+    FakeEngine.pids = lambda self: []  # type: ignore[attr-defined]
+
+    scenario = SCENARIOS["simple"]
+    times = harness.PhaseTimes(0.0, 0.0)
+    await harness.run_scenario(FakeDriver(), scenario, 5, times, times)  # type: ignore[arg-type]
+    await harness.run_scenario(FakeDriver(), scenario, 5, times, times, open_rate=123.0)  # type: ignore[arg-type]
+    assert offered == [450.0, 123.0]

@@ -308,8 +308,18 @@ def _git_commit() -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
+#: seconds of raw round trips a broker this run started gets before any engine: a fresh
+#: JVM spends several times the CPU per message until its hot paths are compiled, and
+#: the first engine measured would pay for it (seen: 5x the broker CPU per saga)
+BROKER_WARMUP_S = 40.0
+
+
 async def amain(
-    args: argparse.Namespace, progress: Progress, baseline: dict[str, Any] | None = None
+    args: argparse.Namespace,
+    progress: Progress,
+    baseline: dict[str, Any] | None = None,
+    *,
+    warm_broker: bool = False,
 ) -> dict[str, Any]:
     from bench import report, sysinfo
     from bench.http_services import HttpServices
@@ -330,6 +340,14 @@ async def amain(
         "versions": sysinfo.versions(pg_version),
         "engines": {},
     }
+    if warm_broker:
+        from bench import kafka_limit
+
+        warmup = BROKER_WARMUP_S * args.scale
+        seconds = kafka_limit.planned_seconds(warmup / 2.4)
+        async with progress.phase("warming the broker this run started", seconds, None):
+            await kafka_limit.run(args.kafka_bootstrap, warmup / 2.4)
+        results["broker_warmup_s"] = round(seconds, 1)
     services = HttpServices()
     await services.start()
     try:
@@ -424,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     started_kafka = False
     try:
         started_kafka = _stand_up(args, names, progress)
-        asyncio.run(amain(args, progress, baseline))
+        warm = started_kafka and "ours" in names
+        asyncio.run(amain(args, progress, baseline, warm_broker=warm))
     except (KafkaProvisionError, RestateSetupError, BenchSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

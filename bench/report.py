@@ -274,6 +274,11 @@ def render(results: dict[str, Any]) -> str:
         f"Linux {m['kernel']}; load average at start {m['loadavg_at_start'][0]:.2f}, "
         f"at end {m.get('loadavg_at_end', [0.0])[0]:.2f}",
         f"- Commit: {results.get('commit', 'unknown')}",
+        *(
+            [f"- Kafka: started by this run, warmed with {w:g} s of raw round trips first"]
+            if (w := results.get("broker_warmup_s"))
+            else []
+        ),
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "",
         "## Engines",

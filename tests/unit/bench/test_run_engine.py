@@ -82,3 +82,44 @@ async def test_a_fixed_open_rate_is_what_the_open_loop_offers() -> None:
     await harness.run_scenario(FakeDriver(), scenario, 5, times, times)  # type: ignore[arg-type]
     await harness.run_scenario(FakeDriver(), scenario, 5, times, times, open_rate=123.0)  # type: ignore[arg-type]
     assert offered == [450.0, 123.0]
+
+
+async def test_a_broker_this_run_started_is_warmed_before_any_engine_is_measured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from bench import http_services, kafka_limit, report
+
+    calls: list[str] = []
+
+    class Services:
+        base_url, pid = "http://services", 0
+
+        async def start(self) -> None:
+            return None
+
+        async def stop(self) -> None:
+            return None
+
+    async def version(url: str) -> str:
+        return "15"
+
+    async def warm(bootstrap: str, seconds: float) -> dict[str, Any]:
+        calls.append(f"warm {seconds * 2.4:.0f}s")
+        return {}
+
+    async def engine(name: str, *rest: Any) -> dict[str, Any]:
+        calls.append(name)
+        return {"status": "ok", "config": {}, "scenarios": {}}
+
+    monkeypatch.setattr(http_services, "HttpServices", Services)
+    monkeypatch.setattr(cli, "_postgres_version", version)
+    monkeypatch.setattr(kafka_limit, "run", warm)
+    monkeypatch.setattr(cli, "_run_engine", engine)
+    args = cli._parse(["--engines", "ours", "--out", str(tmp_path), "--results-md",
+                       str(tmp_path / "r.md")])  # fmt: skip
+    results = await cli.amain(args, Progress(1.0, io.StringIO()), warm_broker=True)
+    assert calls == ["warm 40s", "ours"], "the broker is warm before the first engine"
+    assert "warmed with 40 s of raw round trips" in report.render(results)
+    calls.clear()
+    cold = await cli.amain(args, Progress(1.0, io.StringIO()))
+    assert calls == ["ours"] and "warmed" not in report.render(cold), "a running broker: as is"

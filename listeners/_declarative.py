@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -197,10 +197,11 @@ class Listener(Generic[RowT]):
         """Rows of ``saga_ids`` as detached model instances, in one ``SELECT``."""
         columns = [col.label(attr) for attr, col in self._columns.items()]
         result = self._row_sql.select(session, columns, list(saga_ids))
-        # SQLite returns naive datetimes, and every datetime stored there is UTC.
-        # PostgreSQL returns a naive one only from a column without a time zone: a wall
-        # clock it would shift by the session's offset if it were written back as UTC.
-        naive_is_utc = session.get_bind().dialect.name == "sqlite"
+        # A naive datetime comes from SQLite (every one stored there is UTC) or from a
+        # PostgreSQL column without a time zone (a wall clock of the session's TimeZone).
+        # Both are made the aware UTC instant they stand for, as the events' times are:
+        # handlers compare and subtract them, and one array takes a column's values.
+        zone = _naive_zone(session)
         rows = {}
         for values in result.mappings():
             # Stored values go into the instance's __dict__, as the ORM loads them: the
@@ -209,8 +210,8 @@ class Listener(Generic[RowT]):
             row = self.model()
             row.__dict__.update(
                 {
-                    k: utc(v)
-                    if isinstance(v, datetime) and (naive_is_utc or v.tzinfo is not None)
+                    k: utc(v if v.tzinfo is not None else v.replace(tzinfo=zone))
+                    if isinstance(v, datetime)
                     else v
                     for k, v in values.items()
                 }
@@ -304,6 +305,20 @@ class Listener(Generic[RowT]):
 
     def __repr__(self) -> str:
         return f"<Listener {self.name!r} on {sorted(self.saga_types)}>"
+
+
+def _naive_zone(session: Session) -> tzinfo:
+    """The zone of the naive datetimes ``session`` reads: its PostgreSQL TimeZone, or UTC.
+
+    Written back aware, such a value is turned by the server into the same wall clock
+    (it was shifted by the offset at every batch when taken as UTC on a server whose
+    TimeZone is not UTC).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return UTC
+    info = getattr(session.connection().connection.driver_connection, "info", None)
+    zone = getattr(info, "timezone", None)
+    return zone if isinstance(zone, tzinfo) else UTC
 
 
 def _beside(model: type) -> Path:

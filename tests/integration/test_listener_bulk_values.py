@@ -5,7 +5,7 @@ and values of mixed Python types in one column are written as they were."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -228,3 +228,54 @@ def test_a_naive_datetime_column_keeps_its_value_over_batches_in_another_time_zo
         _apply(engine, listener, [_event("s1", seq, kind, step="pay", service="payments")])
         assert _column(engine, "select noted_at from bookings") == [NAIVE]
     assert _column(engine, "select current_setting('TimeZone')") == ["America/New_York"]
+
+
+def _set_time_zone(engine: sa.Engine, zone: str) -> None:
+    with engine.begin() as conn:
+        database = conn.execute(sa.text("select current_database()")).scalar_one()
+        conn.execute(sa.text(f"alter database {database} set timezone = '{zone}'"))
+    engine.dispose()  # new connections take the database's TimeZone
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
+def test_a_naive_datetime_column_is_read_back_as_the_instant_it_holds(
+    engine: sa.Engine, zone: str
+) -> None:
+    """A ``DateTime()`` column (no time zone: the default of ``Mapped[datetime]``) set
+    from an event holds the session's wall clock of that instant; the next batch reads it
+    as that instant, aware like the event's times, so a handler can compare or subtract
+    them (a naive value there raised TypeError: the saga's batches failed for good)."""
+    _set_time_zone(engine, zone)
+
+    def track(row: _Booking, event: Event) -> None:
+        if event.type == "saga_started":
+            row.noted_at = event.occurred_at
+        else:
+            row.seats = int((event.occurred_at - row.noted_at).total_seconds())
+
+    listener = _listener(_Booking, track)
+    _apply(engine, listener, [_event("s1")])
+    later = T + timedelta(minutes=1)
+    _apply(engine, listener, [_event("s1", 2, "step_started", step="pay", occurred_at=later)])
+    assert _column(engine, "select seats from bookings") == [60]
+    stored = {"UTC": datetime(2026, 1, 1, 12), "America/New_York": datetime(2026, 1, 1, 7)}
+    assert _column(engine, "select noted_at from bookings") == [stored[zone]]
+
+
+def test_a_batch_of_stored_and_new_naive_datetimes_goes_in_one_array_statement(
+    engine: sa.Engine,
+) -> None:
+    """A stored saga's ``DateTime()`` value beside a new saga's (from its event) in one
+    batch: one array takes both (a naive one beside an aware one sent the whole table
+    row by row: one statement per row)."""
+
+    def note(row: _Booking, event: Event) -> None:
+        if event.type == "saga_started":
+            row.noted_at = event.occurred_at
+
+    listener = _listener(_Booking, note)
+    _apply(engine, listener, [_event("s0")])
+    with count_sql(engine) as sql:
+        _apply(engine, listener, [_event("s0", 2, "step_started", step="pay"), _event("s1")])
+    assert sql.rows == sql.statements == 3
+    assert _column(engine, "select noted_at from bookings order by saga_id") == [NAIVE] * 2

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -32,7 +32,14 @@ from sqlalchemy.orm import Session
 from listeners._bulk import TableSql
 from listeners._errors import ListenerConfigError
 from listeners._events import Event
-from listeners._rows import STANDARD_COLUMNS, SagaRow, aware, timeline_table, utc
+from listeners._rows import (
+    STANDARD_COLUMNS,
+    SagaRow,
+    aware,
+    naive_zone,
+    timeline_table,
+    utc_read,
+)
 from listeners._standard import (
     SAGA_STATUSES,
     Fields,
@@ -201,7 +208,7 @@ class Listener(Generic[RowT]):
         # PostgreSQL column without a time zone (a wall clock of the session's TimeZone).
         # Both are made the aware UTC instant they stand for, as the events' times are:
         # handlers compare and subtract them, and one array takes a column's values.
-        zone = _naive_zone(session)
+        zone = naive_zone(session)
         rows = {}
         for values in result.mappings():
             # Stored values go into the instance's __dict__, as the ORM loads them: the
@@ -209,12 +216,7 @@ class Listener(Generic[RowT]):
             # running them again would make a row depend on how events were batched.
             row = self.model()
             row.__dict__.update(
-                {
-                    k: utc(v if v.tzinfo is not None else v.replace(tzinfo=zone))
-                    if isinstance(v, datetime)
-                    else v
-                    for k, v in values.items()
-                }
+                {k: utc_read(v, zone) if isinstance(v, datetime) else v for k, v in values.items()}
             )
             rows[row.saga_id] = row
         return rows
@@ -305,20 +307,6 @@ class Listener(Generic[RowT]):
 
     def __repr__(self) -> str:
         return f"<Listener {self.name!r} on {sorted(self.saga_types)}>"
-
-
-def _naive_zone(session: Session) -> tzinfo:
-    """The zone of the naive datetimes ``session`` reads: its PostgreSQL TimeZone, or UTC.
-
-    Written back aware, such a value is turned by the server into the same wall clock
-    (it was shifted by the offset at every batch when taken as UTC on a server whose
-    TimeZone is not UTC).
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return UTC
-    info = getattr(session.connection().connection.driver_connection, "info", None)
-    zone = getattr(info, "timezone", None)
-    return zone if isinstance(zone, tzinfo) else UTC
 
 
 def _beside(model: type) -> Path:

@@ -9,7 +9,7 @@ timeline, are its ``history``. ``seq`` is never compared across those sagas.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from listeners._declarative import Listener
 from listeners._errors import EntityNotFoundError, InvalidQueryError
-from listeners._rows import STANDARD_COLUMNS, utc
+from listeners._rows import STANDARD_COLUMNS, naive_zone, utc, utc_read
 
 __all__ = ["MAX_LIMIT", "EntityView", "SagaView", "TimelineEntry", "get_entity", "list_entities"]
 
@@ -71,9 +71,9 @@ class EntityView(SagaView):
     history: list[SagaHistory]
 
 
-def _saga(listener: Listener[Any], row: Mapping[str, Any]) -> dict[str, Any]:
-    # SQLite returns naive datetimes: every stored datetime is UTC.
-    plain = {k: utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+def _saga(listener: Listener[Any], row: Mapping[str, Any], zone: tzinfo) -> dict[str, Any]:
+    # A naive datetime is a wall clock of ``zone`` (UTC on SQLite; see naive_zone).
+    plain = {k: utc_read(v, zone) if isinstance(v, datetime) else v for k, v in row.items()}
     values = {name: plain[name] for name in STANDARD_COLUMNS}
     own = [attr for attr in listener.attributes if attr not in STANDARD_COLUMNS]
     values["fields"] = {attr: plain[attr] for attr in own}
@@ -112,7 +112,8 @@ def get_entity(session: Session, listener: Listener[Any], key: str) -> EntityVie
         .where(key_col == key)
         .order_by(listener.column("started_at").desc(), listener.column("saga_id").desc())
     )
-    sagas = [_saga(listener, dict(row)) for row in rows.mappings()]
+    zone = naive_zone(session)
+    sagas = [_saga(listener, dict(row), zone) for row in rows.mappings()]
     if not sagas:
         raise EntityNotFoundError(
             f"{listener.name} {key!r} not found; check the key, or that a worker running "
@@ -185,4 +186,5 @@ def list_entities(
         .order_by(listener.column("updated_at").desc(), key)
         .limit(limit)
     )
-    return [SagaView(**_saga(listener, dict(row))) for row in rows.mappings()]
+    zone = naive_zone(session)
+    return [SagaView(**_saga(listener, dict(row), zone)) for row in rows.mappings()]

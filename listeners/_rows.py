@@ -11,13 +11,22 @@ always goes through attributes.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import sqlalchemy as sa
 from sqlalchemy import DateTime, Integer, MetaData, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-__all__ = ["NAMING_CONVENTION", "STANDARD_COLUMNS", "SagaRow", "aware", "timeline_table", "utc"]
+__all__ = [
+    "NAMING_CONVENTION",
+    "STANDARD_COLUMNS",
+    "SagaRow",
+    "aware",
+    "naive_zone",
+    "timeline_table",
+    "utc",
+    "utc_read",
+]
 
 #: Constraint names Alembic can reproduce; give it to your ``DeclarativeBase`` metadata.
 NAMING_CONVENTION = {
@@ -116,3 +125,24 @@ def aware(moment: datetime) -> datetime:
     aware datetime as the instant it is; the SQLite path converts to UTC itself).
     """
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def naive_zone(session: Session) -> tzinfo:
+    """The zone of the naive datetimes ``session`` reads: its PostgreSQL TimeZone, or UTC.
+
+    SQLite stores every datetime as UTC; PostgreSQL returns a naive one from a column
+    without a time zone, a wall clock of the session's TimeZone. Made aware in this zone,
+    such a value is the instant it stands for, and written back the server turns it into
+    the same wall clock (taken as UTC on a server whose TimeZone is not UTC, it moved by
+    the offset at every batch).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return UTC
+    info = getattr(session.connection().connection.driver_connection, "info", None)
+    zone = getattr(info, "timezone", None)
+    return zone if isinstance(zone, tzinfo) else UTC
+
+
+def utc_read(moment: datetime, zone: tzinfo) -> datetime:
+    """``moment`` read from the database, as aware UTC (naive: a wall clock of ``zone``)."""
+    return utc(moment if moment.tzinfo is not None else moment.replace(tzinfo=zone))

@@ -18,6 +18,7 @@ from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
 from listeners._db import is_transient
 from listeners._events import Event, validate_any_event
 from listeners._framework import apply_batch
+from listeners._queries import get_entity, list_entities
 from tests.sqlcount import count_sql
 
 pytestmark = pytest.mark.integration
@@ -279,3 +280,23 @@ def test_a_batch_of_stored_and_new_naive_datetimes_goes_in_one_array_statement(
         _apply(engine, listener, [_event("s0", 2, "step_started", step="pay"), _event("s1")])
     assert sql.rows == sql.statements == 3
     assert _column(engine, "select noted_at from bookings order by saga_id") == [NAIVE] * 2
+
+
+def test_the_queries_show_a_naive_datetime_column_as_the_instant_it_holds(
+    engine: sa.Engine,
+) -> None:
+    """``GET`` of a saga whose ``DateTime()`` column holds 07:00, New York's wall clock of
+    the event's 12:00 UTC, shows 12:00 UTC (it showed 07:00 UTC)."""
+    _set_time_zone(engine, "America/New_York")
+
+    def note(row: _Booking, event: Event) -> None:
+        row.noted_at = event.occurred_at
+
+    listener = _listener(_Booking, note)
+    _apply(engine, listener, [_event("s1")])
+    with Session(engine) as session:
+        entity = get_entity(session, listener, "s1")
+        listed = list_entities(session, listener)
+    assert entity.fields["noted_at"] == T
+    assert [view.fields["noted_at"] for view in listed] == [T]
+    assert _column(engine, "select noted_at from bookings") == [datetime(2026, 1, 1, 7)]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +38,7 @@ from listeners._rows import (
     naive_zone,
     timeline_table,
     utc_read,
+    wall_clocks,
 )
 from listeners._standard import (
     SAGA_STATUSES,
@@ -107,6 +107,8 @@ class Listener(Generic[RowT]):
         )
         self._ensure_indexes()
         self._keys = {attr: col.key for attr, col in self._columns.items()}
+        #: Attributes read as wall clocks of the session's time zone (see wall_clocks).
+        self.wall_clocks = wall_clocks(self._columns)
         self._row_sql = TableSql(self.table, self._columns["saga_id"])
         self._timeline_sql = TableSql(self.timeline)
         self.migrations = Path(migrations) if migrations is not None else _beside(model)
@@ -215,9 +217,7 @@ class Listener(Generic[RowT]):
             # model's validators and "set" listeners ran when the values were set, and
             # running them again would make a row depend on how events were batched.
             row = self.model()
-            row.__dict__.update(
-                {k: utc_read(v, zone) if isinstance(v, datetime) else v for k, v in values.items()}
-            )
+            row.__dict__.update(utc_read(values, self.wall_clocks, zone))
             rows[row.saga_id] = row
         return rows
 

@@ -72,8 +72,7 @@ class EntityView(SagaView):
 
 
 def _saga(listener: Listener[Any], row: Mapping[str, Any], zone: tzinfo) -> dict[str, Any]:
-    # A naive datetime is a wall clock of ``zone`` (UTC on SQLite; see naive_zone).
-    plain = {k: utc_read(v, zone) if isinstance(v, datetime) else v for k, v in row.items()}
+    plain = utc_read(row, listener.wall_clocks, zone)
     values = {name: plain[name] for name in STANDARD_COLUMNS}
     own = [attr for attr in listener.attributes if attr not in STANDARD_COLUMNS]
     values["fields"] = {attr: plain[attr] for attr in own}

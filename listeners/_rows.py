@@ -11,7 +11,9 @@ always goes through attributes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import DateTime, Integer, MetaData, String, Text
@@ -26,6 +28,7 @@ __all__ = [
     "timeline_table",
     "utc",
     "utc_read",
+    "wall_clocks",
 ]
 
 #: Constraint names Alembic can reproduce; give it to your ``DeclarativeBase`` metadata.
@@ -128,13 +131,13 @@ def aware(moment: datetime) -> datetime:
 
 
 def naive_zone(session: Session) -> tzinfo:
-    """The zone of the naive datetimes ``session`` reads: its PostgreSQL TimeZone, or UTC.
+    """The zone of the wall clocks ``session`` reads: its PostgreSQL TimeZone, or UTC.
 
-    SQLite stores every datetime as UTC; PostgreSQL returns a naive one from a column
-    without a time zone, a wall clock of the session's TimeZone. Made aware in this zone,
-    such a value is the instant it stands for, and written back the server turns it into
-    the same wall clock (taken as UTC on a server whose TimeZone is not UTC, it moved by
-    the offset at every batch).
+    PostgreSQL returns a column without time zone (a plain ``DateTime()``) as a naive
+    wall clock of the session's TimeZone; made aware in it, the value is the instant it
+    stands for, and written back the server turns it into the same wall clock (taken as
+    UTC on a server whose TimeZone is not UTC, it moved by the offset at every batch).
+    SQLite stores every datetime as UTC.
     """
     if session.get_bind().dialect.name != "postgresql":
         return UTC
@@ -143,6 +146,28 @@ def naive_zone(session: Session) -> tzinfo:
     return zone if isinstance(zone, tzinfo) else UTC
 
 
-def utc_read(moment: datetime, zone: tzinfo) -> datetime:
-    """``moment`` read from the database, as aware UTC (naive: a wall clock of ``zone``)."""
-    return utc(moment if moment.tzinfo is not None else moment.replace(tzinfo=zone))
+def wall_clocks(columns: Mapping[str, sa.Column[Any]]) -> frozenset[str]:
+    """Attributes of ``columns`` read as wall clocks of :func:`naive_zone`.
+
+    A plain ``DateTime()`` column. A TypeDecorator's naive value is what the type made
+    of it, taken as UTC (as everywhere in the listener).
+    """
+    return frozenset(
+        attr
+        for attr, col in columns.items()
+        if isinstance(col.type, sa.DateTime) and not col.type.timezone
+    )
+
+
+def utc_read(values: Mapping[Any, Any], clocks: frozenset[str], zone: tzinfo) -> dict[str, Any]:
+    """A row read from the database, its datetimes aware UTC.
+
+    A naive datetime is a wall clock of ``zone`` in an attribute of ``clocks``
+    (:func:`wall_clocks`), UTC elsewhere.
+    """
+    return {
+        k: v
+        if not isinstance(v, datetime)
+        else utc(v if v.tzinfo is not None else v.replace(tzinfo=zone if k in clocks else UTC))
+        for k, v in values.items()
+    }

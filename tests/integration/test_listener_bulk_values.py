@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Boolean, Date, DateTime, Float, Integer, MetaData, Numeric, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
 from listeners._db import is_transient
@@ -40,6 +41,21 @@ class _Booking(SagaRow, _Base):
     day: Mapped[date | None] = mapped_column(Date)
 
 
+class _NaiveUtc(TypeDecorator[datetime]):
+    """Stores UTC in a column without time zone and returns it naive, as it stored it."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+class _Stamped(SagaRow, _Base):
+    __tablename__ = "stamped"
+    stamped_at: Mapped[datetime | None] = mapped_column(_NaiveUtc)
+
+
 class _Priced(SagaRow, _Base):
     __tablename__ = "priced"
     price: Mapped[float | None] = mapped_column(Float)
@@ -47,7 +63,8 @@ class _Priced(SagaRow, _Base):
 
 # Listeners' timeline tables join the metadata when the first listener is made.
 _TIMELINES = [
-    Listener(m.__tablename__, model=m, saga_types={"booking"}) for m in (_Booking, _Priced)
+    Listener(m.__tablename__, model=m, saga_types={"booking"})
+    for m in (_Booking, _Priced, _Stamped)
 ]
 
 
@@ -300,3 +317,23 @@ def test_the_queries_show_a_naive_datetime_column_as_the_instant_it_holds(
     assert entity.fields["noted_at"] == T
     assert [view.fields["noted_at"] for view in listed] == [T]
     assert _column(engine, "select noted_at from bookings") == [datetime(2026, 1, 1, 7)]
+
+
+def test_a_type_decorators_naive_datetime_is_utc_whatever_the_time_zone(
+    engine: sa.Engine,
+) -> None:
+    """A TypeDecorator over ``DateTime()`` that stores and returns naive UTC: its naive
+    value is UTC, not a wall clock of the session's TimeZone (read as New York's, it moved
+    by five hours at every batch)."""
+    _set_time_zone(engine, "America/New_York")
+
+    def stamp(row: _Stamped, event: Event) -> None:
+        if event.type == "saga_started":
+            row.stamped_at = event.occurred_at
+
+    listener = _listener(_Stamped, stamp)
+    for seq, kind in enumerate(["saga_started", "step_started", "step_succeeded"], start=1):
+        _apply(engine, listener, [_event("s1", seq, kind, step="pay", service="payments")])
+        assert _column(engine, "select stamped_at from stamped") == [NAIVE]
+    with Session(engine) as session:
+        assert get_entity(session, listener, "s1").fields["stamped_at"] == T

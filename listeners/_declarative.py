@@ -107,7 +107,7 @@ class Listener(Generic[RowT]):
         )
         self._ensure_indexes()
         self._keys = {attr: col.key for attr, col in self._columns.items()}
-        #: Attributes read as wall clocks of the session's time zone (see wall_clocks).
+        #: Attributes whose naive datetimes are wall clocks of the session's time zone.
         self.wall_clocks = wall_clocks(self._columns)
         self._row_sql = TableSql(self.table, self._columns["saga_id"])
         self._timeline_sql = TableSql(self.timeline)
@@ -206,10 +206,11 @@ class Listener(Generic[RowT]):
         """Rows of ``saga_ids`` as detached model instances, in one ``SELECT``."""
         columns = [col.label(attr) for attr, col in self._columns.items()]
         result = self._row_sql.select(session, columns, list(saga_ids))
-        # A naive datetime comes from SQLite (every one stored there is UTC) or from a
-        # PostgreSQL column without a time zone (a wall clock of the session's TimeZone).
-        # Both are made the aware UTC instant they stand for, as the events' times are:
-        # handlers compare and subtract them, and one array takes a column's values.
+        # A naive datetime comes from SQLite (every one stored there is UTC), from a
+        # PostgreSQL column without a time zone (a wall clock of the session's TimeZone)
+        # or from a TypeDecorator (UTC). Each is made the aware UTC instant it stands for,
+        # as the events' times are: handlers compare and subtract them, and one array
+        # takes a column's values.
         zone = naive_zone(session)
         rows = {}
         for values in result.mappings():

@@ -147,15 +147,14 @@ def naive_zone(session: Session) -> tzinfo:
 
 
 def wall_clocks(columns: Mapping[str, sa.Column[Any]]) -> frozenset[str]:
-    """Attributes of ``columns`` read as wall clocks of :func:`naive_zone`.
+    """Attributes of ``columns`` whose naive datetimes are wall clocks of :func:`naive_zone`.
 
-    A plain ``DateTime()`` column. A TypeDecorator's naive value is what the type made
-    of it, taken as UTC (as everywhere in the listener).
+    Every column but a TypeDecorator's: a naive datetime the driver returns comes from a
+    column without time zone, whatever the model declares. A TypeDecorator's naive value
+    is what the type made of it, taken as UTC (as everywhere in the listener).
     """
     return frozenset(
-        attr
-        for attr, col in columns.items()
-        if isinstance(col.type, sa.DateTime) and not col.type.timezone
+        attr for attr, col in columns.items() if not isinstance(col.type, sa.TypeDecorator)
     )
 
 

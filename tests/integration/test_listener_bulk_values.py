@@ -54,6 +54,9 @@ class _NaiveUtc(TypeDecorator[datetime]):
 class _Stamped(SagaRow, _Base):
     __tablename__ = "stamped"
     stamped_at: Mapped[datetime | None] = mapped_column(_NaiveUtc)
+    # Declared with a time zone; the table made by the test below has none (a migration
+    # that does not match the model).
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class _Priced(SagaRow, _Base):
@@ -337,3 +340,24 @@ def test_a_type_decorators_naive_datetime_is_utc_whatever_the_time_zone(
         assert _column(engine, "select stamped_at from stamped") == [NAIVE]
     with Session(engine) as session:
         assert get_entity(session, listener, "s1").fields["stamped_at"] == T
+
+
+def test_a_column_without_time_zone_declared_with_one_keeps_its_value_over_batches(
+    engine: sa.Engine,
+) -> None:
+    """The model says ``DateTime(timezone=True)``, the table (an older migration) has no
+    time zone: PostgreSQL returns a naive wall clock of the session's TimeZone all the
+    same, and it stays as it is over batches (read as UTC, it moved by New York's offset
+    at every batch)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("alter table stamped alter column due_at type timestamp"))
+    _set_time_zone(engine, "America/New_York")
+
+    def due(row: _Stamped, event: Event) -> None:
+        if event.type == "saga_started":
+            row.due_at = event.occurred_at
+
+    listener = _listener(_Stamped, due)
+    for seq, kind in enumerate(["saga_started", "step_started", "step_succeeded"], start=1):
+        _apply(engine, listener, [_event("s1", seq, kind, step="pay", service="payments")])
+        assert _column(engine, "select due_at from stamped") == [datetime(2026, 1, 1, 7)]

@@ -184,7 +184,7 @@ class Coordinator:
         s = self.settings
         s.datadir.mkdir(parents=True, exist_ok=True)
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap_servers.split(",")]
-        return app_class(int(s.fetch_max_wait.total_seconds() * 1000))(
+        return app_class(int(s.fetch_max_wait.total_seconds() * 1000), s.fetch_min_bytes)(
             s.app_id,
             broker=brokers,
             store=s.store,

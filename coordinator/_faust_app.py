@@ -45,13 +45,20 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 
-def app_class(fetch_max_wait_ms: int) -> type[HookedApp]:
-    """Build a ``faust.App`` subclass whose consumer waits at most ``fetch_max_wait_ms``."""
+def app_class(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> type[HookedApp]:
+    """Build a ``faust.App`` subclass whose consumer waits at most ``fetch_max_wait_ms``.
+
+    ``fetch_min_bytes``: the broker answers a fetch once that much is there (or the wait
+    is over). 1 answers at the first record: under a steady trickle every record costs a
+    fetch, on the broker and in the consumer thread; a larger value reads a trickle in
+    fewer, fuller fetches, each record waiting at most ``fetch_max_wait_ms`` for them.
+    """
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by start() -> Fetcher
+            consumer._fetch_min_bytes = fetch_min_bytes
             return consumer
 
     class ShortPollConsumer(driver.Consumer):

@@ -81,6 +81,9 @@ class CoordinatorSettings(GcOptions):
     lifecycle_format: Literal["batch", "single"] = "batch"
     #: longest Kafka long-poll; bounds the wait of each hop (faust hard-codes 1500 ms)
     fetch_max_wait: timedelta = Field(default=timedelta(milliseconds=10), ge=timedelta(0))
+    #: the broker answers a fetch once this many bytes are there (or ``fetch_max_wait``
+    #: passed): 1 reads each record as it comes, one fetch per record under a trickle
+    fetch_min_bytes: int = Field(default=1, ge=1)
     #: a crashed worker's partitions move to the survivors after this long
     session_timeout: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
     web_host: str = "127.0.0.1"

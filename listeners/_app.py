@@ -132,7 +132,7 @@ def create_app(
             raise ListenerConfigError(
                 f"listener name {listener.name!r} is reserved (GET /listeners/stats); rename it"
             )
-    app = app_class(FETCH_MAX_WAIT_MS)(
+    app = app_class(FETCH_MAX_WAIT_MS, settings.fetch_min_bytes)(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",

@@ -66,3 +66,26 @@ def test_coordinator_and_listeners_name_topics_and_broker_alike(
     assert listener.kafka_bootstrap_servers == DEFAULT_BOOTSTRAP_SERVERS
     if "SAGA_KAFKA_PORT" not in os.environ:
         assert BrokerConfig().bootstrap == DEFAULT_BOOTSTRAP_SERVERS
+
+
+def test_fetch_min_bytes_per_worker_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CoordinatorSettings().fetch_min_bytes == 1, "the coordinator reads each record"
+    assert ListenerSettings().fetch_min_bytes == 256 * 1024, "a listener reads full fetches"
+    monkeypatch.setenv("SAGA_FETCH_MIN_BYTES", "4096")
+    monkeypatch.setenv("LISTENER_FETCH_MIN_BYTES", "1")
+    assert CoordinatorSettings().fetch_min_bytes == 4096
+    assert ListenerSettings().fetch_min_bytes == 1
+    monkeypatch.setenv("SAGA_FETCH_MIN_BYTES", "0")
+    with pytest.raises(ValidationError, match="fetch_min_bytes"):
+        CoordinatorSettings()
+
+
+async def test_app_class_gives_the_consumer_its_fetch_wait_and_min_bytes() -> None:
+    from coordinator._faust_app import app_class
+
+    app = app_class(10, 4096)("t-fetch", broker="kafka://127.0.0.1:1")
+    consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    try:
+        assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (10, 4096)
+    finally:
+        await consumer.stop()

@@ -132,7 +132,7 @@ async def test_events_a_killed_worker_never_sent_are_sent_by_the_next_owner(
     """The worker dies after writing the record that applied a local result (the order
     created, the stock reserved) and before sending its events: no inbox record will
     ever be read again to re-send them. The restarted worker re-sends the outbox of the
-    partition's last two batches before applying anything, so the saga's events arrive whole
+    partition's last batch before applying anything, so the saga's events arrive whole
     (``seq`` 1, 2, 3... without a hole), and the lost launch is retried by its deadline."""
     settings = stack.settings()
     # the start's inbox record is committed (every second) long before the kill: reading
@@ -158,6 +158,6 @@ async def test_events_a_killed_worker_never_sent_are_sent_by_the_next_owner(
         assert steps.index(("step_succeeded", "reserve_inventory")) < steps.index(
             ("step_succeeded", "charge_payment")
         )
-    assert "re-sending the outbox of 1 sagas of its last two batches" in restarted.output()
+    assert "re-sending the outbox of 1 sagas of its last batch" in restarted.output()
     stats = await stack.admin("GET", "/admin/stats")
     assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values())

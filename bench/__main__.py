@@ -345,6 +345,7 @@ async def amain(
 
         warmup = BROKER_WARMUP_S * args.scale
         seconds = kafka_limit.planned_seconds(warmup / 2.4)
+        progress.planned += seconds  # known only now: whether this run started the broker
         async with progress.phase("warming the broker this run started", seconds, None):
             await kafka_limit.run(args.kafka_bootstrap, warmup / 2.4)
         results["broker_warmup_s"] = round(seconds, 1)

@@ -117,8 +117,10 @@ async def test_a_broker_this_run_started_is_warmed_before_any_engine_is_measured
     monkeypatch.setattr(cli, "_run_engine", engine)
     args = cli._parse(["--engines", "ours", "--out", str(tmp_path), "--results-md",
                        str(tmp_path / "r.md")])  # fmt: skip
-    results = await cli.amain(args, Progress(1.0, io.StringIO()), warm_broker=True)
+    progress = Progress(100.0, io.StringIO())
+    results = await cli.amain(args, progress, warm_broker=True)
     assert calls == ["warm 40s", "ours"], "the broker is warm before the first engine"
+    assert progress.planned == 140.0, "the warm-up counts in what is left"
     assert "warmed with 40 s of raw round trips" in report.render(results)
     calls.clear()
     cold = await cli.amain(args, Progress(1.0, io.StringIO()))

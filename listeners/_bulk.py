@@ -8,11 +8,18 @@ statements for a batch of 500 simple sagas, which cost the server more CPU than
 everything else the listener asks of it. With one constant statement text per table,
 psycopg prepares it after a few batches, and the server parses and plans it once.
 
-Elsewhere (SQLite), and on PostgreSQL for a table with a column whose type has no plain
-array form (JSON, enums, TypeDecorators, a type that wraps its value in SQL), the same
-statements go as an executemany. A type's own ``bind_processor`` (a Boolean's strictness
-check, a user type's conversion) runs on the array path as SQLAlchemy runs it row by row:
-the same function on every value, before the values are checked and sent.
+Elsewhere (SQLite), and on PostgreSQL for a table with a column whose type has no array
+form (a type that wraps its value in SQL, or one not listed in :data:`_ARRAY_TYPES`), the
+same statements go as an executemany. A type's own bind processing (a Boolean's
+strictness check, an Enum's name, JSON's serialisation, a TypeDecorator's
+``process_bind_param``) runs on the array path as SQLAlchemy runs it row by row: the
+dialect implementation's ``bind_processor`` on every value, before the values are
+checked and sent; the array is cast to the type the processed values are for (a
+TypeDecorator's ``impl``, an enum's own type, ``JSON`` / ``JSONB``).
+
+A column may have SQL in place of its value, row by row (:class:`ColumnSql`: a server
+default on insert, an ``onupdate`` expression, the stored value kept): a *mode* per row
+(an integer array beside the values) picks it in a ``CASE``; see :mod:`listeners._flush`.
 
 Values are given column-wise (``{column key: [value per row]}``), as the arrays need them.
 """
@@ -27,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.json import Json, Jsonb
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -34,13 +42,13 @@ from listeners._db import is_transient
 from listeners._errors import ListenerConfigError
 from listeners._rows import utc
 
-__all__ = ["Columns", "TableSql"]
+__all__ = ["INSERT_DEFAULT", "KEEP", "ON_UPDATE", "VALUE", "ColumnSql", "Columns", "TableSql"]
 
 #: column key -> one value per row
 Columns = Mapping[str, Sequence[Any]]
 
 # Types psycopg sends as arrays the server casts back element by element, as it would
-# the single value. Enum (a String), JSON and TypeDecorators are not among them.
+# the single value (a TypeDecorator counts as the type it stores its values in).
 _ARRAY_TYPES = (
     sa.String,
     sa.Integer,
@@ -52,7 +60,27 @@ _ARRAY_TYPES = (
     sa.Time,
     sa.Interval,
     sa.Uuid,
+    sa.JSON,
 )
+
+#: Modes of a row's column (:class:`ColumnSql`): its value, or SQL in its place.
+VALUE, INSERT_DEFAULT, ON_UPDATE, KEEP = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ColumnSql:
+    """What may stand in a column's place, chosen per row by its mode.
+
+    Attributes:
+        insert: SQL for :data:`INSERT_DEFAULT` (a server default, a SQL ``default=``,
+            ``NULL``), or ``None``.
+        update: SQL for :data:`ON_UPDATE` (a SQL ``onupdate=``), or ``None``.
+        keep: Whether :data:`KEEP` may be asked: the stored value, read by the server.
+    """
+
+    insert: Any = None
+    update: Any = None
+    keep: bool = False
 
 
 def _unbounded(type_: Any) -> Any:
@@ -62,6 +90,8 @@ def _unbounded(type_: Any) -> Any:
     on ``numeric(p, s)``), so the arrays are cast to the unbounded type and the INSERT's
     own assignment to the column checks the value (``value too long`` as before).
     """
+    if isinstance(type_, sa.Enum):  # a native enum is cast to itself, else to VARCHAR
+        return type_ if type_.native_enum and not isinstance(type_, sa.Boolean) else sa.String()
     if isinstance(type_, sa.String):
         return sa.String()
     if isinstance(type_, sa.Float):
@@ -90,6 +120,7 @@ _KINDS: tuple[tuple[type, tuple[type, ...]], ...] = (
     (sa.Time, (time,)),
     (sa.Interval, (timedelta,)),
     (sa.Uuid, (uuid.UUID, str)),
+    (sa.JSON, (Json, Jsonb)),  # SQLAlchemy's psycopg dialect wraps JSON values in these
 )
 
 
@@ -132,11 +163,14 @@ def _datetime(type_: Any) -> bool:
 
 
 def _array_type(type_: Any) -> bool:
-    return isinstance(type_, _ARRAY_TYPES) and not isinstance(type_, sa.Enum)
+    return isinstance(type_, _ARRAY_TYPES)
 
 
-def _array_safe(table: sa.Table) -> bool:
-    return all(_array_type(col.type) for col in table.columns)
+def _stored_as(type_: Any) -> Any:
+    """The type ``type_`` hands its values to: itself, or a TypeDecorator's ``impl``."""
+    while isinstance(type_, sa.TypeDecorator):
+        type_ = type_.impl_instance
+    return type_
 
 
 Processor = Callable[[Any], Any]
@@ -151,19 +185,29 @@ class _Binds:
             implementation's ``bind_expression``, e.g. ``lower(%s)``); arrays skip it.
         processors: Column key -> the type's ``bind_processor`` (the dialect's
             implementation's: on psycopg a ``String`` subclass is replaced by the driver's
-            own string type, and its processor is not called row by row either).
+            own string type, and its processor is not called row by row either; a
+            TypeDecorator's runs its ``process_bind_param``, then its ``impl``'s).
+        casts: Column key -> the element type its array is cast to (the type the
+            processed values are for), or ``None`` when a column has no array form.
+        kinds: Column key -> the Python types its processed values may have.
     """
 
     wrapped: frozenset[str]
     processors: Mapping[str, Processor]
+    casts: Mapping[str, Any] | None
+    kinds: Mapping[str, tuple[type, ...]]
 
     @classmethod
     def of(cls, table: sa.Table, dialect: sa.Dialect) -> _Binds:
         impls = {col.key: col.type.dialect_impl(dialect) for col in table.columns}
         processors = {key: impl.bind_processor(dialect) for key, impl in impls.items()}
+        stored = {key: _stored_as(impl) for key, impl in impls.items()}
+        array_safe = all(_array_type(type_) for type_ in stored.values())
         return cls(
             wrapped=frozenset(key for key, impl in impls.items() if impl._has_bind_expression),
             processors={key: proc for key, proc in processors.items() if proc is not None},
+            casts={key: _unbounded(type_) for key, type_ in stored.items()} if array_safe else None,
+            kinds={key: _kinds(type_) for key, type_ in stored.items()},
         )
 
     def process(self, values: Columns) -> Columns:
@@ -184,13 +228,21 @@ class TableSql:
         table: The table.
         key: Its primary-key column the upsert and the ``SELECT`` go by (``None`` for
             an insert-only table).
+        sql: Column key -> what may stand in its value's place, row by row (the rows'
+            modes are given to :meth:`upsert`).
     """
 
-    def __init__(self, table: sa.Table, key: sa.Column[Any] | None = None) -> None:
+    def __init__(
+        self,
+        table: sa.Table,
+        key: sa.Column[Any] | None = None,
+        sql: Mapping[str, ColumnSql] | None = None,
+    ) -> None:
         self.table = table
         self.key = key
-        self.arrays = _array_safe(table)
-        self._kinds = {col.key: _kinds(col.type) for col in table.columns}
+        self.sql = dict(sql or {})
+        #: ``False`` sends every batch row by row (the statement the arrays replace).
+        self.arrays = True
         self._cache: dict[tuple[str, str], Any] = {}
         self._binds: dict[str, _Binds] = {}
         self._datetimes = frozenset(col.key for col in table.columns if _datetime(col.type))
@@ -211,21 +263,56 @@ class TableSql:
             )
         return name
 
-    def _unnest(self, keys: Sequence[str]) -> sa.Select[Any]:
-        """``SELECT * FROM unnest(:c0::type[], ...)``: rows from one array per column."""
-        cols = [self.table.c[key] for key in keys]
-        binds = [
-            sa.bindparam(f"c{i}", type_=postgresql.ARRAY(_unbounded(col.type)))
-            for i, col in enumerate(cols)
-        ]
-        names: list[sa.ColumnClause[Any]] = [sa.column(f"c{i}") for i in range(len(cols))]
+    def _unnest(self, keys: Sequence[str], session: Session) -> sa.Select[Any]:
+        """``SELECT * FROM unnest(:c0::type[], ...)``: rows from one array per column.
+
+        The modes of the :attr:`sql` columns follow the values' arrays.
+        """
+        casts = self._binds_of(session).casts
+        assert casts is not None
+        types = [postgresql.ARRAY(casts[key]) for key in keys]
+        types += [postgresql.ARRAY(sa.Integer()) for _ in self.sql]
+        binds = [sa.bindparam(f"c{i}", type_=type_) for i, type_ in enumerate(types)]
+        names: list[sa.ColumnClause[Any]] = [sa.column(f"c{i}") for i in range(len(types))]
         source = sa.func.unnest(*binds).table_valued(*names).render_derived()
-        return sa.select(*(source.c[f"c{i}"] for i in range(len(cols))))
+        columns = [source.c[f"c{i}"] for i in range(len(types))]
+        return sa.select(*self._sources(keys, columns, session.get_bind().dialect))
 
-    def _params(self, values: Columns) -> dict[str, Sequence[Any]]:
-        return {f"c{i}": column for i, column in enumerate(values.values())}
+    def _sources(
+        self, keys: Sequence[str], params: Sequence[Any], dialect: sa.Dialect
+    ) -> list[Any]:
+        """The SQL of each column's value: its parameter, or a ``CASE`` on its mode."""
+        if not self.sql:
+            return list(params[: len(keys)])
+        assert self.key is not None
+        by_key = dict(zip(keys, params, strict=False))
+        modes = dict(zip(self.sql, params[len(keys) :], strict=True))
+        stored = self.table.alias("stored")
+        sources = []
+        for key in keys:
+            sql = self.sql.get(key)
+            if sql is None:
+                sources.append(by_key[key])
+                continue
+            mode = modes[key]
+            whens = []
+            if sql.insert is not None:
+                whens.append((mode == _inline(INSERT_DEFAULT), _inline(sql.insert, dialect)))
+            if sql.update is not None:
+                whens.append((mode == _inline(ON_UPDATE), _inline(sql.update, dialect)))
+            if sql.keep:
+                kept = sa.select(stored.c[key]).where(
+                    stored.c[self.key.key] == by_key[self.key.key]
+                )
+                whens.append((mode == _inline(KEEP), kept.scalar_subquery()))
+            sources.append(sa.case(*whens, else_=by_key[key]))
+        return sources
 
-    def _rows(self, values: Columns, dialect: str) -> list[dict[str, Any]]:
+    def _params(self, values: Columns, modes: Columns) -> dict[str, Sequence[Any]]:
+        columns = [*values.values(), *(modes[key] for key in self.sql)]
+        return {f"c{i}": column for i, column in enumerate(columns)}
+
+    def _rows(self, values: Columns, modes: Columns, dialect: str) -> list[dict[str, Any]]:
         keys = list(values)
         rows = [dict(zip(keys, row, strict=True)) for row in zip(*values.values(), strict=True)]
         if dialect == "sqlite":
@@ -238,6 +325,13 @@ class TableSql:
                     value = row[key]
                     if isinstance(value, datetime) and value.tzinfo is not None:
                         row[key] = utc(value)
+        if self.sql:  # the statement's own parameter names (see _statement)
+            rows = [
+                {f"_c{i}": value for i, value in enumerate([*row.values(), *mode])}
+                for row, mode in zip(
+                    rows, zip(*(modes[key] for key in self.sql), strict=True), strict=True
+                )
+            ]
         return rows
 
     def select(
@@ -262,7 +356,15 @@ class TableSql:
             self._cache[("select", dialect)] = statement
         return session.execute(statement, {"ids": list(ids)})
 
-    def upsert(self, session: Session, values: Columns, *, keep: Sequence[str], newer: str) -> None:
+    def upsert(
+        self,
+        session: Session,
+        values: Columns,
+        *,
+        keep: Sequence[str],
+        newer: str,
+        modes: Columns | None = None,
+    ) -> None:
         """Insert the rows; a row whose key exists replaces it only if its ``newer`` is.
 
         Args:
@@ -270,6 +372,8 @@ class TableSql:
             values: Every column of the rows, column-wise.
             keep: Columns a replacement leaves as stored (besides the key).
             newer: The column that must grow for a row to be replaced (``last_seq``).
+            modes: Column key -> each row's mode (:class:`ColumnSql`), for the
+                :attr:`sql` columns; missing ones are :data:`VALUE`.
         """
         key = self.key
         assert key is not None
@@ -282,44 +386,52 @@ class TableSql:
                 where=self.table.c[newer] < insert.excluded[newer],
             )
 
-        self._insert(session, "upsert", values, finish)
+        self._insert(session, "upsert", values, finish, modes or {})
 
     def insert_new(self, session: Session, values: Columns) -> None:
         """Insert the rows, skipping any whose primary key is already there."""
-        self._insert(session, "insert", values, lambda insert: insert.on_conflict_do_nothing())
+        self._insert(session, "insert", values, lambda insert: insert.on_conflict_do_nothing(), {})
 
     def _insert(
-        self, session: Session, kind: str, values: Columns, finish: Callable[[Any], Any]
+        self,
+        session: Session,
+        kind: str,
+        values: Columns,
+        finish: Callable[[Any], Any],
+        modes: Columns,
     ) -> None:
         dialect = self._dialect(session)
+        if self.sql:
+            rows = len(next(iter(values.values()), ()))
+            modes = {key: modes.get(key) or [VALUE] * rows for key in self.sql}
         arrays = self._arrays(session, values) if dialect == "postgresql" else None
         if arrays is not None:
             statement = self._statement(session, kind, values, finish, arrays=True)
             try:
-                session.connection().exec_driver_sql(statement, self._params(arrays))
+                session.connection().exec_driver_sql(statement, self._params(arrays, modes))
                 return
             except (sa.exc.DBAPIError, TypeError, ValueError) as error:
                 if not _unsent(error):
                     raise
         # Row by row: SQLite, a table without array forms, values one array cannot take.
         statement = self._statement(session, kind, values, finish, arrays=False)
-        session.execute(statement, self._rows(values, dialect))
+        session.execute(statement, self._rows(values, modes, dialect))
 
     def _arrays(self, session: Session, values: Columns) -> Columns | None:
         """The values as the arrays take them (types' processing done), or ``None``.
 
-        ``None`` sends them row by row: a type puts SQL around its value, a processor
-        refuses a value (SQLAlchemy raises it there, as it did), or one array cannot take
-        a column's values.
+        ``None`` sends them row by row: a type puts SQL around its value or has no array
+        form, a processor refuses a value (SQLAlchemy raises it there, as it did), or one
+        array cannot take a column's values.
         """
         binds = self._binds_of(session)
-        if not self.arrays or binds.wrapped:
+        if not self.arrays or binds.wrapped or binds.casts is None:
             return None
         try:
             arrays = binds.process(values)
         except Exception:  # the row-by-row statement raises it, as SQLAlchemy does
             return None
-        kinds = self._kinds
+        kinds = binds.kinds
         if all(_uniform(column, kinds[key]) for key, column in arrays.items()):
             return arrays
         return None
@@ -338,13 +450,32 @@ class TableSql:
         statement: Any = self._cache.get(cache_key)
         if statement is None:
             insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
+            keys = list(values)
             if arrays:
-                insert = insert.from_select(list(values), self._unnest(list(values)))
+                insert = insert.from_select(keys, self._unnest(keys, session))
+            elif self.sql:  # each value a parameter, the sql columns a CASE on their mode
+                types = [self.table.c[key].type for key in keys]
+                types += [sa.Integer() for _ in self.sql]
+                params = [sa.bindparam(f"_c{i}", type_=type_) for i, type_ in enumerate(types)]
+                sources = self._sources(keys, params, session.get_bind().dialect)
+                insert = insert.values(dict(zip(keys, sources, strict=True)))
             statement = finish(insert)
             if arrays:
-                statement = _binary_arrays(statement, len(values), session)
+                statement = _binary_arrays(statement, len(values) + len(self.sql), session)
             self._cache[cache_key] = statement
         return statement
+
+
+def _inline(sql: Any, dialect: sa.Dialect | None = None) -> Any:
+    """``sql`` (a mode number, or a default's SQL) as text in the statement, no parameter.
+
+    The array statement is compiled once and run with the arrays as its only parameters.
+    """
+    if isinstance(sql, int):
+        return sa.literal_column(str(sql))
+    return sa.literal_column(
+        str(sql.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    )
 
 
 def _binary_arrays(statement: Any, count: int, session: Session) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from listeners._bulk import TableSql
 from listeners._errors import ListenerConfigError
 from listeners._events import Event
+from listeners._flush import FlushRules
 from listeners._rows import (
     STANDARD_COLUMNS,
     SagaRow,
@@ -109,7 +110,11 @@ class Listener(Generic[RowT]):
         self._keys = {attr: col.key for attr, col in self._columns.items()}
         #: Attributes whose naive datetimes are wall clocks of the session's time zone.
         self.wall_clocks = wall_clocks(self._columns)
-        self._row_sql = TableSql(self.table, self._columns["saga_id"])
+        # What a flush would write for the listener's own columns: defaults, onupdate.
+        self._flush = FlushRules(
+            {attr: col for attr, col in self._columns.items() if attr not in STANDARD_COLUMNS}
+        )
+        self._row_sql = TableSql(self.table, self._columns["saga_id"], self._flush.sql)
         self._timeline_sql = TableSql(self.timeline)
         self.migrations = Path(migrations) if migrations is not None else _beside(model)
         self.version_table = f"alembic_version_{name}"
@@ -220,6 +225,8 @@ class Listener(Generic[RowT]):
             row = self.model()
             row.__dict__.update(utc_read(values, self.wall_clocks, zone))
             rows[row.saga_id] = row
+        if self._flush:
+            self._flush.stored(rows.values())  # written back, they are updates
         return rows
 
     def last_seq(self, row: RowT) -> int:
@@ -260,11 +267,13 @@ class Listener(Generic[RowT]):
     def write(self, session: Session, changed: Sequence[RowT], applied: Sequence[Event]) -> None:
         """Upsert the changed rows and insert the applied events: one statement each."""
         keys = self._keys
+        values = {key: [getattr(row, attr) for row in changed] for attr, key in keys.items()}
         self._row_sql.upsert(
             session,
-            {key: [getattr(row, attr) for row in changed] for attr, key in keys.items()},
+            values,
             keep=(keys["started_at"],),
             newer=keys["last_seq"],
+            modes=self._flush.settle(changed, values) if self._flush else None,
         )
         key_of = {row.saga_id: row.business_key for row in changed}
         self._timeline_sql.insert_new(

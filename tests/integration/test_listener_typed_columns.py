@@ -1,0 +1,121 @@
+"""Enum, JSON and TypeDecorator columns go on PostgreSQL's array path, written as the ORM
+writes them.
+
+Such a table used to be written row by row (a statement per saga); now a batch is three
+statements whatever its size, and every value is what ``session.add`` and an ORM flush
+store: an enum by name (or by value with ``values_callable``), JSON ``None`` as JSON
+``null`` when a handler set it and SQL ``NULL`` when none did, a TypeDecorator's
+``process_bind_param`` applied once (``_Suffixed`` appends "!": a stored value no
+handler changed is not processed again).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import JSON, Enum, MetaData
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
+from listeners._events import Event
+from tests.integration import orm_reference
+from tests.integration.test_listener_bind_types import _Suffixed
+from tests.integration.test_listener_bulk_values import _event
+
+pytestmark = pytest.mark.integration
+
+
+class Color(enum.Enum):
+    red = "R"
+    blue = "B"
+
+
+class _Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class _Kit(SagaRow, _Base):
+    __tablename__ = "kits"
+    color: Mapped[Color | None] = mapped_column(Enum(Color, name="kit_color"))
+    shade: Mapped[Color | None] = mapped_column(
+        Enum(Color, native_enum=False, values_callable=lambda e: [m.value for m in e])
+    )
+    doc: Mapped[Any] = mapped_column(JSON, nullable=True)
+    docb: Mapped[Any] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), nullable=True)
+    plain: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    note: Mapped[str | None] = mapped_column(_Suffixed)
+
+
+_LISTENER = Listener("kits", model=_Kit, saga_types={"booking"})  # its timeline table
+_INSTANTS = ("started_at", "updated_at")
+
+_SETS: dict[tuple[str, int], dict[str, Any]] = {
+    ("s0", 1): {
+        "color": Color.red,
+        "shade": Color.blue,
+        "doc": {"a": [1, 2]},
+        "docb": {"b": "x"},
+        "plain": [1],
+        "note": "paid",
+    },
+    ("s1", 1): {"doc": None, "plain": None},  # doc: JSON null; docb never set: SQL NULL
+    ("s2", 1): {},
+    ("s0", 2): {"doc": {"a": [3]}},  # note unchanged: stays "paid!", not "paid!!"
+    ("s1", 2): {"docb": None, "color": Color.blue},  # docb None again: unchanged, NULL
+    ("s2", 2): {"note": "x", "shade": Color.red},
+}
+_BATCHES = [
+    [_event("s0"), _event("s1"), _event("s2")],
+    [_event(s, 2, "step_started", step="pay") for s in ("s0", "s1", "s2")],
+]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    yield from orm_reference.engines(request, tmp_path, _Base.metadata)
+
+
+def _listener() -> Listener[Any]:
+    return orm_reference.setting(_Kit, _SETS)
+
+
+def test_typed_columns_are_written_as_the_orm_writes_them(engine: sa.Engine) -> None:
+    run = orm_reference.by_listener(engine, _listener(), _BATCHES, _INSTANTS)
+    assert run.after == orm_reference.by_orm(engine, _listener(), _BATCHES, _INSTANTS)
+    columns = [col.key for col in _Kit.__table__.columns]
+    first, last = ([dict(zip(columns, row, strict=True)) for row in t] for t in run.after)
+    assert [(r["color"], r["shade"], r["doc"], r["docb"], r["plain"]) for r in first] == [
+        ("red", "B", '{"a": [1, 2]}', '{"b": "x"}', "[1]"),
+        (None, None, "null", None, None),
+        (None, None, None, None, None),
+    ]
+    assert [(r["doc"], r["docb"], r["note"], r["color"]) for r in last] == [
+        ('{"a": [3]}', '{"b": "x"}', "paid!", "red"),
+        ("null", None, None, "blue"),
+        (None, None, "x!", None),
+    ]
+    if engine.dialect.name == "postgresql":
+        assert run.statements == [3, 3]  # the SELECT, the upsert, the timeline insert
+
+
+def test_a_batch_of_many_sagas_is_three_statements(pg_url: str) -> None:
+    engine = create_db_engine(pg_url)
+    _Base.metadata.create_all(engine)
+    events = [_event(f"k{i:03}") for i in range(100)]
+    more = [_event(f"k{i:03}", 2, "step_started", step="pay") for i in range(100)]
+    listener = _listener()
+
+    @listener.on_start
+    def fill(row: _Kit, event: Event) -> None:
+        row.color, row.doc, row.note = Color.blue, {"i": event.saga_id}, event.saga_id
+
+    run = orm_reference.by_listener(engine, listener, [events, more], _INSTANTS)
+    assert run.statements == [3, 3]
+    assert len(run.after[1]) == 100
+    engine.dispose()

@@ -9,8 +9,8 @@ everything else the listener asks of it. With one constant statement text per ta
 psycopg prepares it after a few batches, and the server parses and plans it once.
 
 Elsewhere (SQLite), and on PostgreSQL for a table with a column whose type has no array
-form (a type that wraps its value in SQL, or one not listed in :data:`_ARRAY_TYPES`), the
-same statements go as an executemany. A type's own bind processing (a Boolean's
+form (a type that wraps its value in SQL, or one :mod:`listeners._arrays` does not
+list), the same statements go as an executemany. A type's own bind processing (a Boolean's
 strictness check, an Enum's name, JSON's serialisation, a TypeDecorator's
 ``process_bind_param``) runs on the array path as SQLAlchemy runs it row by row: the
 dialect implementation's ``bind_processor`` on every value, before the values are
@@ -26,42 +26,22 @@ Values are given column-wise (``{column key: [value per row]}``), as the arrays 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg.types.json import Json, Jsonb
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from listeners._arrays import Binds, Columns, array_type, unbounded, uniform
 from listeners._db import is_transient
 from listeners._errors import ListenerConfigError
 from listeners._rows import utc
 
 __all__ = ["INSERT_DEFAULT", "KEEP", "ON_UPDATE", "VALUE", "ColumnSql", "Columns", "TableSql"]
 
-#: column key -> one value per row
-Columns = Mapping[str, Sequence[Any]]
-
-# Types psycopg sends as arrays the server casts back element by element, as it would
-# the single value (a TypeDecorator counts as the type it stores its values in).
-_ARRAY_TYPES = (
-    sa.String,
-    sa.Integer,
-    sa.Boolean,
-    sa.Numeric,
-    sa.Float,
-    sa.DateTime,
-    sa.Date,
-    sa.Time,
-    sa.Interval,
-    sa.Uuid,
-    sa.JSON,
-)
 
 #: Modes of a row's column (:class:`ColumnSql`): its value, or SQL in its place.
 VALUE, INSERT_DEFAULT, ON_UPDATE, KEEP = 0, 1, 2, 3
@@ -83,66 +63,6 @@ class ColumnSql:
     keep: bool = False
 
 
-def _unbounded(type_: Any) -> Any:
-    """``type_`` without a length or precision, for an array cast.
-
-    PostgreSQL cuts a value silently on an explicit cast to ``varchar(n)`` (and rounds
-    on ``numeric(p, s)``), so the arrays are cast to the unbounded type and the INSERT's
-    own assignment to the column checks the value (``value too long`` as before).
-    """
-    if isinstance(type_, sa.Enum):  # a native enum is cast to itself, else to VARCHAR
-        return type_ if type_.native_enum and not isinstance(type_, sa.Boolean) else sa.String()
-    if isinstance(type_, sa.String):
-        return sa.String()
-    if isinstance(type_, sa.Float):
-        return sa.Float()
-    if isinstance(type_, sa.Numeric):
-        return sa.Numeric()
-    return type_
-
-
-def _kinds(type_: Any) -> tuple[type, ...]:
-    """The Python types an array of ``type_`` is sent as (one element dumper per list)."""
-    for sql_type, kinds in _KINDS:
-        if isinstance(type_, sql_type):
-            return kinds
-    return ()
-
-
-_KINDS: tuple[tuple[type, tuple[type, ...]], ...] = (
-    (sa.Boolean, (bool,)),
-    (sa.Integer, (int,)),
-    (sa.Float, (float,)),
-    (sa.Numeric, (Decimal, int, float)),
-    (sa.String, (str,)),
-    (sa.DateTime, (datetime,)),
-    (sa.Date, (date,)),
-    (sa.Time, (time,)),
-    (sa.Interval, (timedelta,)),
-    (sa.Uuid, (uuid.UUID, str)),
-    (sa.JSON, (Json, Jsonb)),  # SQLAlchemy's psycopg dialect wraps JSON values in these
-)
-
-
-def _uniform(column: Sequence[Any], kinds: tuple[type, ...]) -> bool:
-    """Whether one array dumper and one cast take the values as they were taken one by one.
-
-    That is: the values (``None`` aside) are of ONE type of ``kinds``, datetimes (times)
-    all naive or all aware. Mixed ones (``10`` and ``10.5``, ``1`` for a Boolean, a list
-    for a String) go row by row instead.
-    """
-    seen = set(map(type, column))
-    seen.discard(type(None))
-    if len(seen) != 1:
-        return not seen
-    kind = seen.pop()
-    if kind not in kinds:
-        return False
-    if kind is datetime or kind is time:
-        return len({value.tzinfo is None for value in column if value is not None}) == 1
-    return True
-
-
 def _unsent(error: Exception) -> bool:
     """Whether ``error`` came from dumping the arrays, before the server saw anything.
 
@@ -160,65 +80,6 @@ def _unsent(error: Exception) -> bool:
 def _datetime(type_: Any) -> bool:
     """Whether ``type_`` stores a datetime (itself, or under a TypeDecorator)."""
     return isinstance(getattr(type_, "impl_instance", type_), sa.DateTime)
-
-
-def _array_type(type_: Any) -> bool:
-    return isinstance(type_, _ARRAY_TYPES)
-
-
-def _stored_as(type_: Any) -> Any:
-    """The type ``type_`` hands its values to: itself, or a TypeDecorator's ``impl``."""
-    while isinstance(type_, sa.TypeDecorator):
-        type_ = type_.impl_instance
-    return type_
-
-
-Processor = Callable[[Any], Any]
-
-
-@dataclass(frozen=True)
-class _Binds:
-    """What SQLAlchemy does to a table's values on one dialect before the driver sees them.
-
-    Attributes:
-        wrapped: Keys of the columns whose type puts SQL around the value (the dialect
-            implementation's ``bind_expression``, e.g. ``lower(%s)``); arrays skip it.
-        processors: Column key -> the type's ``bind_processor`` (the dialect's
-            implementation's: on psycopg a ``String`` subclass is replaced by the driver's
-            own string type, and its processor is not called row by row either; a
-            TypeDecorator's runs its ``process_bind_param``, then its ``impl``'s).
-        casts: Column key -> the element type its array is cast to (the type the
-            processed values are for), or ``None`` when a column has no array form.
-        kinds: Column key -> the Python types its processed values may have.
-    """
-
-    wrapped: frozenset[str]
-    processors: Mapping[str, Processor]
-    casts: Mapping[str, Any] | None
-    kinds: Mapping[str, tuple[type, ...]]
-
-    @classmethod
-    def of(cls, table: sa.Table, dialect: sa.Dialect) -> _Binds:
-        impls = {col.key: col.type.dialect_impl(dialect) for col in table.columns}
-        processors = {key: impl.bind_processor(dialect) for key, impl in impls.items()}
-        stored = {key: _stored_as(impl) for key, impl in impls.items()}
-        array_safe = all(_array_type(type_) for type_ in stored.values())
-        return cls(
-            wrapped=frozenset(key for key, impl in impls.items() if impl._has_bind_expression),
-            processors={key: proc for key, proc in processors.items() if proc is not None},
-            casts={key: _unbounded(type_) for key, type_ in stored.items()} if array_safe else None,
-            kinds={key: _kinds(type_) for key, type_ in stored.items()},
-        )
-
-    def process(self, values: Columns) -> Columns:
-        """``values`` as the driver gets them row by row (raises what a processor raises)."""
-        if not self.processors:
-            return values
-        processors = self.processors
-        return {
-            key: list(map(processors[key], column)) if key in processors else column
-            for key, column in values.items()
-        }
 
 
 class TableSql:
@@ -244,14 +105,14 @@ class TableSql:
         #: ``False`` sends every batch row by row (the statement the arrays replace).
         self.arrays = True
         self._cache: dict[tuple[str, str], Any] = {}
-        self._binds: dict[str, _Binds] = {}
+        self._binds: dict[str, Binds] = {}
         self._datetimes = frozenset(col.key for col in table.columns if _datetime(col.type))
 
-    def _binds_of(self, session: Session) -> _Binds:
+    def _binds_of(self, session: Session) -> Binds:
         dialect = session.get_bind().dialect
         binds = self._binds.get(dialect.name)
         if binds is None:
-            binds = self._binds[dialect.name] = _Binds.of(self.table, dialect)
+            binds = self._binds[dialect.name] = Binds.of(self.table, dialect)
         return binds
 
     def _dialect(self, session: Session) -> str:
@@ -344,14 +205,14 @@ class TableSql:
         binds = self._binds_of(session)
         if (
             dialect != "postgresql"
-            or not _array_type(self.key.type)
+            or not array_type(self.key.type)
             or key in binds.wrapped
             or key in binds.processors
         ):  # the key's own SQL or processing: SQLAlchemy's IN does it
             return session.execute(sa.select(*columns).where(self.key.in_(list(ids))))
         statement = self._cache.get(("select", dialect))
         if statement is None:
-            ids_param = sa.bindparam("ids", type_=postgresql.ARRAY(_unbounded(self.key.type)))
+            ids_param = sa.bindparam("ids", type_=postgresql.ARRAY(unbounded(self.key.type)))
             statement = sa.select(*columns).where(self.key == sa.any_(ids_param))
             self._cache[("select", dialect)] = statement
         return session.execute(statement, {"ids": list(ids)})
@@ -432,7 +293,7 @@ class TableSql:
         except Exception:  # the row-by-row statement raises it, as SQLAlchemy does
             return None
         kinds = binds.kinds
-        if all(_uniform(column, kinds[key]) for key, column in arrays.items()):
+        if all(uniform(column, kinds[key]) for key, column in arrays.items()):
             return arrays
         return None
 

@@ -95,28 +95,31 @@ def by_orm(
 ) -> list[list[tuple[Any, ...]]]:
     """The table after each batch written by the ORM, from an emptied table.
 
-    A new saga's row is what the handlers made of its first event, with the attributes
-    they set (or the framework did), given to ``session.add``; a stored saga's row is
-    loaded by the session, changed by the handlers and flushed. The standard columns are
-    marked changed (the framework writes them into ``__dict__``, unseen by the ORM).
+    One flush per batch, as the listener writes once per batch: a saga new in the batch
+    is what the handlers made of its first event, with the attributes they set (or the
+    framework did), given to ``session.add`` (its later events in the batch change that
+    pending object); a stored saga's row is loaded by the session and changed by the
+    handlers. The standard columns are marked changed (the framework writes them into
+    ``__dict__``, unseen by the ORM).
     """
     with engine.begin() as conn:
         conn.execute(sa.delete(listener.table))
     attributes = set(listener.attributes)
     after = []
     for events in batches:
-        with Session(engine) as session, session.begin():
+        with Session(engine, autoflush=False) as session, session.begin():
+            rows: dict[str, Any] = {}
             for event in events:
-                row = session.get(listener.model, event.saga_id)
+                row = rows.get(event.saga_id) or session.get(listener.model, event.saga_id)
                 if row is None:
                     made = listener.apply(None, event)
                     given = {k: v for k, v in made.__dict__.items() if k in attributes}
-                    session.add(listener.model(**given))
-                    session.flush()
+                    row = rows[event.saga_id] = listener.model(**given)
+                    session.add(row)
                     continue
+                rows[event.saga_id] = row
                 listener.apply(row, event)
                 for attr in STANDARD_COLUMNS:
                     flag_modified(row, attr)
-                session.flush()
         after.append(stored(engine, listener.table, instants))
     return after

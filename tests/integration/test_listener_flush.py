@@ -1,22 +1,23 @@
 """A listener writes its own columns' defaults and ``onupdate`` values as the ORM does.
 
-A column left unset on a new saga gets its ``default=`` or its ``server_default``
-(``session.add`` leaves it out of the INSERT; the listener used to write NULL), a stored
-saga's column that no handler changed gets its ``onupdate=`` (never ran before) or keeps
-its stored value: compared with ``session.add`` and an ORM flush of the same handlers'
-rows, batch by batch, on PostgreSQL and SQLite.
+A column left unset (or ``None``) on a new saga gets its ``default=`` or its
+``server_default`` (``session.add`` leaves it out of the INSERT; the listener wrote
+NULL), and a stored saga's column keeps its stored value unless a handler changed it;
+a stored saga's column that no handler changed gets its ``onupdate=`` (it never ran).
+Compared with ``session.add`` and an ORM flush (one per batch) of the same handlers'
+rows, batch by batch, on PostgreSQL (arrays, and the row-by-row fallback) and SQLite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import DateTime, MetaData, String, func, text
+from sqlalchemy import DateTime, Integer, MetaData, String, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
@@ -35,37 +36,55 @@ class _Base(DeclarativeBase):
 
 
 class _Ticket(SagaRow, _Base):
+    """Server defaults (and a Python one)."""
+
     __tablename__ = "tickets"
     stage: Mapped[str | None] = mapped_column(String(20), server_default=text("'new'"))
     label: Mapped[str | None] = mapped_column(String(20), server_default="plain")
     opened_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # NOT NULL with only a server default: every batch failed while it was written as NULL
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("3"))
     kind: Mapped[str | None] = mapped_column(String(20), default="std")
+
+
+class _Stamp(SagaRow, _Base):
+    """``onupdate``: a function, a value, a SQL expression."""
+
+    __tablename__ = "stamps"
     note: Mapped[str | None] = mapped_column(String(40))
     touched: Mapped[str | None] = mapped_column(String(20), onupdate=_touched)
     revised: Mapped[str | None] = mapped_column(String(20), default="first", onupdate="again")
     edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=func.now())
 
 
-_LISTENER = Listener("tickets", model=_Ticket, saga_types={"booking"})  # its timeline table
+_LISTENERS = [  # their timeline tables
+    Listener(m.__tablename__, model=m, saga_types={"booking"}) for m in (_Ticket, _Stamp)
+]
 _INSTANTS = ("opened_at", "edited_at", "started_at", "updated_at")
 
-# What the handlers set, per (saga, seq); anything else they leave alone.
-_SETS: dict[tuple[str, int], dict[str, Any]] = {
-    ("s0", 1): {},  # nothing: every default
-    ("s1", 1): {"stage": "vip", "kind": None, "note": "hi"},  # kind None: its default
-    ("s2", 1): {"stage": None, "label": "gold"},  # None: the server default, as session.add
-    ("s0", 2): {},  # nothing changed: onupdate runs, stored values stay
-    ("s1", 2): {"stage": None, "touched": "by hand", "revised": "first"},  # "first": unchanged
-    ("s2", 2): {"note": "n"},
-    ("s1", 3): {},  # its NULL stage stays NULL (the server default is for inserts only)
-}
 _BATCHES = [
-    [_event("s0"), _event("s1"), _event("s2")],
-    [_event(s, 2, "step_started", step="pay") for s in ("s0", "s1", "s2")],
+    [_event("s0"), _event("s1"), _event("s2"), _event("s3"), _event("s3", 2, "step_started")],
+    [_event(s, 2, "step_started", step="pay") for s in ("s0", "s1", "s2")] + [_event("s4")],
     [_event("s1", 3, "step_succeeded", step="pay")],
 ]
+# What the handlers set, per (saga, seq); anything else they leave alone. s0 and s4 (new in
+# a batch of stored sagas): nothing. s3: two events in its first batch, one INSERT.
+_TICKET_SETS: dict[tuple[str, int], dict[str, Any]] = {
+    ("s1", 1): {"stage": "vip", "kind": None},  # kind None: its default, as session.add
+    ("s2", 1): {"stage": None, "label": "gold"},  # None: the server default, as session.add
+    ("s3", 2): {"kind": None, "priority": 7},
+    ("s1", 2): {"stage": None},  # NULL on update: stored as NULL...
+    ("s2", 2): {"label": "gold"},  # the stored value again: unchanged
+    ("s1", 3): {},  # ...and stays NULL (the server default is for inserts only)
+}
+_STAMP_SETS: dict[tuple[str, int], dict[str, Any]] = {
+    ("s1", 1): {"note": "hi"},
+    ("s3", 2): {"note": "two"},  # still one INSERT: no onupdate
+    ("s1", 2): {"touched": "by hand", "revised": "first"},  # "first" is stored: unchanged
+    ("s2", 2): {"note": "n"},
+}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -73,41 +92,83 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
     yield from orm_reference.engines(request, tmp_path, _Base.metadata)
 
 
-def _listener() -> Listener[Any]:
-    return orm_reference.setting(_Ticket, _SETS)
+def _columns(
+    engine: sa.Engine,
+    model: type[Any],
+    sets: Mapping[tuple[str, int], Mapping[str, Any]],
+    arrays: bool,
+) -> list[list[dict[str, Any]]]:
+    """The listener's table after each batch, checked equal to the ORM's, as dicts."""
+    listener = orm_reference.setting(model, sets)
+    listener._row_sql.arrays = arrays  # False: PostgreSQL's executemany (SQLite's always)
+    run = orm_reference.by_listener(engine, listener, _BATCHES, _INSTANTS)
+    reference = orm_reference.by_orm(
+        engine, orm_reference.setting(model, sets), _BATCHES, _INSTANTS
+    )
+    assert run.after == reference
+    keys = [col.key for col in model.__table__.columns]
+    return [[dict(zip(keys, row, strict=True)) for row in table] for table in run.after]
 
 
-def test_defaults_and_onupdate_are_written_as_the_orm_writes_them(engine: sa.Engine) -> None:
-    run = orm_reference.by_listener(engine, _listener(), _BATCHES, _INSTANTS)
-    assert run.after == orm_reference.by_orm(engine, _listener(), _BATCHES, _INSTANTS)
-    # and what that is, after the first batch and after the last
-    columns = [col.key for col in _Ticket.__table__.columns]
-    first, *_, last = ([dict(zip(columns, row, strict=True)) for row in t] for t in run.after)
-    assert [(r["stage"], r["label"], r["kind"]) for r in first] == [
-        ("new", "plain", "std"),
-        ("vip", "plain", "std"),
-        ("new", "gold", "std"),
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
+def test_server_defaults_are_written_as_the_orm_writes_them(
+    engine: sa.Engine, arrays: bool
+) -> None:
+    first, _, third = _columns(engine, _Ticket, _TICKET_SETS, arrays)
+    pick = ("saga_id", "stage", "label", "priority", "kind", "opened_at")
+    assert [tuple(r[k] for k in pick) for r in first] == [
+        ("s0", "new", "plain", "3", "std", False),  # opened_at: is it NULL?
+        ("s1", "vip", "plain", "3", "std", False),
+        ("s2", "new", "gold", "3", "std", False),
+        ("s3", "new", "plain", "7", "std", False),
     ]
-    assert [(r["stage"], r["touched"], r["revised"], r["note"]) for r in last] == [
-        ("new", "touched", "again", None),
-        (None, "touched", "again", "hi"),  # NULL stays NULL; "by hand" was batch 2's
-        ("new", "touched", "again", "n"),
+    assert [tuple(r[k] for k in pick) for r in third] == [
+        ("s0", "new", "plain", "3", "std", False),
+        ("s1", None, "plain", "3", "std", False),
+        ("s2", "new", "gold", "3", "std", False),
+        ("s3", "new", "plain", "7", "std", False),
+        ("s4", "new", "plain", "3", "std", False),
     ]
 
 
-def test_server_clock_defaults_are_the_batch_transactions_time(pg_url: str) -> None:
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
+def test_onupdate_runs_as_in_an_orm_flush(engine: sa.Engine, arrays: bool) -> None:
+    first, second, third = _columns(engine, _Stamp, _STAMP_SETS, arrays)
+    pick = ("saga_id", "note", "touched", "revised", "edited_at")
+    assert [tuple(r[k] for k in pick) for r in first] == [
+        ("s0", None, None, "first", True),  # edited_at: is it NULL?
+        ("s1", "hi", None, "first", True),
+        ("s2", None, None, "first", True),
+        ("s3", "two", None, "first", True),
+    ]
+    assert [tuple(r[k] for k in pick) for r in second] == [
+        ("s0", None, "touched", "again", False),
+        ("s1", "hi", "by hand", "again", False),
+        ("s2", "n", "touched", "again", False),
+        ("s3", "two", None, "first", True),
+        ("s4", None, None, "first", True),
+    ]
+    assert [tuple(r[k] for k in pick) for r in third][1] == ("s1", "hi", "touched", "again", False)
+
+
+def test_server_clock_values_are_the_batch_transactions_time(pg_url: str) -> None:
     """``now()`` on PostgreSQL: the instant of the transaction that inserted (updated)."""
     engine = create_db_engine(pg_url)
     _Base.metadata.create_all(engine)
-    run = orm_reference.by_listener(engine, _listener(), _BATCHES)
+    opened = orm_reference.by_listener(engine, orm_reference.setting(_Ticket, {}), _BATCHES)
+    edited = orm_reference.by_listener(engine, orm_reference.setting(_Stamp, {}), _BATCHES)
     with engine.connect() as conn:
         got = conn.execute(
-            sa.select(_Ticket.saga_id, _Ticket.opened_at, _Ticket.edited_at).order_by("saga_id")
+            sa.select(_Ticket.saga_id, _Ticket.opened_at, _Stamp.edited_at)
+            .join(_Stamp, _Stamp.saga_id == _Ticket.saga_id)
+            .order_by(_Ticket.saga_id)
         ).all()
-    first, second, third = run.now
-    assert [tuple(row) for row in got] == [
-        ("s0", first, second),
-        ("s1", first, third),  # onupdate=func.now(): at each update no handler set it in
-        ("s2", first, second),
-    ]
     engine.dispose()
+    assert opened.now[1] != opened.now[0]
+    assert [tuple(row) for row in got] == [
+        ("s0", opened.now[0], edited.now[1]),
+        ("s1", opened.now[0], edited.now[2]),  # onupdate=func.now(): at each update
+        ("s2", opened.now[0], edited.now[1]),
+        ("s3", opened.now[0], None),
+        ("s4", opened.now[1], None),
+    ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import JSON, MetaData
+from sqlalchemy import JSON, LargeBinary, MetaData
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from examples.trips import Trip, trips
@@ -152,7 +152,13 @@ class _Basket(SagaRow, _JsonBase):
     items: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class _Crate(SagaRow, _JsonBase):
+    __tablename__ = "crates"
+    label: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
 _baskets = Listener("baskets", model=_Basket, saga_types={"order_fulfillment"})
+_crates = Listener("crates", model=_Crate, saga_types={"order_fulfillment"})
 
 
 @_baskets.on_start
@@ -160,17 +166,38 @@ def _filled(basket: _Basket, event: Any) -> None:
     basket.items = dict(event.data or {})
 
 
-def test_a_column_without_an_array_form_is_written_row_by_row(pg_url: str) -> None:
-    """JSON has no plain array form: that table goes as an executemany, and is right."""
+@_crates.on_start
+def _labelled(crate: _Crate, event: Any) -> None:
+    crate.label = event.saga_id.encode()
+
+
+def test_a_json_column_goes_in_one_array_statement(pg_url: str) -> None:
     engine = create_db_engine(pg_url)
     try:
         _JsonBase.metadata.create_all(engine)
         events = [e for _, evs in mixed_sagas(10).values() for e in evs]
         with count_sql(engine) as sql:
             commit_batch(session_factory(engine), [_baskets], events)
-        assert sql.rows > sql.statements  # the upsert went row by row
+        assert sql.rows == sql.statements == 3  # the SELECT, the upsert, the timeline
         with engine.connect() as conn:
             items = conn.execute(sa.select(_Basket.__table__.c["items"])).scalars().all()
         assert items == [{"items": 2}] * 10
+    finally:
+        engine.dispose()
+
+
+def test_a_column_without_an_array_form_is_written_row_by_row(pg_url: str) -> None:
+    """LargeBinary has no array form here: that table goes as an executemany, and is right."""
+    engine = create_db_engine(pg_url)
+    try:
+        _JsonBase.metadata.create_all(engine)
+        sagas = mixed_sagas(10)
+        events = [e for _, evs in sagas.values() for e in evs]
+        with count_sql(engine) as sql:
+            commit_batch(session_factory(engine), [_crates], events)
+        assert sql.rows > sql.statements  # the upsert went row by row
+        with engine.connect() as conn:
+            labels = conn.execute(sa.select(_Crate.__table__.c["label"])).scalars().all()
+        assert sorted(labels) == sorted(saga.encode() for saga in sagas)
     finally:
         engine.dispose()

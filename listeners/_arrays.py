@@ -25,7 +25,12 @@ __all__ = ["Binds", "Columns", "array_type", "unbounded", "uniform"]
 Columns = Mapping[str, Sequence[Any]]
 
 # Types psycopg sends as arrays the server casts back element by element, as it would
-# the single value (a TypeDecorator counts as the type it stores its values in).
+# the single value (a TypeDecorator counts as the type it stores its values in; Enum is a
+# String, cast to its own type when native). Left out, so their tables go row by row:
+# ARRAY (a list value becomes one more dimension of the array, and unnest flattens every
+# dimension: the rows would no longer line up), and every type not checked against
+# session.add value by value (LargeBinary, INET, HSTORE, ranges, ...). A type whose
+# bind_expression puts SQL around each value goes row by row as well (see Binds.wrapped).
 _ARRAY_TYPES = (
     sa.String,
     sa.Integer,

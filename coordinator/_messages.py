@@ -29,6 +29,9 @@ from coordinator.events import ErrorInfo
 
 Phase = Literal["action", "compensation"]
 
+#: the longest saga id a message may carry (the table's longer keys are never sagas)
+MAX_SAGA_ID = 200
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -54,7 +57,7 @@ NOT_SENT = "NotSent"
 class _Msg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    saga_id: str = Field(min_length=1, max_length=200)
+    saga_id: str = Field(min_length=1, max_length=MAX_SAGA_ID)
     #: when the sender wrote it, by the sender's clock: informational only
     at: AwareDatetime | None = None
 

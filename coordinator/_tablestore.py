@@ -15,6 +15,10 @@ Two stores:
   only the last few records.
 
 Both hold raw JSON bytes keyed by the saga id (UTF-8); a tombstone (``None``) deletes.
+Besides the sagas, each partition may hold one *sent mark* (``mark_key``): the number of
+the last batch whose sends are known to have completed (``coordinator._local``). Its key
+is longer than any saga id may be (``MAX_SAGA_ID``), so no saga can collide with it, and
+``items`` / ``entries`` never yield it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from typing import Any, Protocol
 
 import rocksdict  # faust-streaming[rocksdict], a project dependency
 
+from coordinator._messages import MAX_SAGA_ID
 from coordinator._routing import partition_for
+
+
+def mark_key(partition: int) -> str:
+    """The table key of ``partition``'s sent mark (never a saga id: too long to be one)."""
+    return f"~sent-mark~{partition}~".ljust(MAX_SAGA_ID + 1, "~")
 
 
 class Store(Protocol):
@@ -32,6 +42,10 @@ class Store(Protocol):
 
     def get(self, saga_id: str) -> bytes | None:
         """Return the saga's stored record (JSON bytes), if this worker holds it."""
+        ...
+
+    def mark(self, partition: int) -> bytes | None:
+        """Return ``partition``'s sent mark, if it has one (``mark_key``)."""
         ...
 
     def write(
@@ -68,6 +82,11 @@ class MemoryTableStore:
         raw = self.table.data.get(saga_id)
         return raw if isinstance(raw, bytes) else None
 
+    def mark(self, partition: int) -> bytes | None:
+        """Return ``partition``'s sent mark, if it has one (``mark_key``)."""
+        raw = self.table.data.get(mark_key(partition))
+        return raw if isinstance(raw, bytes) else None
+
     def write(
         self, partition: int, records: Mapping[str, bytes | None], offset: int | None
     ) -> None:
@@ -87,18 +106,33 @@ class MemoryTableStore:
                     key_partition[saga_id] = partition
 
     def items(self, partitions: Iterable[int]) -> Iterator[tuple[int, bytes]]:
-        """``(partition, record)`` of every saga held for ``partitions``."""
-        for p, _, raw in self.entries(partitions):
-            yield p, raw
-
-    def entries(self, partitions: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
-        """``(partition, saga id, record)`` of every saga held for ``partitions``."""
+        """``(partition, record)`` of every saga held for ``partitions`` (in no order)."""
         held = set(partitions)
         for saga_id, raw in list(self.table.data.items()):
-            if isinstance(raw, bytes):
+            if isinstance(raw, bytes) and len(saga_id) <= MAX_SAGA_ID:
                 p = partition_for(saga_id, self.partitions)
                 if p in held:
-                    yield p, saga_id, raw
+                    yield p, raw
+
+    def entries(self, partitions: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
+        """``(partition, saga id, record)`` of every saga held for ``partitions``.
+
+        Grouped by partition, in ascending order (a reader may finish with a partition as
+        soon as the next one begins). The grouping reads Faust's key -> partition map (a
+        dict lookup per record, not a hash), which its recovery and ``write`` keep.
+        """
+        held = set(partitions)
+        groups: dict[int, list[tuple[str, bytes]]] = {p: [] for p in sorted(held)}
+        where: Mapping[str, int] = getattr(self.table.data, "_key_partition", {})
+        for saga_id, raw in list(self.table.data.items()):
+            if isinstance(raw, bytes) and len(saga_id) <= MAX_SAGA_ID:
+                p = where.get(saga_id)
+                group = groups.get(partition_for(saga_id, self.partitions) if p is None else p)
+                if group is not None:
+                    group.append((saga_id, raw))
+        for p, group in groups.items():
+            for saga_id, raw in group:
+                yield p, saga_id, raw
 
 
 class RocksTableStore:
@@ -126,6 +160,11 @@ class RocksTableStore:
         raw = self._db(partition_for(saga_id, self.partitions)).get(saga_id.encode())
         return raw if isinstance(raw, bytes) else None
 
+    def mark(self, partition: int) -> bytes | None:
+        """Return ``partition``'s sent mark, if it has one (``mark_key``)."""
+        raw = self._db(partition).get(mark_key(partition).encode())
+        return raw if isinstance(raw, bytes) else None
+
     def write(
         self, partition: int, records: Mapping[str, bytes | None], offset: int | None
     ) -> None:
@@ -146,11 +185,15 @@ class RocksTableStore:
             yield p, raw
 
     def entries(self, partitions: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
-        """``(partition, saga id, record)`` of every saga held for ``partitions``."""
+        """``(partition, saga id, record)`` of every saga held for ``partitions``.
+
+        Grouped by partition (one database each), in ascending order.
+        """
         offset_key = self._store.offset_key
         for partition in sorted(set(partitions)):
+            mark = mark_key(partition).encode()  # (a key's bytes may outnumber its characters)
             for key, raw in self._db(partition).items():
-                if key != offset_key and isinstance(raw, bytes):
+                if key != offset_key and key != mark and isinstance(raw, bytes):
                     yield partition, bytes(key).decode(errors="replace"), raw
 
 

@@ -15,6 +15,7 @@ from coordinator._tablestore import (
     MemoryTableStore,
     RocksTableStore,
     changelog_offset,
+    mark_key,
     table_store,
 )
 
@@ -126,3 +127,28 @@ async def test_the_inbox_hands_the_store_the_last_acknowledged_changelog_offset(
     acked = [s.offset for s in producer.to(CHANGELOG) if s.partition == home]
     assert acked == [0, 1, 2]
     assert store.offsets == {home: 2}, "the highest acknowledged offset of the last batch"
+
+
+@pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
+def test_sent_marks_are_kept_per_partition_and_are_no_sagas(scheme: str, tmp_path: Path) -> None:
+    store = table_store(table(scheme, tmp_path), scheme, PARTITIONS)
+    (a,) = on(1, 1)
+    store.write(1, {a: b"A", mark_key(1): b'{"sent":3}'}, 7)
+    store.write(2, {mark_key(2): b'{"sent":9}'}, 2)
+    assert store.mark(1) == b'{"sent":3}' and store.mark(2) == b'{"sent":9}'
+    assert store.mark(3) is None
+    assert list(store.items([1, 2])) == [(1, b"A")]
+    assert list(store.entries([1, 2])) == [(1, a, b"A")]
+
+
+@pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
+def test_entries_come_grouped_by_partition(scheme: str, tmp_path: Path) -> None:
+    store = table_store(table(scheme, tmp_path), scheme, PARTITIONS)
+    ones, twos, threes = on(1, 3), on(2, 3), on(3, 3)
+    for one, two, three in zip(ones, twos, threes, strict=True):  # written interleaved
+        store.write(3, {three: b"3"}, None)
+        store.write(1, {one: b"1"}, None)
+        store.write(2, {two: b"2"}, None)
+    found = list(store.entries([3, 1, 2]))
+    assert [p for p, _, _ in found] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert sorted(saga_id for _, saga_id, _ in found) == sorted(ones + twos + threes)

@@ -37,7 +37,14 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from coordinator._deadlines import DeadlineIndex, wake_of
-from coordinator._delivery import BATCH_BUFFER, AiokafkaBatches, Record, is_too_large
+from coordinator._delivery import (
+    BATCH_BUFFER,
+    AiokafkaBatches,
+    Backoff,
+    Record,
+    deliver,
+    is_too_large,
+)
 from coordinator._errors import CoordinatorUnavailable
 from coordinator._executor import StepExecutor
 from coordinator._expiry import Expirer
@@ -45,7 +52,7 @@ from coordinator._faust_app import HookedApp, app_class
 from coordinator._gc import settle_on_first_assignment
 from coordinator._inbox import InboxProcessor
 from coordinator._lanes import Lanes
-from coordinator._local import Recovery
+from coordinator._local import Recovery, batch_name, sent_mark
 from coordinator._messages import TimerFired
 from coordinator._onehop import StepTasks
 from coordinator._queries import saga_view
@@ -54,10 +61,14 @@ from coordinator._routing import saga_table
 from coordinator._settings import CoordinatorSettings
 from coordinator._state import SagaState
 from coordinator._step_worker import StepWorker
-from coordinator._tablestore import table_store
+from coordinator._tablestore import changelog_offset, mark_key, table_store
 from coordinator._topics import TABLE_NAME, changelog_topic, ensure_topics
 
 log = logging.getLogger("coordinator")
+
+#: seconds a revoke waits for the sent marks' acknowledgements (then the next owner of
+#: those partitions re-sends their last batch, which is only a duplicate)
+MARK_TIMEOUT = 5.0
 
 
 class AppProducer(AiokafkaBatches):
@@ -313,10 +324,15 @@ class Coordinator:
         # No expiry writes to a partition another worker takes. The lanes stop at the same
         # time: an inbox batch retrying in place holds its partition's expiry lock until
         # its lane is told to stop, so stopping the expirer first could wait forever.
+        inbox = asyncio.ensure_future(self.inbox_lanes.stop())
         await asyncio.gather(
             self.expirer.stop(self.inbox_lanes.stop_timeout),
-            *(lanes.stop() for lanes in (self.inbox_lanes, *self.executor_lanes.values())),
+            inbox,
+            *(lanes.stop() for lanes in self.executor_lanes.values()),
         )
+        # a lane that stopped cleanly sent everything it wrote: the next owner need not
+        # re-send its partition's last batch (coordinator._local)
+        await self._mark_sent(self.recovery.sent_marks(inbox.result()))
         if self.app.should_stop:
             # stopping: running step attempts get a few seconds to send their results;
             # at a mere rebalance they go on (their results reach the new owner)
@@ -326,6 +342,40 @@ class Coordinator:
             await self.app.consumer.commit()
         except Exception as exc:  # the next owner re-reads from the older offset
             log.warning("commit at a rebalance failed (%r); records will be re-read", exc)
+
+    async def _mark_sent(self, marks: dict[int, int]) -> None:
+        """Write ``marks`` (partition -> last batch sent in full) to the changelog, bounded.
+
+        Unwritten, a partition's next owner re-sends its last batch: duplicates only.
+        """
+        if not marks:
+            return
+        records = [
+            Record(self.processor.changelog, mark_key(p).encode(), sent_mark(n), p)
+            for p, n in marks.items()
+        ]
+        try:
+            acks = await asyncio.wait_for(
+                deliver(self.producer, records, Backoff(lambda: False), what="sent marks"),
+                timeout=MARK_TIMEOUT,
+            )
+        except Exception as exc:
+            log.warning(
+                "sent marks of inbox partitions %s not written (%r): their next owner "
+                "re-sends their last batch",
+                sorted(marks),
+                exc,
+            )
+            return
+        for record, ack in zip(records, acks, strict=True):
+            assert record.partition is not None and record.key is not None
+            self.store.write(
+                record.partition, {record.key.decode(): record.value}, changelog_offset([ack])
+            )
+        log.info(
+            "sent marks written (partition: its last batch sent in full): %s",
+            ", ".join(f"{p}: {batch_name(marks[p])}" for p in sorted(marks)),
+        )
 
     def _on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         held = {
@@ -344,8 +394,11 @@ class Coordinator:
         self._rebuilding = asyncio.ensure_future(self._rebuild_deadlines(held))
 
     async def _scan_last_batches(self, held: set[int]) -> None:
+        generation = max(0, self.app.consumer_generation_id)  # fences stale writers
         try:
-            await self.recovery.scan(self.store.entries(held))
+            await self.recovery.scan(
+                held, self.store.entries(held), self.store.mark, generation=generation
+            )
         except Exception as exc:  # a bug: the lanes would wait for it forever
             log.exception("finding the last batches of partitions %s failed", sorted(held))
             await self.app.crash(exc)

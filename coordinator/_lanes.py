@@ -28,7 +28,9 @@ A strict lane also takes *local* items (``Lanes.put_local``): step results of th
 worker's own tasks, applied without a trip through the topic (``coordinator._local``).
 They have no offset: each batch takes the records in offset order and then every local
 item waiting; only the records are acked. A lane that stops hands its local items to
-``orphaned`` (they go to the topic instead).
+``orphaned`` (they go to the topic instead). ``Lanes.stop`` names the partitions whose
+lane stopped cleanly (its prelude and every batch it began finished): their last batch
+was sent in full.
 
 A lane whose buffer passes ``buffer`` pauses fetching of its partition and resumes it
 once drained to half. On a rebalance (or shutdown) every lane finishes the handler call
@@ -85,6 +87,9 @@ class Lane:
         self.watched = False  # the idle watch logged where the partition stands
         self.past: int | None = None  # ``expected`` when the watch last saw the consumer past it
         self.watch_seeks = 0  # seeks of the idle watch since ``expected`` last moved
+        #: stopped cleanly: the prelude and every batch the lane began finished (sends
+        #: acknowledged); not when a batch was abandoned or cancelled, or it never ran
+        self.drained = False
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, event: Any) -> None:
@@ -176,6 +181,7 @@ class Lane:
             self.lanes.ack(batch)
             self.expected = batch[-1].message.offset + 1
             self._resume_if_drained()
+        self.drained = True  # (only a loop left for ``stopping`` gets here)
 
     def _resume_if_drained(self) -> None:
         if self.paused and len(self.buffer) <= self.lanes.buffer // 2:
@@ -470,8 +476,11 @@ class Lanes:
         """Events buffered in every lane."""
         return sum(len(lane.buffer) for lane in self.lanes.values())
 
-    async def stop(self) -> None:
-        """Stop every lane (a rebalance revokes all partitions first)."""
+    async def stop(self) -> set[int]:
+        """Stop every lane (a rebalance revokes all partitions first).
+
+        Returns the partitions whose lane stopped cleanly (``Lane.drained``).
+        """
         lanes, self.lanes = list(self.lanes.values()), {}
         self.closed = True
         try:
@@ -496,6 +505,7 @@ class Lanes:
             )
         if dropped:
             self.forget(dropped)
+        return {lane.partition for lane in lanes if lane.drained}
 
 
 def _first_buffered(lanes: Lanes) -> Callable[[int], Awaitable[int]]:

@@ -6,17 +6,21 @@ its result joins the saga's partition lane directly (coordinator._local): neithe
 step topics nor the inbox carry it. The participant contract (Idempotency-Key,
 Saga-Compensates) is unchanged; an attempt lost with its worker is retried by its
 durable deadline with the same key; events a killed worker never sent are re-sent by the
-next owner.
+next owner, and only then: a worker that stops cleanly marks them sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from coordinator import SagaClient
+from coordinator._routing import partition_for
+from infra.processes import Process, free_port
 from tests.integration.stack import Lifecycle, OrderStack, order
 
 pytestmark = pytest.mark.integration
@@ -37,14 +41,19 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
 
 async def records_in(bootstrap: str, topic: str) -> list[dict[str, object]]:
     """The records of ``topic`` (read from its beginning until it is quiet), decoded."""
+    return [json.loads(value) for _, value in await raw_records(bootstrap, topic) if value]
+
+
+async def raw_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """The ``(key, value)`` of every record of ``topic`` (read until it is quiet)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     try:
-        out: list[dict[str, object]] = []
+        out: list[tuple[bytes | None, bytes | None]] = []
         while batch := await consumer.getmany(timeout_ms=2000):
-            out += [json.loads(r.value) for rs in batch.values() for r in rs if r.value]
+            out += [(r.key, r.value) for rs in batch.values() for r in rs]
         return out
     finally:
         await consumer.stop()
@@ -161,3 +170,63 @@ async def test_events_a_killed_worker_never_sent_are_sent_by_the_next_owner(
     assert "re-sending the outbox of 1 sagas of its last batch" in restarted.output()
     stats = await stack.admin("GET", "/admin/stats")
     assert all(svc["max_applications_per_key"] <= 1 for svc in stats["services"].values())
+
+
+SENT_IN_FULL = "was sent in full; nothing to re-send"
+RESENT = "re-sending the outbox"
+
+
+async def logged(worker: Process, needle: str, count: int, timeout: float = 90) -> None:
+    """Wait until ``worker`` logged ``needle`` at least ``count`` times."""
+    deadline = time.monotonic() + timeout
+    while worker.output().count(needle) < count:
+        assert time.monotonic() < deadline, worker.output()[-4000:]
+        await asyncio.sleep(0.2)
+
+
+async def test_a_clean_rebalance_and_a_clean_restart_re_send_nothing(stack: OrderStack) -> None:
+    """Lanes that stop cleanly (a worker joining, a graceful stop) finished every batch's
+    sends, so the worker marks each partition's last batch as sent, and its next owner
+    re-sends nothing: not one lifecycle record more, however often partitions move."""
+    settings = stack.settings()
+    lifecycle = settings.topics.lifecycle
+    first = stack.coordinator()
+    saga_ids = []  # one saga per partition: each has a last batch
+    for i in range(100):
+        if len(saga_ids) < stack.partitions:
+            saga_id = f"{stack.prefix}-{i}"
+            homes = {partition_for(s, stack.partitions) for s in saga_ids}
+            if partition_for(saga_id, stack.partitions) not in homes:
+                saga_ids.append(saga_id)
+    assert len(saga_ids) == stack.partitions
+    async with SagaClient(settings) as client:
+        async with Lifecycle(stack.bootstrap, lifecycle) as life:
+            for saga_id in saga_ids:
+                await client.start("order_fulfillment", order(saga_id), saga_id=saga_id)
+            await life.wait(saga_ids, statuses={"saga_completed"}, timeout=120)
+        sent = await raw_records(stack.bootstrap, lifecycle)
+
+        second = stack.coordinator(name="joining", web_port=free_port())  # a rebalance
+        deadline = time.monotonic() + 90
+        while (
+            first.output().count(SENT_IN_FULL) + second.output().count(SENT_IN_FULL)
+            < stack.partitions
+        ):
+            assert time.monotonic() < deadline, (first.output()[-3000:], second.output()[-3000:])
+            await asyncio.sleep(0.2)
+        assert "sent marks written" in first.output()
+        before = second.output().count(SENT_IN_FULL)
+        first.stop()  # graceful: the joiner takes every partition
+        await logged(second, SENT_IN_FULL, before + stack.partitions)
+        second.stop()
+        third = stack.coordinator(name="restarted")  # a clean restart of the whole group
+        await logged(third, SENT_IN_FULL, stack.partitions)
+        late = f"{stack.prefix}-late"  # and the group still works
+        async with Lifecycle(stack.bootstrap, lifecycle) as life:
+            await client.start("order_fulfillment", order(late), saga_id=late)
+            await life.wait([late], statuses={"saga_completed"}, timeout=120)
+    for worker in (first, second, third):
+        assert RESENT not in worker.output(), worker.name
+    after = await raw_records(stack.bootstrap, lifecycle)
+    kept = sorted(r for r in after if r[0] != late.encode())
+    assert kept == sorted(sent), "no lifecycle record was re-sent"

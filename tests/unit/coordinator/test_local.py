@@ -136,7 +136,7 @@ async def test_a_new_owner_numbers_after_the_highest_batch_and_resends_the_last_
     assert not waiting.done(), "no lane applies anything before its partition is scanned"
     entries = [(0, "a", raw(3)), (0, "b", raw(5)), (0, "c", raw(5)), (0, "d", raw(None)),
                (1, "e", raw(2))]  # fmt: skip
-    await recovery.scan(entries)
+    await recovery.scan({0, 1, 2}, entries)
     items = await waiting
     assert [(type(i), i.saga_id) for i in items] == [(Resend, "b"), (Resend, "c")]
     assert batches[0] == 6

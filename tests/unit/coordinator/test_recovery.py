@@ -1,0 +1,225 @@
+"""What a new owner of an inbox partition re-sends, and how batches are numbered
+(coordinator._local.Recovery).
+
+The rules: each partition is released to its lane as soon as it is scanned, not after
+every held partition; a lane that stops cleanly leaves a sent mark, and a new owner
+re-sends the last batch only when the table holds a batch numbered above the mark; a
+newer owner's batch numbers outnumber whatever a stale writer adds after it took over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+from coordinator._delivery import Abandoned
+from coordinator._lanes import Lanes
+from coordinator._local import EPOCH, Recovery, Resend, mark_of, owner_epoch, sent_mark
+from tests.unit.coordinator.test_onehop import settle
+
+
+def record(batch: int | None) -> bytes:
+    """A stored saga record's tail, as ``batch_of`` reads it."""
+    return b'{"saga_id":"s","batch":' + (b"null" if batch is None else str(batch).encode()) + b"}"
+
+
+def resent(items: list[Any]) -> list[str]:
+    assert all(isinstance(i, Resend) for i in items)
+    return [i.saga_id for i in items]
+
+
+class Table:
+    """A partition's stored records and sent mark, as the scan reads them."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, dict[str, int | None]] = {}
+        self.marks: dict[int, bytes] = {}
+
+    def write(self, partition: int, batch: int | None, *saga_ids: str) -> None:
+        self.records.setdefault(partition, {}).update(dict.fromkeys(saga_ids, batch))
+
+    def entries(self, held: set[int]) -> Iterator[tuple[int, str, bytes]]:
+        for partition in sorted(held):
+            for saga_id, batch in self.records.get(partition, {}).items():
+                yield partition, saga_id, record(batch)
+
+    def mark(self, partition: int) -> bytes | None:
+        return self.marks.get(partition)
+
+
+async def take_over(
+    table: Table, held: set[int], generation: int
+) -> tuple[Recovery, dict[int, int]]:
+    """A new owner's assignment: scan, then every lane's prelude."""
+    batches: dict[int, int] = {}
+    recovery = Recovery(batches)
+    await recovery.scan(held, table.entries(held), table.mark, generation=generation)
+    return recovery, batches
+
+
+# -- per-partition scan (review-local #4) ------------------------------------------------
+
+
+async def test_a_lane_is_released_once_its_own_partition_is_scanned() -> None:
+    recovery = Recovery({}, chunk=1)
+    first = asyncio.create_task(recovery.prelude(0))
+    second = asyncio.create_task(recovery.prelude(1))
+    await settle()
+    seen: list[tuple[bool, bool]] = []
+
+    def entries() -> Iterator[tuple[int, str, bytes]]:
+        yield 0, "a", record(4)
+        yield 0, "b", record(7)
+        for i in range(20):  # a big partition 1, still being read
+            seen.append((first.done(), second.done()))
+            yield 1, f"c{i}", record(3)
+
+    await recovery.scan({0, 1}, entries())
+    assert seen[-1] == (True, False), "partition 0 went ahead while partition 1 was read"
+    assert resent(first.result()) == ["b"]
+    assert resent(await second) == [f"c{i}" for i in range(20)]
+
+
+async def test_a_revoke_during_the_scan_abandons_the_lanes_still_waiting() -> None:
+    recovery = Recovery({}, chunk=1)
+    done = asyncio.create_task(recovery.prelude(0))
+    waiting = asyncio.create_task(recovery.prelude(1))
+    await settle()
+
+    def entries() -> Iterator[tuple[int, str, bytes]]:
+        yield 0, "a", record(1)
+        for i in range(10):
+            yield 1, f"b{i}", record(1)
+        recovery.reset()  # a revoke while partition 1 is read
+        yield 1, "c", record(1)
+
+    await recovery.scan({0, 1}, entries())
+    assert resent(await done) == ["a"]
+    try:
+        await waiting
+        raise AssertionError("a lane of a revoked assignment was released")
+    except Abandoned:
+        pass
+
+
+# -- sent marks (review-local #3) --------------------------------------------------------
+
+
+async def test_a_last_batch_the_mark_vouches_for_is_not_re_sent() -> None:
+    table = Table()
+    table.write(0, 5, "a", "b")
+    table.write(1, 5, "c")
+    table.marks[0] = sent_mark(5)  # partition 0 stopped cleanly after batch 5
+    table.marks[1] = sent_mark(4)  # partition 1's batch 5 came after its mark
+    recovery, batches = await take_over(table, {0, 1}, generation=0)
+    assert await recovery.prelude(0) == []
+    assert resent(await recovery.prelude(1)) == ["c"]
+    assert batches == {0: 6, 1: 6}
+
+
+async def test_a_lane_that_stopped_cleanly_marks_what_it_wrote_and_what_it_re_sent() -> None:
+    table = Table()
+    table.write(0, 5, "a")  # marked already
+    table.marks[0] = sent_mark(5)
+    table.write(1, 3, "b")  # re-sent by the prelude
+    table.write(2, 2, "c")  # this owner writes batches after it
+    table.write(3, 2, "d")  # its lane is abandoned mid-batch
+    recovery, batches = await take_over(table, {0, 1, 2, 3}, generation=0)
+    for partition in range(4):
+        await recovery.prelude(partition)
+    batches[2] += 2  # two batches written (numbers 3 and 4)
+    batches[3] += 1
+    assert recovery.sent_marks({0, 1, 2}) == {1: 3, 2: 4}
+    assert recovery.sent_marks({0, 1, 2}) == {}, "marks are computed once per revoke"
+
+
+async def test_a_batch_written_after_a_clean_stop_is_re_sent_after_a_crash() -> None:
+    table = Table()
+    table.write(0, 5, "a")
+    table.marks[0] = sent_mark(5)  # a clean stop
+    recovery, batches = await take_over(table, {0}, generation=0)
+    assert await recovery.prelude(0) == []
+    table.write(0, batches[0], "b")  # batch 6: written, then SIGKILL before its sends
+    recovery, _ = await take_over(table, {0}, generation=0)
+    assert resent(await recovery.prelude(0)) == ["b"]
+
+
+def test_an_unreadable_mark_vouches_for_nothing() -> None:
+    assert mark_of(sent_mark(12)) == 12
+    assert mark_of(None) == -1
+    assert mark_of(b"garbage") == -1
+    assert mark_of(b'{"sent":"12"}') == -1
+
+
+async def test_only_a_lane_that_finished_every_batch_it_began_stops_drained() -> None:
+    release = asyncio.Event()
+    handled: list[list[Any]] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.append(list(events))
+        if partition == 1:  # stuck in a batch until told to stop: abandoned
+            while not stopping():
+                await asyncio.sleep(0.01)
+            raise Abandoned()
+        if partition == 2:
+            await release.wait()  # never released: cancelled at the stop timeout
+
+    async def prelude(partition: int) -> list[Any]:
+        if partition == 3:
+            await asyncio.Event().wait()  # its scan never comes
+        return []
+
+    lanes = Lanes("inbox", handler, batch_size=10, buffer=10, prelude=prelude)
+    lanes.stop_timeout = 0.05
+    lanes.open({0, 1, 2, 3})
+    for partition in (0, 1, 2):
+        assert lanes.put_local(partition, f"r{partition}")
+    await settle()
+    assert len(handled) == 3
+    assert await lanes.stop() == {0}
+
+
+# -- fencing (review-local #8) -----------------------------------------------------------
+
+
+async def test_a_stale_writers_batches_never_hide_the_new_owners_last_batch() -> None:
+    table = Table()
+    table.write(0, 4 * EPOCH + 9, "a")  # owner A, generation 4
+    b, b_batches = await take_over(table, {0}, generation=5)  # B takes the partition
+    assert resent(await b.prelude(0)) == ["a"]
+    assert b_batches[0] == 5 * EPOCH
+    for n in range(10, 60):  # A, unaware it lost the partition, goes on writing
+        table.write(0, 4 * EPOCH + n, f"zombie{n}")
+    table.write(0, b_batches[0], "b0")  # B's batches...
+    table.write(0, b_batches[0] + 1, "b1")  # ...the last one unsent: B is killed
+    c, _ = await take_over(table, {0}, generation=6)
+    assert resent(await c.prelude(0)) == ["b1"], "B's last batch, not A's later numbers"
+
+
+async def test_records_of_versions_before_epochs_are_outnumbered() -> None:
+    table = Table()
+    table.write(0, 123_456, "old")  # a plain counter
+    recovery, batches = await take_over(table, {0}, generation=1)
+    assert resent(await recovery.prelude(0)) == ["old"]
+    assert batches[0] == EPOCH
+
+
+async def test_after_the_group_is_deleted_owners_still_outnumber_the_table() -> None:
+    assert owner_epoch(7, 3) == 7, "the generation, where it exceeds every epoch"
+    assert owner_epoch(1, 57) == 58, "generations restarted: above the table's epoch"
+    assert owner_epoch(2, 57) == 59, "and the next owner above that one"
+    assert owner_epoch(0, 57) == 57, "unknown generation: counters go on"
+    table = Table()
+    table.write(0, 57 * EPOCH + 3, "a")
+    recovery, batches = await take_over(table, {0}, generation=1)
+    await recovery.prelude(0)
+    assert batches[0] == 58 * EPOCH
+
+
+async def test_without_a_generation_counters_go_on_from_the_last_batch() -> None:
+    table = Table()
+    table.write(0, 2 * EPOCH + 8, "a")
+    recovery, batches = await take_over(table, {0}, generation=0)
+    await recovery.prelude(0)
+    assert batches[0] == 2 * EPOCH + 9

@@ -251,9 +251,9 @@ class Recovery:
         if last.number <= scanned.mark:
             if last.sagas:
                 log.info(
-                    "inbox partition %d: its last batch (%d) was sent in full; nothing to re-send",
+                    "inbox partition %d: its last batch (%s) was sent in full; nothing to re-send",
                     partition,
-                    last.number,
+                    batch_name(last.number),
                 )
             return []
         log.info(

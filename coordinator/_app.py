@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import faust
@@ -384,8 +384,13 @@ class Coordinator:
             if tp.topic == self.inbox.get_topic_name()
         }
         self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
-        # each lane waits for its partition's last batch before applying anything
-        self._scanning = asyncio.ensure_future(self._scan_last_batches(held))
+        # each lane waits for its partition's last batch before applying anything (the
+        # scan is of this assignment: begun now, a revoke before it runs voids it)
+        generation = max(0, self.app.consumer_generation_id)  # fences stale writers
+        scan = self.recovery.scan(
+            held, self.store.entries(held), self.store.mark, generation=generation
+        )
+        self._scanning = asyncio.ensure_future(self._scan_last_batches(scan, held))
         # a lane per held partition now: one whose every record Faust skipped (a worker
         # that died before its first commit, say) would otherwise never get a lane
         self.inbox_lanes.open(held)
@@ -393,12 +398,9 @@ class Coordinator:
         # heartbeats past the session timeout (another rebalance, and so on)
         self._rebuilding = asyncio.ensure_future(self._rebuild_deadlines(held))
 
-    async def _scan_last_batches(self, held: set[int]) -> None:
-        generation = max(0, self.app.consumer_generation_id)  # fences stale writers
+    async def _scan_last_batches(self, scan: Coroutine[Any, Any, None], held: set[int]) -> None:
         try:
-            await self.recovery.scan(
-                held, self.store.entries(held), self.store.mark, generation=generation
-            )
+            await scan
         except Exception as exc:  # a bug: the lanes would wait for it forever
             log.exception("finding the last batches of partitions %s failed", sorted(held))
             await self.app.crash(exc)

@@ -46,7 +46,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,30 +199,44 @@ class Recovery:
                 future.set_exception(Abandoned())
                 future.exception()  # retrieved: no "never retrieved" warning
 
-    async def scan(
+    def scan(
         self,
         held: Iterable[int],
         entries: Iterable[tuple[int, str, bytes]],
         marks: Callable[[int], bytes | None] = lambda partition: None,
         *,
         generation: int = 0,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Find each held partition's last batch; release its lane once it is scanned.
 
         ``entries``: the held partitions' records, grouped by partition (a partition is
         done when the next one begins); ``marks``: a partition's stored sent mark;
-        ``generation``: the consumer group's generation of this assignment.
+        ``generation``: the consumer group's generation of this assignment. The scan is
+        of the assignment current when this is called (not when it is awaited): if a
+        revoke comes first, it releases nothing.
         """
-        scans, held = self._scans, set(held)
+        return self._scan(self._scans, set(held), entries, marks, max(generation, 0))
 
+    async def _scan(
+        self,
+        scans: int,
+        held: set[int],
+        entries: Iterable[tuple[int, str, bytes]],
+        marks: Callable[[int], bytes | None],
+        generation: int,
+    ) -> None:
         def found(partition: int, last: LastBatch) -> None:
+            if scans != self._scans:
+                return  # revoked: a newer assignment scans again
             mark = mark_of(marks(partition)) if partition in held else -1
             future = self._future(partition)
             if not future.done():
-                future.set_result(Scanned(last, mark, max(generation, 0)))
+                future.set_result(Scanned(last, mark, generation))
 
         at, last = -1, LastBatch()
         for i, (partition, saga_id, raw) in enumerate(entries, 1):
+            if scans != self._scans:
+                return
             if partition != at:
                 if at >= 0:
                     found(at, last)
@@ -230,8 +244,6 @@ class Recovery:
             last.add(saga_id, batch_of(raw))
             if i % self.chunk == 0:
                 await asyncio.sleep(0)  # heartbeats go on while a big table is read
-                if scans != self._scans:
-                    return  # a newer assignment scans again
         if at >= 0:
             found(at, last)
         for partition in held | set(self._found):  # empty ones; lanes of none held

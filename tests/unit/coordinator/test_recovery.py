@@ -223,3 +223,15 @@ async def test_without_a_generation_counters_go_on_from_the_last_batch() -> None
     recovery, batches = await take_over(table, {0}, generation=0)
     await recovery.prelude(0)
     assert batches[0] == 2 * EPOCH + 9
+
+
+async def test_a_scan_begun_before_a_revoke_releases_no_lane_of_the_next_assignment() -> None:
+    recovery = Recovery({})
+    stale = recovery.scan({0}, iter([(0, "a", record(1))]))  # its task has not run yet
+    recovery.reset()  # a revoke comes first
+    await stale
+    waiting = asyncio.create_task(recovery.prelude(0))
+    await settle()
+    assert not waiting.done(), "released by the scan of an assignment that is gone"
+    await recovery.scan({0}, iter([(0, "b", record(2))]))
+    assert resent(await waiting) == ["b"]

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from psycopg.types.json import Json, Jsonb
 
-__all__ = ["Binds", "Columns", "array_type", "unbounded", "uniform"]
+__all__ = ["Binds", "Columns", "array_type", "stored_as", "unbounded", "uniform"]
 
 #: column key -> one value per row
 Columns = Mapping[str, Sequence[Any]]
@@ -110,7 +110,7 @@ def array_type(type_: Any) -> bool:
     return isinstance(type_, _ARRAY_TYPES)
 
 
-def _stored_as(type_: Any) -> Any:
+def stored_as(type_: Any) -> Any:
     """The type ``type_`` hands its values to: itself, or a TypeDecorator's ``impl``."""
     while isinstance(type_, sa.TypeDecorator):
         type_ = type_.impl_instance
@@ -145,7 +145,7 @@ class Binds:
     def of(cls, table: sa.Table, dialect: sa.Dialect) -> Binds:
         impls = {col.key: col.type.dialect_impl(dialect) for col in table.columns}
         processors = {key: impl.bind_processor(dialect) for key, impl in impls.items()}
-        stored = {key: _stored_as(impl) for key, impl in impls.items()}
+        stored = {key: stored_as(impl) for key, impl in impls.items()}
         array_safe = all(array_type(type_) for type_ in stored.values())
         return cls(
             wrapped=frozenset(key for key, impl in impls.items() if impl._has_bind_expression),

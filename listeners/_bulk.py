@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from listeners._arrays import Binds, Columns, array_type, unbounded, uniform
+from listeners._arrays import Binds, Columns, array_type, stored_as, unbounded, uniform
 from listeners._db import is_transient
 from listeners._errors import ListenerConfigError
 from listeners._rows import utc
@@ -156,11 +156,17 @@ class TableSql:
                 sources.append(by_key[key])
                 continue
             mode = modes[key]
+            # PostgreSQL gives a CASE one type from implicit casts only; the ORM's INSERT
+            # (UPDATE) assigns the default to the column, with an assignment cast
+            # (gen_random_uuid() into a varchar): the default gets the values' own type.
+            type_ = None
+            if dialect.name == "postgresql":
+                type_ = unbounded(stored_as(self.table.c[key].type.dialect_impl(dialect)))
             whens = []
             if sql.insert is not None:
-                whens.append((mode == _inline(INSERT_DEFAULT), _inline(sql.insert, dialect)))
+                whens.append((mode == _inline(INSERT_DEFAULT), _inline(sql.insert, dialect, type_)))
             if sql.update is not None:
-                whens.append((mode == _inline(ON_UPDATE), _inline(sql.update, dialect)))
+                whens.append((mode == _inline(ON_UPDATE), _inline(sql.update, dialect, type_)))
             if sql.keep:
                 kept = sa.select(stored.c[key]).where(
                     stored.c[self.key.key] == by_key[self.key.key]
@@ -327,16 +333,19 @@ class TableSql:
         return statement
 
 
-def _inline(sql: Any, dialect: sa.Dialect | None = None) -> Any:
+def _inline(sql: Any, dialect: sa.Dialect | None = None, type_: Any = None) -> Any:
     """``sql`` (a mode number, or a default's SQL) as text in the statement, no parameter.
 
     The array statement is compiled once and run with the arrays as its only parameters.
+    ``type_``: the SQL is cast to it.
     """
     if isinstance(sql, int):
         return sa.literal_column(str(sql))
-    return sa.literal_column(
-        str(sql.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    )
+    text = str(sql.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    if dialect is not None and dialect.identifier_preparer._double_percents:
+        text = text.replace("%%", "%")  # the statement's compile doubles them again
+    column: Any = sa.literal_column(text)
+    return column if type_ is None else sa.cast(column, type_)
 
 
 def _binary_arrays(statement: Any, count: int, session: Session) -> str:

@@ -23,14 +23,20 @@ The SQL parts are chosen per row and column by a *mode* (:data:`VALUE`,
 carries beside the values (:class:`~listeners._bulk.ColumnSql`).
 
 Unlike a flush, a handler's in-place change of a plain JSON (or other mutable) value
-(``row.tags.append(x)``) is written too, being written back; a TypeDecorator's is not,
-as with the ORM (assign a new value, or use ``MutableDict``).
+(``row.tags.append(x)``) is written too, being written back; so is a TypeDecorator's
+(seen by comparing with a copy of the value read), as a flush writes it with
+``MutableDict.as_mutable(...)``.
 """
 
 from __future__ import annotations
 
+import copy
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,6 +49,24 @@ __all__ = ["FlushRules"]
 
 _MISSING: Any = object()
 _STORED = "saga_listener_stored"  # key in InstanceState.info of rows read from the database
+_READ = "saga_listener_read"  # ...and of their TypeDecorator values as read (see _copy)
+# Values no handler can change in place: a copy of one is the value itself.
+_IMMUTABLE = (str, bytes, int, float, Decimal, datetime, date, time, timedelta, uuid.UUID, Enum)
+
+
+def _copy(value: Any) -> Any:
+    """``value`` as read, kept apart from the one handlers may change in place.
+
+    A loaded row's values are plain (a ``MutableDict`` type's dict is a ``dict``: the
+    ORM's load event never ran), so an in-place change (``row.data["k"] = v``) is seen
+    by comparing with this copy. ``_MISSING`` if it cannot be copied.
+    """
+    if value is None or isinstance(value, _IMMUTABLE):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # not copyable: an in-place change of it is not seen
+        return _MISSING
 
 
 def _python(default: Any) -> Callable[[], Any] | None:
@@ -143,8 +167,13 @@ class FlushRules:
 
     def stored(self, rows: Iterable[Any]) -> None:
         """Mark ``rows`` as read from the database: writing them is an UPDATE."""
+        decorated = [rule.attr for rule in self._rules if rule.decorated]
         for row in rows:
-            instance_state(row).info[_STORED] = True
+            info = instance_state(row).info
+            info[_STORED] = True
+            if decorated:
+                fields = row.__dict__
+                info[_READ] = {attr: _copy(fields.get(attr)) for attr in decorated}
 
     def settle(self, rows: Sequence[Any], values: dict[str, list[Any]]) -> dict[str, list[int]]:
         """Put defaults and ``onupdate`` values into ``values``; return the modes.
@@ -162,16 +191,23 @@ class FlushRules:
             fields = row.__dict__
             if state.info.get(_STORED):
                 committed = state.committed_state
+                read = state.info.get(_READ, {})
                 for rule in self._rules:
                     attr = rule.attr
                     if attr in committed and not rule.equal(committed[attr], fields.get(attr)):
                         continue  # a handler changed it: the ORM writes the new value
+                    was = read.get(attr, _MISSING)
+                    if was is not _MISSING and not rule.equal(was, fields.get(attr)):
+                        continue  # changed in place (a MutableDict's flush writes it too)
                     if rule.onupdate is not None:
                         values[rule.key][i] = rule.onupdate()
                     elif rule.update_sql is not None:
                         modes[rule.key][i] = ON_UPDATE
                     elif rule.decorated or (rule.ambiguous_none and fields.get(attr) is None):
+                        # The server keeps the stored value; the one read is not processed
+                        # again (a flush does not, and process_bind_param may refuse it).
                         modes[rule.key][i] = KEEP
+                        values[rule.key][i] = None
                 continue
             for rule in self._rules:
                 value = fields.get(rule.attr, _MISSING)

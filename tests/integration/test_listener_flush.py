@@ -10,6 +10,7 @@ rows, batch by batch, on PostgreSQL (arrays, and the row-by-row fallback) and SQ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -59,8 +60,25 @@ class _Stamp(SagaRow, _Base):
     edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=func.now())
 
 
+class _PgBase(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class _Coded(SagaRow, _PgBase):
+    """SQL defaults of another type than the column's (PostgreSQL assigns a default to its
+    column with a cast: a uuid into a varchar), and defaults holding a ``%``."""
+
+    __tablename__ = "coded"
+    public_id: Mapped[str | None] = mapped_column(
+        String(36), server_default=text("gen_random_uuid()")
+    )
+    revision: Mapped[str | None] = mapped_column(String(36), onupdate=func.gen_random_uuid())
+    rate: Mapped[str | None] = mapped_column(String(20), server_default="100%")
+    fmt: Mapped[str | None] = mapped_column(String(20), server_default=text("'a%b'"))
+
+
 _LISTENERS = [  # their timeline tables
-    Listener(m.__tablename__, model=m, saga_types={"booking"}) for m in (_Ticket, _Stamp)
+    Listener(m.__tablename__, model=m, saga_types={"booking"}) for m in (_Ticket, _Stamp, _Coded)
 ]
 _INSTANTS = ("opened_at", "edited_at", "started_at", "updated_at")
 
@@ -172,3 +190,41 @@ def test_server_clock_values_are_the_batch_transactions_time(pg_url: str) -> Non
         ("s3", opened.now[0], None),
         ("s4", opened.now[1], None),
     ]
+
+
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
+def test_sql_defaults_of_another_type_and_with_a_percent_are_written(
+    pg_url: str, arrays: bool
+) -> None:
+    """A CASE has one type from implicit casts only: the default gets the column's values'
+    type (was: ``CASE types character varying and uuid cannot be matched``, every event
+    a dead letter); a ``%`` is not doubled (was: ``100%%``)."""
+    engine = create_db_engine(pg_url)
+    _PgBase.metadata.create_all(engine)
+    sets = {("s1", 1): {"public_id": "mine", "rate": "5%"}, ("s2", 2): {"revision": "by hand"}}
+    listener = orm_reference.setting(_Coded, sets)
+    listener._row_sql.arrays = arrays
+    instants = ("public_id", "revision", "started_at", "updated_at")
+    run = orm_reference.by_listener(engine, listener, _BATCHES, instants)
+    reference = orm_reference.by_orm(
+        engine, orm_reference.setting(_Coded, sets), _BATCHES, instants
+    )
+    assert run.after == reference
+    with engine.begin() as conn:  # again, to see the values
+        conn.execute(sa.delete(_Coded.__table__))
+    final = {
+        row[4]: row[:4] for row in orm_reference.by_listener(engine, listener, _BATCHES).after[-1]
+    }
+    engine.dispose()
+    uuid = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    shown = {
+        key: tuple("<uuid>" if v and re.fullmatch(uuid, v) else v for v in row)
+        for key, row in final.items()
+    }
+    assert shown == {
+        "s0": ("<uuid>", "<uuid>", "100%", "a%b"),
+        "s1": ("mine", "<uuid>", "5%", "a%b"),
+        "s2": ("<uuid>", "by hand", "100%", "a%b"),
+        "s3": ("<uuid>", None, "100%", "a%b"),
+        "s4": ("<uuid>", None, "100%", "a%b"),
+    }

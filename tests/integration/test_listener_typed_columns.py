@@ -12,7 +12,9 @@ handler changed is not processed again).
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import JSON, Enum, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.mutable import MutableDict
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine
@@ -52,7 +55,38 @@ class _Kit(SagaRow, _Base):
     note: Mapped[str | None] = mapped_column(_Suffixed)
 
 
+class _Isoformat(sa.TypeDecorator[Any]):
+    """Stores a date's isoformat; reads back the text (no process_result_value)."""
+
+    impl = sa.String(20)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else value.isoformat()
+
+
+class _JsonText(sa.TypeDecorator[Any]):
+    """SQLAlchemy's JSONEncodedDict recipe, used as ``MutableDict.as_mutable(_JsonText)``."""
+
+    impl = sa.String(200)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class _Box(SagaRow, _Base):
+    __tablename__ = "boxes"
+    day: Mapped[Any] = mapped_column(_Isoformat, nullable=True)
+    bag: Mapped[Any] = mapped_column(MutableDict.as_mutable(_JsonText), nullable=True)
+    note: Mapped[str | None] = mapped_column(sa.String(20))
+
+
 _LISTENER = Listener("kits", model=_Kit, saga_types={"booking"})  # its timeline table
+_BOX_LISTENER = Listener("boxes", model=_Box, saga_types={"booking"})
 _INSTANTS = ("started_at", "updated_at")
 
 _SETS: dict[tuple[str, int], dict[str, Any]] = {
@@ -124,3 +158,41 @@ def test_a_batch_of_many_sagas_is_three_statements(pg_url: str) -> None:
     assert run.statements == [3, 3]
     assert len(run.after[1]) == 100
     engine.dispose()
+
+
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
+def test_a_stored_type_decorator_value_is_kept_unprocessed_and_changed_in_place(
+    engine: sa.Engine, arrays: bool
+) -> None:
+    """A value no handler changed is not given to ``process_bind_param`` again (was:
+    ``'str' object has no attribute 'isoformat'`` at every batch of a stored saga, every
+    event a dead letter); one changed in place is written, as a ``MutableDict`` type's
+    flush writes it (was: kept as stored, the change lost)."""
+    sets: dict[tuple[str, int], dict[str, Any]] = {
+        ("s0", 1): {"day": date(2026, 1, 2), "bag": {"a": 1}},
+        ("s1", 1): {"bag": {"a": 1}},
+        ("s2", 1): {"day": date(2026, 3, 4)},
+        ("s0", 2): {"note": "x"},  # day and bag unchanged
+        ("s2", 2): {"day": date(2026, 5, 6)},
+    }
+
+    def make() -> Listener[Any]:
+        listener = orm_reference.setting(_Box, sets)
+
+        @listener.on("step_started")
+        def grow(row: _Box, event: Event) -> None:
+            if row.saga_id == "s1":
+                row.bag["b"] = 2  # in place
+
+        return listener
+
+    listener = make()
+    listener._row_sql.arrays = arrays
+    run = orm_reference.by_listener(engine, listener, _BATCHES, _INSTANTS)
+    assert run.after == orm_reference.by_orm(engine, make(), _BATCHES, _INSTANTS)
+    assert [row[:3] for row in run.after[-1]] == [
+        ("2026-01-02", '{"a": 1}', "x"),
+        (None, '{"a": 1, "b": 2}', None),
+        ("2026-05-06", None, None),
+        (None, None, None),
+    ]

@@ -44,6 +44,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.schema import DefaultClause
 
 from listeners._bulk import INSERT_DEFAULT, KEEP, ON_UPDATE, ColumnSql
+from listeners._errors import ListenerConfigError
 
 __all__ = ["FlushRules"]
 
@@ -69,12 +70,24 @@ def _copy(value: Any) -> Any:
         return _MISSING
 
 
-def _python(default: Any) -> Callable[[], Any] | None:
-    """A Python ``default=`` / ``onupdate=`` as a function of nothing, or ``None``."""
+def _python(default: Any, col: sa.Column[Any], what: str) -> Callable[[], Any] | None:
+    """A Python ``default=`` / ``onupdate=`` as a function of nothing, or ``None``.
+
+    Raises:
+        ListenerConfigError: The function takes SQLAlchemy's execution context (rows are
+            written with one statement per batch: there is none to give it).
+    """
     if default is None or not (default.is_scalar or default.is_callable):
         return None
     if default.is_callable:
         arg = default.arg  # SQLAlchemy wraps a function of no argument to take a context
+        if arg is getattr(default, "_fn", None):  # not wrapped: it reads the context
+            raise ListenerConfigError(
+                f"column {col.table.name}.{col.name}: its {what}= function "
+                f"{getattr(arg, '__name__', arg)!r} takes the execution context, which a "
+                "listener does not have (each batch is one statement); give it a function "
+                "of no argument, or set the value in a handler"
+            )
         return lambda: arg(None)
     value = default.arg
     return lambda: value
@@ -119,14 +132,14 @@ class _Rule:
 
     @classmethod
     def of(cls, attr: str, col: sa.Column[Any]) -> _Rule | None:
-        default = _python(col.default)
+        default = _python(col.default, col, "default")
         insert_sql = None if default is not None else _sql(col.default)
         if default is None and insert_sql is None:
             insert_sql = _sql(col.server_default)
         evaluates_none = bool(col.type.should_evaluate_none)
         if insert_sql is None and evaluates_none:
             insert_sql = sa.null()  # never set: the ORM leaves it out, the column is NULL
-        onupdate = _python(col.onupdate)
+        onupdate = _python(col.onupdate, col, "onupdate")
         update_sql = None if onupdate is not None else _sql(col.onupdate)
         ambiguous_none = evaluates_none or _json(col.type)
         decorated = isinstance(col.type, sa.TypeDecorator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +27,7 @@ from listeners import (
     session_factory,
 )
 from listeners._decoding import RawRecord
+from listeners._errors import ListenerConfigError
 from listeners._processor import BatchProcessor, Target, commit_batch
 from listeners.orders import OrderStatusListener, get_order
 from tests.listener_events import order_saga
@@ -254,3 +256,33 @@ def test_column_defaults_fill_a_new_saga_row() -> None:
         engine.dispose()
     assert view.fields["visits"] == len(events)
     assert view.fields["tags"]["step_succeeded"] == 3
+
+
+def _reads_context(context: Any) -> str:  # SQLAlchemy's "context-sensitive" default
+    return str(context.get_current_parameters()["note"])
+
+
+@pytest.mark.parametrize("kind", ["default", "onupdate"])
+def test_a_default_reading_the_execution_context_is_refused_when_the_listener_is_made(
+    kind: str,
+) -> None:
+    """A listener has no execution context to give (it got ``None``: from 9a6c19a an
+    ``onupdate=`` of that kind raised at every batch of a stored saga, and every event
+    became a dead letter); a function of no argument, with or without a name, is fine."""
+
+    class Base(DeclarativeBase):
+        metadata = MetaData()
+
+    class Noted(SagaRow, Base):
+        __tablename__ = "noted"
+        note: Mapped[str | None] = mapped_column(sa.String(20))
+        shout: Mapped[str | None] = mapped_column(sa.String(20), **{kind: _reads_context})
+        plain: Mapped[str | None] = mapped_column(
+            sa.String(40), **{kind: functools.partial(str, "p")}
+        )
+        stamp: Mapped[datetime | None] = mapped_column(**{kind: datetime.now})
+
+    with pytest.raises(ListenerConfigError, match=rf"noted\.shout: its {kind}= function"):
+        Listener("noted", model=Noted, saga_types={"trip_booking"}, migrations=".")
+    Noted.__table__.c.shout.default = Noted.__table__.c.shout.onupdate = None
+    Listener("noted", model=Noted, saga_types={"trip_booking"}, migrations=".")

@@ -154,12 +154,27 @@ class Binds:
             kinds={key: _kinds(type_) for key, type_ in stored.items()},
         )
 
-    def process(self, values: Columns) -> Columns:
-        """``values`` as the driver gets them row by row (raises what a processor raises)."""
+    def process(self, values: Columns, unused: Mapping[str, Sequence[bool]]) -> Columns:
+        """``values`` as the driver gets them row by row (raises what a processor raises).
+
+        ``unused``: column key -> per row, whether the statement ignores its value (the
+        server keeps the stored one): ``None`` is sent, unprocessed, as a flush does not
+        process an unchanged value (``process_bind_param`` may refuse the value read).
+        """
         if not self.processors:
             return values
         processors = self.processors
-        return {
-            key: list(map(processors[key], column)) if key in processors else column
-            for key, column in values.items()
-        }
+        processed = {}
+        for key, column in values.items():
+            process = processors.get(key)
+            skip = unused.get(key)
+            if process is None:
+                processed[key] = column
+            elif skip is None:
+                processed[key] = list(map(process, column))
+            else:
+                processed[key] = [
+                    None if unused_value else process(value)
+                    for value, unused_value in zip(column, skip, strict=True)
+                ]
+        return processed

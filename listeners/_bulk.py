@@ -271,7 +271,7 @@ class TableSql:
         if self.sql:
             rows = len(next(iter(values.values()), ()))
             modes = {key: modes.get(key) or [VALUE] * rows for key in self.sql}
-        arrays = self._arrays(session, values) if dialect == "postgresql" else None
+        arrays = self._arrays(session, values, modes) if dialect == "postgresql" else None
         if arrays is not None:
             statement = self._statement(session, kind, values, finish, arrays=True)
             try:
@@ -284,7 +284,7 @@ class TableSql:
         statement = self._statement(session, kind, values, finish, arrays=False)
         session.execute(statement, self._rows(values, modes, dialect))
 
-    def _arrays(self, session: Session, values: Columns) -> Columns | None:
+    def _arrays(self, session: Session, values: Columns, modes: Columns) -> Columns | None:
         """The values as the arrays take them (types' processing done), or ``None``.
 
         ``None`` sends them row by row: a type puts SQL around its value or has no array
@@ -295,7 +295,8 @@ class TableSql:
         if not self.arrays or binds.wrapped or binds.casts is None:
             return None
         try:
-            arrays = binds.process(values)
+            kept = {key: [mode == KEEP for mode in modes[key]] for key in self.sql}
+            arrays = binds.process(values, kept)
         except Exception:  # the row-by-row statement raises it, as SQLAlchemy does
             return None
         kinds = binds.kinds

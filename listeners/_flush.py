@@ -217,10 +217,7 @@ class FlushRules:
                     elif rule.update_sql is not None:
                         modes[rule.key][i] = ON_UPDATE
                     elif rule.decorated or (rule.ambiguous_none and fields.get(attr) is None):
-                        # The server keeps the stored value; the one read is not processed
-                        # again (a flush does not, and process_bind_param may refuse it).
-                        modes[rule.key][i] = KEEP
-                        values[rule.key][i] = None
+                        modes[rule.key][i] = KEEP  # the arrays skip its processing
                 continue
             for rule in self._rules:
                 value = fields.get(rule.attr, _MISSING)

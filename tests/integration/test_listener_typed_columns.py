@@ -15,6 +15,7 @@ import enum
 import json
 from collections.abc import Iterator
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +79,25 @@ class _JsonText(sa.TypeDecorator[Any]):
         return None if value is None else json.loads(value)
 
 
+class _Cents(sa.TypeDecorator[Any]):
+    """Decimal amounts stored as whole cents; no ``None`` check (its column is NOT NULL)."""
+
+    impl = sa.Integer
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return int(value * 100)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return Decimal(value) / 100
+
+
 class _Box(SagaRow, _Base):
     __tablename__ = "boxes"
     day: Mapped[Any] = mapped_column(_Isoformat, nullable=True)
     bag: Mapped[Any] = mapped_column(MutableDict.as_mutable(_JsonText), nullable=True)
     note: Mapped[str | None] = mapped_column(sa.String(20))
+    cents: Mapped[Decimal] = mapped_column(_Cents, default=Decimal("1.5"))
 
 
 _LISTENER = Listener("kits", model=_Kit, saga_types={"booking"})  # its timeline table
@@ -160,21 +175,8 @@ def test_a_batch_of_many_sagas_is_three_statements(pg_url: str) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
-def test_a_stored_type_decorator_value_is_kept_unprocessed_and_changed_in_place(
-    engine: sa.Engine, arrays: bool
-) -> None:
-    """A value no handler changed is not given to ``process_bind_param`` again (was:
-    ``'str' object has no attribute 'isoformat'`` at every batch of a stored saga, every
-    event a dead letter); one changed in place is written, as a ``MutableDict`` type's
-    flush writes it (was: kept as stored, the change lost)."""
-    sets: dict[tuple[str, int], dict[str, Any]] = {
-        ("s0", 1): {"day": date(2026, 1, 2), "bag": {"a": 1}},
-        ("s1", 1): {"bag": {"a": 1}},
-        ("s2", 1): {"day": date(2026, 3, 4)},
-        ("s0", 2): {"note": "x"},  # day and bag unchanged
-        ("s2", 2): {"day": date(2026, 5, 6)},
-    }
+def _boxes(engine: sa.Engine, sets: dict[tuple[str, int], dict[str, Any]], arrays: bool) -> Any:
+    """The boxes after the last batch (checked equal to the ORM's); s1 grows its bag in place."""
 
     def make() -> Listener[Any]:
         listener = orm_reference.setting(_Box, sets)
@@ -190,9 +192,46 @@ def test_a_stored_type_decorator_value_is_kept_unprocessed_and_changed_in_place(
     listener._row_sql.arrays = arrays
     run = orm_reference.by_listener(engine, listener, _BATCHES, _INSTANTS)
     assert run.after == orm_reference.by_orm(engine, make(), _BATCHES, _INSTANTS)
-    assert [row[:3] for row in run.after[-1]] == [
-        ("2026-01-02", '{"a": 1}', "x"),
-        (None, '{"a": 1, "b": 2}', None),
-        ("2026-05-06", None, None),
-        (None, None, None),
+    return [row[:4] for row in run.after[-1]]
+
+
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
+def test_a_type_decorator_value_changed_in_place_is_written(
+    engine: sa.Engine, arrays: bool
+) -> None:
+    """As a ``MutableDict`` type's flush writes it (was: kept as stored, the change lost);
+    an unchanged value of a type refusing ``None`` is kept (``cents``)."""
+    sets: dict[tuple[str, int], dict[str, Any]] = {
+        ("s1", 1): {"bag": {"a": 1}},
+        ("s0", 2): {"note": "x"},
+        ("s2", 2): {"cents": Decimal("2.25")},
+    }
+    assert _boxes(engine, sets, arrays) == [
+        (None, None, "x", "150"),
+        (None, '{"a": 1, "b": 2}', None, "150"),
+        (None, None, None, "225"),
+        (None, None, None, "150"),
+    ]
+
+
+def test_a_stored_type_decorator_value_is_not_processed_again(pg_url: str) -> None:
+    """On PostgreSQL's arrays an unchanged value is not given to ``process_bind_param``
+    (was: ``'str' object has no attribute 'isoformat'`` at every batch of a stored saga,
+    every event a dead letter); row by row it still is (README)."""
+    engine = create_db_engine(pg_url)
+    _Base.metadata.create_all(engine)
+    sets: dict[tuple[str, int], dict[str, Any]] = {
+        ("s0", 1): {"day": date(2026, 1, 2), "bag": {"a": 1}},
+        ("s1", 1): {"bag": {"a": 1}},
+        ("s2", 1): {"day": date(2026, 3, 4)},
+        ("s0", 2): {"note": "x"},  # day and bag unchanged
+        ("s2", 2): {"day": date(2026, 5, 6)},
+    }
+    got = _boxes(engine, sets, True)
+    engine.dispose()
+    assert got == [
+        ("2026-01-02", '{"a": 1}', "x", "150"),
+        (None, '{"a": 1, "b": 2}', None, "150"),
+        ("2026-05-06", None, None, "150"),
+        (None, None, None, "150"),
     ]

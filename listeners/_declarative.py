@@ -102,6 +102,7 @@ class Listener(Generic[RowT]):
         self.statuses = frozenset(statuses) if statuses is not None else SAGA_STATUSES
         self.table: sa.Table = model.__table__  # type: ignore[attr-defined]
         self._columns = {attr: col for attr, col in sa.inspect(model).columns.items()}
+        _check_one_row_per_saga(name, self.table, self._columns["saga_id"])
         key_column = self._columns["business_key"].name
         self.timeline = timeline_table(
             self.table.metadata, timeline or f"{self.table.name}_timeline", key_column=key_column
@@ -317,6 +318,30 @@ class Listener(Generic[RowT]):
 
     def __repr__(self) -> str:
         return f"<Listener {self.name!r} on {sorted(self.saga_types)}>"
+
+
+def _check_one_row_per_saga(name: str, table: sa.Table, saga_id: sa.Column[Any]) -> None:
+    """Raise unless ``saga_id`` alone is the table's primary key or unique.
+
+    A batch upserts ``ON CONFLICT (saga_id)``: with a composite key (a column of the
+    model's own declared ``primary_key=True``) every batch failed, on SQLite as an
+    "outage" retried for ever, on PostgreSQL as dead letters.
+    """
+    keys = [{col.key for col in table.primary_key.columns}]
+    keys += [
+        {col.key for col in constraint.columns}
+        for constraint in table.constraints
+        if isinstance(constraint, sa.UniqueConstraint)
+    ]
+    keys += [{col.key for col in index.columns} for index in table.indexes if index.unique]
+    if saga_id.unique or {saga_id.key} in keys:
+        return
+    primary = ", ".join(col.name for col in table.primary_key.columns)
+    raise ListenerConfigError(
+        f"listener {name!r}: table {table.name} has primary key ({primary}); a listener keeps "
+        f"one row per saga, so {saga_id.name} must be its primary key alone (drop "
+        "primary_key=True from the model's other columns) or unique"
+    )
 
 
 def _beside(model: type) -> Path:

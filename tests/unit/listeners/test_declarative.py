@@ -286,3 +286,27 @@ def test_a_default_reading_the_execution_context_is_refused_when_the_listener_is
         Listener("noted", model=Noted, saga_types={"trip_booking"}, migrations=".")
     Noted.__table__.c.shout.default = Noted.__table__.c.shout.onupdate = None
     Listener("noted", model=Noted, saga_types={"trip_booking"}, migrations=".")
+
+
+def test_a_model_whose_saga_id_is_not_unique_is_refused() -> None:
+    """``ON CONFLICT (saga_id)`` needs it unique: with a composite primary key every batch
+    failed (SQLite: an OperationalError, retried as an outage for ever)."""
+
+    class Base(DeclarativeBase):
+        metadata = MetaData()
+
+    class Regional(SagaRow, Base):
+        __tablename__ = "regional"
+        region: Mapped[str] = mapped_column(sa.String(5), primary_key=True, default="eu")
+
+    with pytest.raises(
+        ListenerConfigError, match=r"table regional has primary key \(region, saga_id\)"
+    ):
+        Listener("regional", model=Regional, saga_types={"trip_booking"}, migrations=".")
+
+    class UniqueToo(SagaRow, Base):
+        __tablename__ = "unique_too"
+        __table_args__ = (sa.UniqueConstraint("saga_id"),)
+        region: Mapped[str] = mapped_column(sa.String(5), primary_key=True, default="eu")
+
+    Listener("unique_too", model=UniqueToo, saga_types={"trip_booking"}, migrations=".")

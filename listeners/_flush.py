@@ -132,6 +132,14 @@ class _Rule:
 
     @classmethod
     def of(cls, attr: str, col: sa.Column[Any]) -> _Rule | None:
+        if col.computed is not None or col.identity is not None:
+            # every batch writes the column: the server refuses a value there (or NULL)
+            what = "Computed" if col.computed is not None else "Identity"
+            raise ListenerConfigError(
+                f"column {col.table.name}.{col.name}: a {what} column is filled by the "
+                "database, and a listener writes every column of its rows; fill it in a "
+                "handler, or keep it in a table or view of its own"
+            )
         default = _python(col.default, col, "default")
         insert_sql = None if default is not None else _sql(col.default)
         if default is None and insert_sql is None:

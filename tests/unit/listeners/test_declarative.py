@@ -310,3 +310,19 @@ def test_a_model_whose_saga_id_is_not_unique_is_refused() -> None:
         region: Mapped[str] = mapped_column(sa.String(5), primary_key=True, default="eu")
 
     Listener("unique_too", model=UniqueToo, saga_types={"trip_booking"}, migrations=".")
+
+
+@pytest.mark.parametrize("filled", [sa.Computed("last_seq * 2"), sa.Identity()])
+def test_a_column_the_database_fills_is_refused_when_the_listener_is_made(filled: Any) -> None:
+    """Written at every batch (NULL or a value), it failed every batch: PostgreSQL refuses
+    a value in a generated column, NULL in an identity one; every event a dead letter."""
+
+    class Base(DeclarativeBase):
+        metadata = MetaData()
+
+    class Filled(SagaRow, Base):
+        __tablename__ = "filled"
+        extra: Mapped[int | None] = mapped_column(Integer, filled)
+
+    with pytest.raises(ListenerConfigError, match=r"filled\.extra: a (Computed|Identity) column"):
+        Listener("filled", model=Filled, saga_types={"trip_booking"}, migrations=".")

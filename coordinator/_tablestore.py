@@ -18,7 +18,7 @@ Both hold raw JSON bytes keyed by the saga id (UTF-8); a tombstone (``None``) de
 Besides the sagas, each partition may hold one *sent mark* (``mark_key``): the number of
 the last batch whose sends are known to have completed (``coordinator._local``). Its key
 is longer than any saga id may be (``MAX_SAGA_ID``), so no saga can collide with it, and
-``items`` / ``entries`` never yield it.
+``items`` / ``entries`` never yield it, nor ``get`` (``GET /sagas/{id}/`` answers 404).
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ class Store(Protocol):
     """The saga table's local store: saga id -> stored record (JSON bytes)."""
 
     def get(self, saga_id: str) -> bytes | None:
-        """Return the saga's stored record (JSON bytes), if this worker holds it."""
+        """Return the saga's stored record (JSON bytes), if this worker holds it.
+
+        None for a key longer than a saga id may be (``mark_key``): never a saga.
+        """
         ...
 
     def mark(self, partition: int) -> bytes | None:
@@ -79,6 +82,8 @@ class MemoryTableStore:
 
     def get(self, saga_id: str) -> bytes | None:
         """Return the saga's stored record (JSON bytes), if this worker holds it."""
+        if len(saga_id) > MAX_SAGA_ID:
+            return None  # no saga: a sent mark's key, say
         raw = self.table.data.get(saga_id)
         return raw if isinstance(raw, bytes) else None
 
@@ -157,6 +162,8 @@ class RocksTableStore:
 
     def get(self, saga_id: str) -> bytes | None:
         """Return the saga's stored record (JSON bytes), if this worker holds it."""
+        if len(saga_id) > MAX_SAGA_ID:
+            return None  # no saga: a sent mark's key, say
         raw = self._db(partition_for(saga_id, self.partitions)).get(saga_id.encode())
         return raw if isinstance(raw, bytes) else None
 

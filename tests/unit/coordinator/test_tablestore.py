@@ -142,6 +142,18 @@ def test_sent_marks_are_kept_per_partition_and_are_no_sagas(scheme: str, tmp_pat
 
 
 @pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
+def test_a_mark_is_never_got_as_a_saga(scheme: str, tmp_path: Path) -> None:
+    store = table_store(table(scheme, tmp_path), scheme, PARTITIONS)
+    # what ``GET /sagas/{id}/`` reads (404 on None); RocksDB looks in the key's hash
+    # partition, so each mark is written there too
+    for p in range(PARTITIONS):
+        for where in {p, partition_for(mark_key(p), PARTITIONS)}:
+            store.write(where, {mark_key(p): b'{"sent":3}'}, None)
+        assert store.get(mark_key(p)) is None, f"the mark of partition {p} served as a saga"
+    assert store.mark(1) == b'{"sent":3}'
+
+
+@pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
 def test_entries_come_grouped_by_partition(scheme: str, tmp_path: Path) -> None:
     store = table_store(table(scheme, tmp_path), scheme, PARTITIONS)
     ones, twos, threes = on(1, 3), on(2, 3), on(3, 3)

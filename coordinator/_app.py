@@ -61,7 +61,7 @@ from coordinator._routing import saga_table
 from coordinator._settings import CoordinatorSettings
 from coordinator._state import SagaState
 from coordinator._step_worker import StepWorker
-from coordinator._tablestore import changelog_offset, mark_key, table_store
+from coordinator._tablestore import mark_key, table_store
 from coordinator._topics import TABLE_NAME, changelog_topic, ensure_topics
 
 log = logging.getLogger("coordinator")
@@ -332,7 +332,18 @@ class Coordinator:
         )
         # a lane that stopped cleanly sent everything it wrote: the next owner need not
         # re-send its partition's last batch (coordinator._local)
-        await self._mark_sent(self.recovery.sent_marks(inbox.result()))
+        marks = self.recovery.sent_marks(inbox.result())
+        if marks and not self.app.in_group():
+            # expelled (or left) before this revoke: another worker may own them and have
+            # written after this one; a mark behind its records would hide its last batch
+            log.warning(
+                "inbox partitions %s revoked after this worker lost its consumer group "
+                "membership (paused past the session timeout?): no sent marks written, "
+                "their next owner re-sends their last batch",
+                sorted(marks),
+            )
+        else:
+            await self._mark_sent(marks)
         if self.app.should_stop:
             # stopping: running step attempts get a few seconds to send their results;
             # at a mere rebalance they go on (their results reach the new owner)
@@ -347,6 +358,10 @@ class Coordinator:
         """Write ``marks`` (partition -> last batch sent in full) to the changelog, bounded.
 
         Unwritten, a partition's next owner re-sends its last batch: duplicates only.
+        Kept locally too, but never as the store's applied changelog offset: records of
+        another owner may lie between this worker's last one and the mark, and a restore
+        (RocksDB) reads on from that offset. Missing locally, a mark is read back from the
+        changelog at the next restore (or costs a re-send).
         """
         if not marks:
             return
@@ -355,7 +370,7 @@ class Coordinator:
             for p, n in marks.items()
         ]
         try:
-            acks = await asyncio.wait_for(
+            await asyncio.wait_for(
                 deliver(self.producer, records, Backoff(lambda: False), what="sent marks"),
                 timeout=MARK_TIMEOUT,
             )
@@ -367,11 +382,9 @@ class Coordinator:
                 exc,
             )
             return
-        for record, ack in zip(records, acks, strict=True):
+        for record in records:
             assert record.partition is not None and record.key is not None
-            self.store.write(
-                record.partition, {record.key.decode(): record.value}, changelog_offset([ack])
-            )
+            self.store.write(record.partition, {record.key.decode(): record.value}, None)
         log.info(
             "sent marks written (partition: its last batch sent in full): %s",
             ", ".join(f"{p}: {batch_name(marks[p])}" for p in sorted(marks)),

@@ -225,6 +225,20 @@ class HookedApp(faust.App):
         position: int | None = await consumer.fetch_position(TP(topic, partition))
         return position
 
+    def in_group(self) -> bool:
+        """Whether the consumer is a member of its group now (False when not known).
+
+        aiokafka resets its generation to -1 when a heartbeat or commit finds the member
+        expelled (paused past the session timeout, say) and when it leaves, and only then
+        calls the revoke: the partitions revoked may be another worker's already.
+        """
+        try:
+            thread: Any = cast(Any, self.consumer)._thread
+            generation = thread._ensure_consumer()._coordinator.generation
+        except Exception:  # no consumer (thread) yet
+            return False
+        return isinstance(generation, int) and generation > 0
+
     async def on_first_start(self) -> None:
         """Run the setup hooks before any child service (the consumer) starts."""
         await super().on_first_start()

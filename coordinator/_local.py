@@ -18,7 +18,7 @@ batch's sends before it starts the next batch, so only the sagas of a partition'
 *last* batch can have sends that never left. Before a new owner's lane applies anything,
 it re-sends the stored outbox of those sagas (``Resend``); the receivers' ``seq`` guard
 absorbs the copies that did leave. Its own batches are numbered after the highest number
-the table holds.
+the table holds, and after the partition's sent mark (below).
 
 Only when the last batch is not known to be sent: a lane that stops at a clean revoke
 (or a clean stop) has finished every batch it began, sends included, so the worker then
@@ -33,8 +33,11 @@ outnumber anything a stale writer (a worker that lost the partition unaware, a l
 producer write) adds after it took over, and the scan finds the real last batch. A group
 deleted and created anew starts its generations again at 1: an owner whose generation
 does not exceed the table's highest epoch takes that epoch plus its generation (still
-above it, and above the owner before it unless that one's every record expired). Records
-of versions before epochs hold plain counters: epoch 0.
+above it, and above the owner before it unless that one's every record expired). The
+sent mark counts as the table's highest number there: records expire, the mark does not,
+and a number at or under it would be taken for sent (a killed owner's unsent batch then
+lost, and the mark never moving again). Records of versions before epochs hold plain
+counters: epoch 0.
 
 Durability of the result itself is a lost reply's: a crash before its batch is written
 loses it, and the attempt's durable deadline fires (uncertain: retried by its key).
@@ -256,8 +259,11 @@ class Recovery:
         if self._found.get(partition) is not target:
             raise Abandoned()  # revoked since: its scan is of an assignment gone
         last = scanned.last
-        epoch = owner_epoch(scanned.generation, epoch_of(last.number))
-        first = max(self.batches.get(partition, 0), last.number + 1, epoch * EPOCH)
+        # never at or under the mark: it vouches for every number up to it, and records
+        # of the epochs it saw may have expired (a group reset restarts generations)
+        top = max(last.number, scanned.mark)
+        epoch = owner_epoch(scanned.generation, epoch_of(top))
+        first = max(self.batches.get(partition, 0), top + 1, epoch * EPOCH)
         self.batches[partition] = first
         self._numbered[partition] = (scanned, first)
         if last.number <= scanned.mark:

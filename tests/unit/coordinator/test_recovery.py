@@ -235,3 +235,42 @@ async def test_a_scan_begun_before_a_revoke_releases_no_lane_of_the_next_assignm
     assert not waiting.done(), "released by the scan of an assignment that is gone"
     await recovery.scan({0}, iter([(0, "b", record(2))]))
     assert resent(await waiting) == ["b"]
+
+
+# -- the mark bounds the numbering (RRev F2) ---------------------------------------------
+
+
+async def test_a_new_owner_numbers_its_batches_above_the_mark_epoch_and_counter() -> None:
+    table = Table()
+    table.write(0, 3 * EPOCH + 7, "parked")  # epoch 3: a saga that never expires
+    # after a group reset, an owner of epoch 70 stopped cleanly; its every record expired
+    table.marks[0] = sent_mark(70 * EPOCH + 5)
+    recovery, batches = await take_over(table, {0}, generation=20)  # 20 < 70
+    assert resent(await recovery.prelude(0)) == []  # the parked saga's batch is marked
+    assert batches[0] == 90 * EPOCH, "the mark's epoch plus the generation, above the mark"
+    table.marks[1] = sent_mark(5 * EPOCH + 9)
+    recovery, batches = await take_over(table, {1}, generation=5)  # the mark's own epoch
+    await recovery.prelude(1)
+    assert batches[1] == 10 * EPOCH, "never at or under the mark, whatever the generation"
+
+
+async def test_a_killed_owners_batch_is_re_sent_even_under_an_old_high_mark() -> None:
+    table = Table()
+    table.marks[0] = sent_mark(70 * EPOCH + 5)  # every record expired; the mark stays
+    b, batches = await take_over(table, {0}, generation=20)
+    assert await b.prelude(0) == []
+    table.write(0, batches[0], "s")  # B's batch: records acknowledged, SIGKILL, no sends
+    c, _ = await take_over(table, {0}, generation=21)
+    assert resent(await c.prelude(0)) == ["s"], "B's unsent batch taken for sent: lost"
+
+
+async def test_an_owner_under_an_old_high_mark_moves_it_at_its_clean_stop() -> None:
+    table = Table()
+    table.marks[0] = sent_mark(70 * EPOCH + 5)
+    b, batches = await take_over(table, {0}, generation=20)
+    await b.prelude(0)
+    first = batches[0]
+    table.write(0, first, "s1")  # B writes and sends a batch, then stops cleanly
+    batches[0] += 1
+    assert b.sent_marks({0}) == {0: first}, "a mark above its numbers would stay for good"
+

@@ -90,6 +90,10 @@ class Lane:
         #: stopped cleanly: the prelude and every batch the lane began finished (sends
         #: acknowledged); not when a batch was abandoned or cancelled, or it never ran
         self.drained = False
+        #: a handler call failed and its batch was tried again: the failed try may have
+        #: written records whose sends the retry does not redo (a local result applied
+        #: again is a stale duplicate), so the lane never counts as ``drained``
+        self.retried = False
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, event: Any) -> None:
@@ -181,7 +185,7 @@ class Lane:
             self.lanes.ack(batch)
             self.expected = batch[-1].message.offset + 1
             self._resume_if_drained()
-        self.drained = True  # (only a loop left for ``stopping`` gets here)
+        self.drained = not self.retried  # (only a loop left for ``stopping`` gets here)
 
     def _resume_if_drained(self) -> None:
         if self.paused and len(self.buffer) <= self.lanes.buffer // 2:
@@ -316,6 +320,7 @@ class Lane:
             except Abandoned:
                 raise
             except Exception:
+                self.retried = True
                 log.exception(
                     "%s partition %d: batch handler failed; retrying in %.1fs",
                     self.lanes.name,

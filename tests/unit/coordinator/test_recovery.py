@@ -274,3 +274,31 @@ async def test_an_owner_under_an_old_high_mark_moves_it_at_its_clean_stop() -> N
     batches[0] += 1
     assert b.sent_marks({0}) == {0: first}, "a mark above its numbers would stay for good"
 
+
+# -- a retried batch (RRev F3) -----------------------------------------------------------
+
+
+async def test_a_lane_whose_batch_failed_and_was_retried_never_stops_drained() -> None:
+    recovery = Recovery({0: 0, 1: 0})
+    calls: dict[int, int] = {0: 0, 1: 0}
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        calls[partition] += 1
+        if partition == 0 and calls[0] == 1:  # e.g. a send that raised after the ack
+            raise RuntimeError("a bug in the sends phase, once")
+        recovery.batches[partition] += 1  # a batch written (and, this time, sent)
+
+    lanes = Lanes("inbox", handler, batch_size=10, buffer=10, prelude=recovery.prelude)
+    lanes.open({0, 1})
+    await recovery.scan({0, 1}, iter([]), generation=3)
+    for partition in (0, 1):
+        assert lanes.put_local(partition, f"r{partition}")
+    for _ in range(200):  # the retry comes after the handler's backoff (0.5 s)
+        if calls[0] == 2:
+            break
+        await asyncio.sleep(0.01)
+    await settle()
+    assert calls == {0: 2, 1: 1} and recovery.batches == {0: 3 * EPOCH + 1, 1: 3 * EPOCH + 1}
+    drained = await lanes.stop()
+    assert drained == {1}, "a retried batch may have lost its sends: no mark vouches for it"
+    assert recovery.sent_marks(drained) == {1: 3 * EPOCH}

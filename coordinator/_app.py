@@ -399,9 +399,11 @@ class Coordinator:
         self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
         # each lane waits for its partition's last batch before applying anything (the
         # scan is of this assignment: begun now, a revoke before it runs voids it)
-        generation = max(0, self.app.consumer_generation_id)  # fences stale writers
-        scan = self.recovery.scan(
-            held, self.store.entries(held), self.store.mark, generation=generation
+        scan = self.recovery.scan(  # the generation fences stale writers
+            held,
+            self.store.entries(held),
+            self.store.mark,
+            generation=self.app.consumer_generation_id,
         )
         self._scanning = asyncio.ensure_future(self._scan_last_batches(scan, held))
         # a lane per held partition now: one whose every record Faust skipped (a worker

@@ -107,7 +107,7 @@ def batch_of(raw: bytes) -> int | None:
 
 
 def epoch_of(number: int) -> int:
-    """The epoch of a batch number (0 for a plain counter, and for none: -1)."""
+    """The epoch of a batch number (0 for a plain counter, and for -1, which means none)."""
     return max(number, 0) // EPOCH
 
 

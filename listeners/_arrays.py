@@ -54,7 +54,7 @@ def unbounded(type_: Any) -> Any:
     own assignment to the column checks the value (``value too long`` as before).
     """
     if isinstance(type_, sa.Enum):  # a native enum is cast to itself, else to VARCHAR
-        return type_ if type_.native_enum and not isinstance(type_, sa.Boolean) else sa.String()
+        return type_ if type_.native_enum else sa.String()
     if isinstance(type_, sa.String):
         return sa.String()
     if isinstance(type_, sa.Float):

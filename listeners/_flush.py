@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.schema import DefaultClause
 
+from listeners._arrays import stored_as
 from listeners._bulk import INSERT_DEFAULT, KEEP, ON_UPDATE, ColumnSql
 from listeners._errors import ListenerConfigError
 
@@ -105,9 +106,7 @@ def _sql(default: Any) -> Any:
 
 def _json(type_: Any) -> bool:
     """Whether ``type_`` stores JSON (itself, or under TypeDecorators)."""
-    while isinstance(type_, sa.TypeDecorator):
-        type_ = type_.impl_instance
-    return isinstance(type_, sa.JSON)
+    return isinstance(stored_as(type_), sa.JSON)
 
 
 @dataclass(frozen=True)
@@ -182,13 +181,15 @@ class FlushRules:
         self.sql: Mapping[str, ColumnSql] = {
             rule.key: sql for rule in self._rules if (sql := rule.sql) is not None
         }
+        #: Attributes of TypeDecorator columns, whose stored values are copied at load.
+        self._decorated = tuple(rule.attr for rule in self._rules if rule.decorated)
 
     def __bool__(self) -> bool:
         return bool(self._rules)
 
     def stored(self, rows: Iterable[Any]) -> None:
         """Mark ``rows`` as read from the database: writing them is an UPDATE."""
-        decorated = [rule.attr for rule in self._rules if rule.decorated]
+        decorated = self._decorated
         for row in rows:
             info = instance_state(row).info
             info[_STORED] = True

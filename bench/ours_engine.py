@@ -32,13 +32,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.durability import postgres_wal_syncs
 from bench.harness import EngineContext, SqlCounts
+from bench.rdkafka_driver import STATUS, TERMINAL, Finished, RdKafkaDriver
 from bench.scenarios import Outcome, SagaInput
 from coordinator import CoordinatorSettings, SagaClient
 from coordinator._client import ensure_topics
 from coordinator._topics import changelog_topic
 from infra.processes import ROOT, ProcessGroup, free_port
-
-STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}
 
 
 class OursEngine:
@@ -48,8 +47,16 @@ class OursEngine:
     default_concurrency = 400
 
     def __init__(
-        self, workers: int = 1, partitions: int = 8, listener: bool = True, inline: bool = True
+        self,
+        workers: int = 1,
+        partitions: int = 8,
+        listener: bool = True,
+        inline: bool = True,
+        client: str = "rdkafka",
     ) -> None:
+        if client not in ("rdkafka", "aiokafka"):
+            raise ValueError(f"ours: client={client!r}; use client=rdkafka or client=aiokafka")
+        self.client = client
         self.inline = inline
         self.workers = workers
         self.partitions = partitions
@@ -65,6 +72,7 @@ class OursEngine:
         self._client: SagaClient | None = None
         self._topics: list[str] = []
         self._offsets: AIOKafkaConsumer | None = None
+        self._driver: RdKafkaDriver | None = None
 
     async def setup(self, ctx: EngineContext) -> None:
         self.ctx = ctx
@@ -107,6 +115,12 @@ class OursEngine:
             )
         if self.listener:
             await self._start_listener(ctx)
+        if self.client == "rdkafka":
+            self._driver = RdKafkaDriver(
+                ctx.kafka_bootstrap, t.inbox, t.lifecycle, self.partitions, self._finished
+            )
+            self._driver.start_following()
+            return
         self._client = SagaClient(self.settings)
         await self._client.__aenter__()
         self._consumer = AIOKafkaConsumer(
@@ -158,7 +172,6 @@ class OursEngine:
         # the 2 cores with the engine, so its own cost must stay small, as DBOS's pipe is.
         # A record is one event or a batch {"schema_version", "saga_id", "events": [...]}
         # (coordinator.events); the engine writes batches unless SAGA_LIFECYCLE_FORMAT=single.
-        terminal = {*STATUS, "saga_cancelled", "saga_compensation_failed"}
         while True:
             batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
             for records in batch.values():
@@ -168,12 +181,18 @@ class OursEngine:
                         kind, saga_id = event["type"], event["saga_id"]
                         if kind == "compensation_succeeded":
                             self._comps.setdefault(saga_id, []).append(int(event["step"][1:]))
-                        elif kind in terminal:
+                        elif kind in TERMINAL:
                             comps = tuple(self._comps.pop(saga_id, []))
                             status = STATUS.get(kind, "failed")
                             self.ctx.on_terminal(Outcome(saga_id, status, comps))
 
+    def _finished(self, finished: list[Finished]) -> None:
+        for saga_id, status, comps in finished:
+            self.ctx.on_terminal(Outcome(saga_id, status, comps))
+
     async def teardown(self) -> None:
+        if self._driver is not None:
+            await asyncio.to_thread(self._driver.close)
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -194,6 +213,9 @@ class OursEngine:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
     async def start(self, saga_id: str, saga_input: SagaInput) -> None:
+        if self._driver is not None:
+            self._driver.start(f"bench_{saga_input.scenario}", saga_id, saga_input.to_json())
+            return
         assert self._client is not None
         await self._client.start(
             f"bench_{saga_input.scenario}",
@@ -235,6 +257,10 @@ class OursEngine:
 
     def describe(self) -> dict[str, Any]:
         return {
+            "driver_client": "librdkafka (confluent-kafka), sending the start commands "
+            "SagaClient sends (the same start_message, key and partition)"
+            if self.client == "rdkafka"
+            else "SagaClient (aiokafka)",
             "coordinator_workers": self.workers,
             "partitions": self.partitions,
             "listener": "order-status listener on PostgreSQL" if self.listener else "off",
@@ -257,10 +283,12 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def create(options: dict[str, str]) -> OursEngine:
-    """Factory for ``python -m bench``; options: workers, partitions, listener (0/1)."""
+    """Factory for ``python -m bench``; options: workers, partitions, listener (0/1),
+    inline (0/1), client (rdkafka: the driver's client is librdkafka; aiokafka: SagaClient)."""
     return OursEngine(
         workers=int(options.get("workers", 1)),
         partitions=int(options.get("partitions", 8)),
         listener=options.get("listener", "1") != "0",
         inline=options.get("inline", "1") != "0",
+        client=options.get("client", "rdkafka"),
     )

@@ -8,8 +8,8 @@ spends a fraction of that. In production the clients run on other machines.
 
 What it sends is byte for byte what ``SagaClient.start(..., wait=False)`` sends: the
 command comes from the same ``start_message`` and is keyed by the saga id, to the same
-partition (murmur2), with ``acks=all`` and a 2 ms linger, as ``SagaClient``'s producer. A delivery failure is
-counted and raised at the next start, never dropped.
+partition (murmur2), with ``acks=all`` and a 2 ms linger, as ``SagaClient``'s producer.
+A delivery failure is kept and raised at the next start, never dropped.
 
 The lifecycle topic is read by a thread (librdkafka's ``consume`` blocks) that parses
 each record and hands the finished sagas to the event loop in one call per fetch.

@@ -209,6 +209,7 @@ async def _run_engine(
                     kafka_bootstrap=args.kafka_bootstrap,
                     concurrency=concurrency,
                     quick=mode.name == "quick",
+                    logs=args.out / "logs" / f"{name}-{scenario_name}",
                 )
                 progress.note(f"{name}: setting up for {scenario_name} ...")
                 await engine.setup(ctx)

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from bench import sysinfo
@@ -65,6 +66,8 @@ class EngineContext:
     kafka_bootstrap: str
     concurrency: int
     quick: bool
+    logs: Path | None = None
+    """Where an engine keeps its processes' logs after teardown (None: it need not)."""
 
 
 @runtime_checkable

@@ -26,7 +26,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -34,6 +33,7 @@ from bench.durability import postgres_wal_syncs
 from bench.harness import EngineContext, SqlCounts
 from bench.rdkafka_driver import STATUS, TERMINAL, Finished, RdKafkaDriver
 from bench.scenarios import Outcome, SagaInput
+from bench.sysinfo import local_http
 from coordinator import CoordinatorSettings, SagaClient
 from coordinator._client import ensure_topics
 from coordinator._topics import changelog_topic
@@ -207,6 +207,10 @@ class OursEngine:
             print(f"[bench] ours: {proc.name} used {cpu:.1f} CPU-s in total", file=sys.stderr)
         self.procs.stop_all()
         self.procs.close()
+        if self.ctx.logs is not None:  # the workers' logs, to explain a stall after the run
+            self.ctx.logs.mkdir(parents=True, exist_ok=True)
+            for log in self.tmp.glob("*.log"):
+                shutil.copy(log, self.ctx.logs / log.name)
         shutil.rmtree(self.tmp, ignore_errors=True)
         if self.admin_url:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -235,7 +239,7 @@ class OursEngine:
     async def sql_counts(self) -> SqlCounts:
         if not self.listener_port:
             return SqlCounts()
-        async with httpx.AsyncClient() as client:
+        async with local_http() as client:
             stats = (
                 await client.get(f"http://127.0.0.1:{self.listener_port}/listeners/stats")
             ).json()

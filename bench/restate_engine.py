@@ -32,6 +32,7 @@ from bench.harness import EngineContext, SqlCounts
 from bench.restate_server import VERSION, RestateServer
 from bench.restate_service import HANDLER, SERVICE
 from bench.scenarios import FAILED, Outcome, SagaInput
+from bench.sysinfo import local_http
 from infra.processes import Process, free_port
 
 #: Prometheus counters of records appended to the log, tried in order.
@@ -148,7 +149,7 @@ class RestateEngine:
 
     async def _metrics_text(self) -> str:
         url = f"http://127.0.0.1:{self.server.node_port}/metrics"
-        async with httpx.AsyncClient() as client:
+        async with local_http() as client:
             return (await client.get(url, timeout=10)).text
 
     async def _find_metric(self) -> str | None:

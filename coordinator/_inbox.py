@@ -31,7 +31,11 @@ is CPU queueing more than round trips.
 Results of this worker's own step tasks may come without a record (``LocalResult``, see
 ``coordinator._local``): applied the same way, in the same order of effects; every saga
 record carries its batch's number, so a new owner can re-send what the partition's last
-batch may not have sent (``Resend``, handled first).
+batch may not have sent (``Resend``, handled first). A batch that fails after its records
+were acknowledged (a send raising a bug, not broker trouble) is tried again by its lane;
+applied again it changes nothing, and a local result in it sends nothing (a stale
+duplicate of its record), so the retry first re-sends the stored outbox of every saga the
+failed try stored (``unsent``), before the partition's next batch.
 
 A redelivered batch (after a crash or a rebalance) is recognised per saga: a record
 before the saga's ``last_message`` was applied already and is skipped; the record at
@@ -154,6 +158,9 @@ class InboxProcessor:
         self._record_batches = 0
         #: per inbox partition: the number its next batch writes (``coordinator._local``)
         self.batches: dict[int, int] = {}
+        #: per inbox partition: sagas a batch stored whose sends may not all have left (it
+        #: failed after its changelog acknowledgement); the lane's retry re-sends them
+        self.unsent: dict[int, dict[str, None]] = {}
 
     # -- the batch ----------------------------------------------------------------------
 
@@ -171,6 +178,8 @@ class InboxProcessor:
     async def _handle(
         self, partition: int, events: list[Any], stopping: Callable[[], bool]
     ) -> None:
+        if self.unsent:  # a try of this batch failed after its records were acknowledged
+            events = [Resend(saga_id) for saga_id in self.unsent.get(partition, ())] + events
         backoff = Backoff(stopping)
         poisoned: dict[int, _Poison] = {}
         while True:
@@ -191,22 +200,40 @@ class InboxProcessor:
             ]
             acks = await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
             self.batches[partition] = self.batches.get(partition, 0) + 1
-            self.store.write(partition, stored, changelog_offset(acks))
-            self.maybe_fault()
-            self._launch(plan)  # in-process attempts: only once their records are acked
+            try:
+                self.store.write(partition, stored, changelog_offset(acks))
+                self.maybe_fault()
+                self._launch(plan)  # in-process attempts: only once their records are acked
+                await self._send(partition, plan, backoff)
+            except BaseException:
+                # Applied again, this batch changes nothing (a local result is a stale
+                # duplicate of its record) and would send nothing: its retry re-sends them
+                unsent = self.unsent.setdefault(partition, {})
+                unsent.update((saga_id, None) for saga_id, raw in stored.items() if raw)
+                raise
+        else:
+            await self._send(partition, plan, backoff)
+        if self.unsent:
+            self.unsent.pop(partition, None)  # sent, re-sends included
+        for saga_id, saga in plan.sagas.items():
+            if saga.state is None:
+                self.deadlines.set(saga_id, partition, None)
+                continue
+            # a re-sent record may be of a batch that failed before indexing its expiry (a
+            # doubled expiry entry is harmless)
+            changed = saga.changed or bool(saga.resend)
+            self.deadlines.set_state(saga.state, partition, changed=changed)
+            current = stored.get(saga_id) or self.store.get(saga_id)
+            if current is not None and not saga.state.resting:
+                self._live[saga_id] = (current, saga.state)
+
+    async def _send(self, partition: int, plan: _Plan, backoff: Backoff) -> None:
+        """Send everything derived from the batch and await every acknowledgement."""
         sends = list(plan.sends)
         for saga_id, saga in plan.sagas.items():
             sends.extend(self._outgoing(saga_id, saga.resend + saga.outbox, saga.state))
         if sends:
             await deliver(self.producer, sends, backoff, what=f"inbox p{partition} outbox")
-        for saga_id, saga in plan.sagas.items():
-            if saga.state is None:
-                self.deadlines.set(saga_id, partition, None)
-                continue
-            self.deadlines.set_state(saga.state, partition, changed=saga.changed)
-            current = stored.get(saga_id) or self.store.get(saga_id)
-            if current is not None and not saga.state.resting:
-                self._live[saga_id] = (current, saga.state)
 
     def _launch(self, plan: _Plan) -> None:
         """Start the in-process attempts the batch dispatched and its sagas still await.
@@ -526,6 +553,7 @@ class InboxProcessor:
         """Drop every decoded record (after a rebalance the table is the only truth)."""
         self._live.clear()
         self.batches.clear()  # numbered again from the table (``coordinator._local``)
+        self.unsent.clear()  # the next owner re-sends the last batch, unless marked sent
 
     def _dead(self, message: Any, reason: str, error_type: str = "Rejected") -> Record:
         return dead_letter(

@@ -91,8 +91,8 @@ class Lane:
         #: acknowledged); not when a batch was abandoned or cancelled, or it never ran
         self.drained = False
         #: a handler call failed and its batch was tried again: the failed try may have
-        #: written records whose sends the retry does not redo (a local result applied
-        #: again is a stale duplicate), so the lane never counts as ``drained``
+        #: written records whose sends did not all leave (the inbox's retry re-sends them:
+        #: ``InboxProcessor.unsent``); after a bug, no sent mark vouches: never ``drained``
         self.retried = False
         self.task = asyncio.get_running_loop().create_task(self._run())
 

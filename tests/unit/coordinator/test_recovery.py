@@ -13,9 +13,15 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from coordinator._delivery import Abandoned
 from coordinator._lanes import Lanes
 from coordinator._local import EPOCH, Recovery, Resend, mark_of, owner_epoch, sent_mark
+from coordinator._routing import partition_for
+from coordinator._state import SagaState
+from tests.unit.coordinator.shell_kit import PARTITIONS, FakeProducer, Inbox, never, start
+from tests.unit.coordinator.test_local import local_run
 from tests.unit.coordinator.test_onehop import settle
 
 
@@ -302,3 +308,41 @@ async def test_a_lane_whose_batch_failed_and_was_retried_never_stops_drained() -
     drained = await lanes.stop()
     assert drained == {1}, "a retried batch may have lost its sends: no mark vouches for it"
     assert recovery.sent_marks(drained) == {1: 3 * EPOCH}
+
+
+def events_of(producer: FakeProducer, saga_id: str) -> list[tuple[int, str]]:
+    return [(e["seq"], e["type"]) for s in producer.to("t.lifecycle") if s.key == saga_id.encode()
+            for e in s.events()]  # fmt: skip
+
+
+async def test_a_batch_that_failed_after_its_records_were_acked_sends_them_when_retried() -> None:
+    proc, producer, store, caught, partition = await local_run()
+    send_batch, failures = producer.send_batch, [2]  # the first try and the first retry
+
+    async def buggy(topic: str, p: int, records: Any) -> Any:
+        if topic == "t.lifecycle" and records[0][0] == b"x" and failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("a bug in the sends phase (not broker trouble)")
+        return await send_batch(topic, p, records)
+
+    producer.send_batch = buggy  # type: ignore[method-assign]
+    result = caught[0][1]
+    with pytest.raises(RuntimeError):
+        await proc.handle(partition, [result], never)
+    assert SagaState.model_validate_json(store["x"]).status == "completed", "stored, acked"
+    assert events_of(producer, "x") == [(1, "saga_started"), (2, "step_started")]
+    for _ in range(2):  # what Lane._handle does: the same batch again until it succeeds
+        try:
+            await proc.handle(partition, [result], never)
+            break
+        except RuntimeError:
+            pass
+    other = next(f"y{i}" for i in range(100) if partition_for(f"y{i}", PARTITIONS) == partition)
+    later = Inbox().event(other, start("one", other))
+    await proc.handle(partition, [later], never)  # a later batch: "x" is not in the last one
+    assert events_of(producer, "x") == [
+        (1, "saga_started"), (2, "step_started"), (3, "step_succeeded"), (4, "saga_completed")
+    ], "the retry sent the events the failed try had stored"  # fmt: skip
+    assert proc.deadlines.expiry.pop_due(partition, float("inf"), 10) == ["x"], (
+        "the completed saga waits for its expiry (the failed try never queued it)"
+    )

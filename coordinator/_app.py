@@ -97,6 +97,10 @@ class _Received:
         return bool(self.consumer.ack(self.message))
 
 
+def _nothing(partition: int) -> None:
+    return None
+
+
 def _skipping(hand: Callable[[Any], None], n: int) -> Callable[[Any], None]:
     """Fault injection (``SAGA_FAULT_SKIP_INBOX_RECORDS``): skip the first ``n`` records.
 
@@ -262,6 +266,7 @@ class Coordinator:
             gap=gap,
             orphaned=self.step_tasks.orphaned,
             prelude=self.recovery.prelude if strict else None,
+            ready=self.expirer.ready if strict else _nothing,
             strict=strict,
         )
         app = self.app  # records reach the lane without a Faust stream
@@ -396,7 +401,9 @@ class Coordinator:
             for tp in self.app.consumer.assignment()
             if tp.topic == self.inbox.get_topic_name()
         }
-        self.expirer.held = held  # expiry re-reads each record: an entry not yet queued waits
+        # expiry re-reads each record: an entry not yet queued waits; a partition waits
+        # for its lane's prelude (a marker would drop the outbox the prelude re-sends)
+        self.expirer.assigned = held
         # each lane waits for its partition's last batch before applying anything (the
         # scan is of this assignment: begun now, a revoke before it runs voids it)
         scan = self.recovery.scan(  # the generation fences stale writers

@@ -16,7 +16,8 @@ Idempotent: a record no longer due (an unwind re-opened, a marker already writte
 left alone. Crash-safe: what was not acknowledged is still the old record in the
 changelog, the queue is rebuilt from the table at the restart (``DeadlineIndex.rebuild``)
 and the expiry fires again. Only partitions this worker holds are expired: at a revoke
-the expirer stops first and waits for the round in progress.
+the expirer stops first and waits for the round in progress. A partition just assigned
+is expired only once its inbox lane re-sent its last batch (``ready``).
 
 The queue holds one ``(expires_at, saga_id)`` per finished saga, in a heap per
 partition (no per-saga dict: a retained saga costs a tuple and its id). An entry may be
@@ -109,7 +110,9 @@ class Expirer:
         self.changelog = ""  # set by the app once the table exists
         self.written = written  # called after each batch of records (fault injection)
         self.clock = clock
-        #: partitions this worker may write (set after a rebalance, emptied at a revoke)
+        #: partitions this worker holds (set after a rebalance, emptied at a revoke)
+        self.assigned: set[int] = set()
+        #: of those, the partitions it may expire: their lane is ``ready``
         self.held: set[int] = set()
         self._locks: dict[int, asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -121,6 +124,17 @@ class Expirer:
         if lock is None:
             lock = self._locks[partition] = asyncio.Lock()
         return lock
+
+    def ready(self, partition: int) -> None:
+        """``partition``'s inbox lane re-sent what its last batch may not have sent.
+
+        Only then may its sagas expire: a marker keeps no outbox, and a saga of that batch
+        (finished, its events unsent by a worker killed before its sends) is re-sent from
+        its stored record (``coordinator._local``). Ignored for a partition not assigned
+        (any more): a lane that finished its prelude as its partition was revoked.
+        """
+        if partition in self.assigned:
+            self.held.add(partition)
 
     def tick(self) -> None:
         """Start an expiry task for each held partition with due entries (timer)."""
@@ -143,7 +157,7 @@ class Expirer:
         table. The app stops the lanes at the same time, so a lock is never waited on
         for a lane that would only stop after this returns.
         """
-        self.held = set()
+        self.assigned, self.held = set(), set()
         tasks = list(self._tasks.values())
         if not tasks:
             return

@@ -139,6 +139,8 @@ class Lane:
     async def _run(self) -> None:
         if not await self._prelude():
             return
+        if not self.stopping:
+            self.lanes.ready(self.partition)
         while not self.stopping:
             if not self.buffer and not self.local:
                 self.wakeup.clear()
@@ -411,6 +413,7 @@ class Lanes:
         gap: Callable[[int, int, int], Awaitable[None]] | None = None,
         orphaned: Callable[[list[Any]], None] = lambda items: None,
         prelude: Callable[[int], Awaitable[list[Any]]] | None = None,
+        ready: Callable[[int], None] = lambda partition: None,
         strict: bool = True,
         stop_timeout: float = 5.0,
     ) -> None:
@@ -434,6 +437,8 @@ class Lanes:
         #: ``prelude(partition)``: awaited by a new strict lane before its first batch;
         #: the items it returns are handled first, as a batch of their own
         self.prelude = prelude
+        #: ``ready(partition)``: a strict lane's prelude (and the batch it returned) is done
+        self.ready = ready
         #: stopping at a rebalance: records handed over meanwhile are not taken (unacked,
         #: they are read again by the partition's next owner)
         self.closed = False

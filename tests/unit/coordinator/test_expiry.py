@@ -24,6 +24,7 @@ from tests.unit.coordinator.shell_kit import (
     processor,
     start,
 )
+from tests.unit.coordinator.test_onehop import settle
 from tests.unit.coordinator.test_shell import REGISTRY, result_for, stored
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -171,6 +172,24 @@ async def test_the_timer_expires_only_held_partitions_and_a_revoke_waits_for_it(
     assert stored(w.store, "x").compact
     assert not any(stored(w.store, s).compact for s in w.store if s != "x")
     assert len(w.index.expiry.pop_due(q, w.now, 10)) == 1
+
+
+async def test_a_partition_expires_only_while_assigned_and_once_its_lane_is_ready() -> None:
+    w = World()
+    w.expirer.held = set()
+    p = w.put(record("x", "completed", expires_at=T0))
+    w.expirer.ready(p)  # a lane that finished its prelude as its partition was revoked
+    assert w.expirer.held == set()
+    w.expirer.assigned = {p}  # the next assignment: its lane has not re-sent yet
+    w.expirer.tick()
+    await settle()
+    assert not stored(w.store, "x").compact
+    w.expirer.ready(p)
+    w.expirer.tick()
+    await settle()
+    assert stored(w.store, "x").compact
+    await w.expirer.stop()
+    assert w.expirer.assigned == w.expirer.held == set()
 
 
 async def test_the_inbox_queues_a_finished_saga_for_expiry_once() -> None:

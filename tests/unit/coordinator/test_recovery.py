@@ -109,6 +109,31 @@ async def test_a_revoke_during_the_scan_abandons_the_lanes_still_waiting() -> No
         pass
 
 
+async def test_a_lane_is_ready_once_its_prelude_batch_is_done_and_never_if_abandoned() -> None:
+    recovery, ready = Recovery({}), []
+    handled: list[tuple[list[Any], list[int]]] = []
+
+    async def handler(partition: int, events: list[Any], stopping: Any) -> None:
+        handled.append((list(events), list(ready)))
+
+    lanes = Lanes("inbox", handler, batch_size=10, buffer=10, prelude=recovery.prelude,
+                  ready=ready.append)  # fmt: skip
+    lanes.open({0, 1})
+    await settle()
+    assert ready == [], "waiting for the scan"
+    await recovery.scan({0, 1}, iter([(0, "a", record(5))]), generation=6)
+    await settle()
+    assert [(resent(events), before) for events, before in handled] == [(["a"], [])]
+    assert sorted(ready) == [0, 1]
+    await lanes.stop()
+    recovery.reset()  # the next assignment, revoked before its scan
+    lanes.open({2})
+    await settle()
+    recovery.reset()
+    await lanes.stop()
+    assert sorted(ready) == [0, 1], "an abandoned lane never becomes ready"
+
+
 # -- sent marks (review-local #3) --------------------------------------------------------
 
 

@@ -192,12 +192,44 @@ async def test_results_handed_back_by_a_stopped_lane_go_to_the_inbox() -> None:
     assert [(s.partition, parse_inbox(s.value).saga_id) for s in sent] == [(partition, "x")]
 
 
-async def test_a_local_result_for_a_saga_this_worker_lacks_goes_to_the_inbox() -> None:
+async def dead_letters_once_applied_from_the_inbox(
+    proc: Any, producer: FakeProducer, partition: int
+) -> list[tuple[str | None, str, str, str]]:
+    """Apply what went to the inbox (as an inbox record); the dead letters that result."""
+    rerouted = producer.to("t.inbox")
+    assert rerouted, "nothing went to the inbox"
+    events = [
+        FakeEvent(FakeMessage(s.key, s.value, partition, 90 + i)) for i, s in enumerate(rerouted)
+    ]
+    await proc.handle(partition, events, never)
+    return [
+        (b["key"], b["source_topic"], b["error_type"], b["reason"])
+        for b in (s.body() for s in producer.to("t.deadletters"))
+    ]
+
+
+async def test_a_local_result_for_a_saga_this_worker_lacks_ends_as_a_dead_letter() -> None:
     proc, producer, store, caught, partition = await local_run()
-    del store["x"]
+    del store["x"]  # e.g. deleted at the end of its retention while the step ran
     proc.forget()
     await proc.handle(partition, [caught[0][1]], never)
-    assert [parse_inbox(s.value).saga_id for s in producer.to("t.inbox")] == ["x"]
+    letters = await dead_letters_once_applied_from_the_inbox(proc, producer, partition)
+    assert letters == [("x", "t.inbox", "Rejected", "result for unknown saga 'x'")]
+
+
+async def test_a_rejected_local_result_ends_as_a_dead_letter_with_its_reason() -> None:
+    proc, producer, store, caught, partition = await local_run()
+    marker = SagaState.model_validate_json(store["x"])  # finished and past its retention
+    marker.status, marker.compact = "completed", True
+    store["x"] = marker.model_dump_json().encode()
+    proc.forget()
+    await proc.handle(partition, [caught[0][1]], never)
+    [(key, source, kind, reason)] = await dead_letters_once_applied_from_the_inbox(
+        proc, producer, partition
+    )
+    assert (key, source, kind) == ("x", "t.inbox", "Rejected")
+    assert reason.startswith("late success of step 'a' for saga 'x'")
+    assert "check the participant for an effect left standing" in reason
 
 
 async def test_a_batch_takes_at_most_batch_size_local_items() -> None:

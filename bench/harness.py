@@ -227,6 +227,32 @@ class Driver:
         if not self._pending:
             self._drained.set()
 
+    async def _cpu_by_second(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Cores each process group used in each second of [start, end): what the machine
+        did in the seconds of the tail (``latency_by_second``), e.g. a listener batch, a
+        broker's log roll, PostgreSQL's autovacuum, or other work on the machine.
+
+        The groups' pids are looked up once (a /proc scan costs the driver tenths of a
+        second); each sample then reads only their /proc/PID/stat and /proc/stat.
+        """
+        groups = self._groups()
+        named = getattr(self.engine, "process_pids", None)
+        if named is not None:
+            groups.pop("engine", None)
+            groups.update(named())
+        seconds: list[dict[str, Any]] = []
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        last = sysinfo.CpuSnapshot.take(groups)
+        t = start
+        while t + 1.0 <= end:
+            t += 1.0
+            await asyncio.sleep(max(0.0, t - time.monotonic()))
+            now = sysinfo.CpuSnapshot.take(groups)
+            cores = {k: round(v, 3) for k, v in last.delta(now).items()}
+            seconds.append({"second": len(seconds), "cores": cores})
+            last = now
+        return seconds
+
     # -- helpers -----------------------------------------------------------------------
     def _groups(self) -> dict[str, list[int]]:
         groups = {"engine": self.engine.pids(), "driver": [os.getpid()]}
@@ -348,6 +374,7 @@ class Driver:
         t0 = time.monotonic()
         measure_from = t0 + times.warmup
         t_end = measure_from + times.duration
+        sampler = asyncio.create_task(self._cpu_by_second(measure_from, t_end))
         next_t = t0
         started = 0
         max_lag = 0.0
@@ -364,6 +391,7 @@ class Driver:
                     started += 1
                     next_t += rng.expovariate(rate)
                 await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+        cpu_by_second = await sampler
         lost = await self._drain(times.drain_timeout)
         await asyncio.sleep(PG_STATS_SETTLE)
         after = await self._snapshot()
@@ -372,6 +400,7 @@ class Driver:
             "offered_rate_sagas_per_s": round(started / (t_end - t0), 2),
             "latency": percentiles(self._phase.latencies),
             "latency_by_second": by_second(self._phase.samples, measure_from),
+            "cpu_cores_by_second": cpu_by_second,
             "max_driver_lag_ms": round(max_lag * 1000, 3),
             "whole_phase": self._per_saga(before, after, self._phase.terminals),
             "not_terminated_after_drain": lost,

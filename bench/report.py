@@ -40,6 +40,10 @@ def _scenario_table(name: str, results: dict[str, Any], kafka_rate: float | None
         error = eng.get("failed_scenarios", {}).get(name)
         if error is not None:
             lines.append(f"\n{TITLES.get(eng_name, eng_name)} failed in this scenario: {error}")
+    for eng_name in order:
+        worst = _worst_second_cpu(per_engine[eng_name])
+        if worst:
+            lines.append(f"\n{TITLES.get(eng_name, eng_name)}: {worst}")
     ours = per_engine.get("ours")
     if ours and kafka_rate:
         per = _getter("log messages/saga")(ours)
@@ -51,6 +55,30 @@ def _scenario_table(name: str, results: dict[str, Any], kafka_rate: float | None
             f"{_fmt(ceiling)} sagas/s; measured throughput is {share} of it."
         )
     return [*lines, ""]
+
+
+def _worst_second_cpu(r: dict[str, Any]) -> str | None:
+    """The open loop's worst second (highest p99) and the cores each process group used
+    in it, beside the median second's: what else the machine did while the tail grew."""
+    lat = {s["second"]: s for s in r["open_loop"].get("latency_by_second") or [] if s.get("n")}
+    cpu = {s["second"]: s["cores"] for s in r["open_loop"].get("cpu_cores_by_second") or []}
+    if not lat or not cpu:
+        return None
+    worst = max(lat, key=lambda s: lat[s]["p99_ms"])
+    if worst not in cpu:
+        return None
+    median = sorted(lat, key=lambda s: lat[s]["p99_ms"])[len(lat) // 2]
+
+    def cores(second: int) -> str:
+        used = cpu.get(second, {})
+        ranked = sorted(used.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{k} {v:.2f}" for k, v in ranked if v >= 0.005)
+
+    return (
+        f"worst second of the open loop: s{worst}, p99 {lat[worst]['p99_ms']:,.0f} ms; "
+        f"cores used in it: {cores(worst)} (median second s{median}, p99 "
+        f"{lat[median]['p99_ms']:,.0f} ms: {cores(median)})"
+    )
 
 
 def load_baseline(path: Path) -> dict[str, Any]:

@@ -160,3 +160,27 @@ def test_summary_has_one_row_per_engine_and_scenario_with_the_noise_share() -> N
         "ours", "400.0", "10.0", "30.0", "0.000", "10.0", "n/a", "3.500", "0", "25%"
     ]  # fmt: skip
     assert summary.count("| simple |") == 4
+
+
+def test_the_worst_second_of_the_open_loop_is_shown_with_the_cores_used_in_it() -> None:
+    r = _scenario(100.0, 10.0, 3.0)
+    r["open_loop"]["latency_by_second"] = [
+        {"second": 0, "n": 50, "p99_ms": 40.0},
+        {"second": 1, "n": 50, "p99_ms": 900.0},
+        {"second": 2, "n": 50, "p99_ms": 50.0},
+    ]
+    r["open_loop"]["cpu_cores_by_second"] = [
+        {"second": s, "cores": {"coordinator0": 0.5, "postgres": pg, "idle_group": 0.0}}
+        for s, pg in ((0, 0.1), (1, 0.95), (2, 0.1))
+    ]
+    line = report._worst_second_cpu(r)
+    assert line is not None
+    assert line.startswith("worst second of the open loop: s1, p99 900 ms; cores used in it: ")
+    assert "postgres 0.95, coordinator0 0.50 (median second s2, p99 50 ms:" in line
+    assert "idle_group" not in line  # groups that used nothing are left out
+
+
+def test_no_worst_second_line_without_per_second_cpu() -> None:
+    r = _scenario(100.0, 10.0, 3.0)
+    r["open_loop"]["latency_by_second"] = [{"second": 0, "n": 5, "p99_ms": 40.0}]
+    assert report._worst_second_cpu(r) is None

@@ -87,11 +87,11 @@ def _coordinator() -> Coordinator:
 def _keep_live(coord: Coordinator, n: int) -> list[SagaState]:
     """Decode ``n`` stored records into the in-flight cache, as waiting sagas are kept."""
     kept = []
-    for _, saga_id, raw in coord.store.entries(range(PARTITIONS)):
+    for _, raw in coord.store.items(range(PARTITIONS)):
         if len(kept) >= n:
             break
         state = SagaState.model_validate_json(raw)
-        coord.processor._live[f"live-{saga_id}"] = (raw, state)
+        coord.processor._live[f"live-{state.saga_id}"] = (raw, state)
         kept.append(state)
     return kept
 

@@ -49,12 +49,13 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator._delivery import Abandoned
 from coordinator._messages import StepResult
+from coordinator._tablestore import Entry
 
 log = logging.getLogger("coordinator.local")
 
@@ -178,10 +179,9 @@ class Recovery:
     ``sent_marks`` at a revoke: the marks to write for the lanes that stopped cleanly.
     """
 
-    def __init__(self, batches: dict[int, int], *, chunk: int = 2000) -> None:
+    def __init__(self, batches: dict[int, int]) -> None:
         #: the inbox processor's next batch number per partition (set here per assignment)
         self.batches = batches
-        self.chunk = chunk
         self._found: dict[int, asyncio.Future[Scanned]] = {}
         self._scans = 0  # bumped by ``reset``: a scan of an older assignment stops
         #: per partition whose prelude ran: what its scan found, and its first number
@@ -205,7 +205,7 @@ class Recovery:
     def scan(
         self,
         held: Iterable[int],
-        entries: Iterable[tuple[int, str, bytes]],
+        entries: AsyncIterable[list[Entry]],
         marks: Callable[[int], bytes | None] = lambda partition: None,
         *,
         generation: int = 0,
@@ -213,7 +213,8 @@ class Recovery:
         """Find each held partition's last batch; release its lane once it is scanned.
 
         ``entries``: the held partitions' records, grouped by partition (a partition is
-        done when the next one begins); ``marks``: a partition's stored sent mark;
+        done when the next one begins), in lists (the stores' ``entries``: they yield to
+        the event loop between two, heartbeats go on); ``marks``: a partition's sent mark;
         ``generation``: the consumer group's generation of this assignment. The scan is
         of the assignment current when this is called (not when it is awaited): if a
         revoke comes first, it releases nothing.
@@ -224,7 +225,7 @@ class Recovery:
         self,
         scans: int,
         held: set[int],
-        entries: Iterable[tuple[int, str, bytes]],
+        entries: AsyncIterable[list[Entry]],
         marks: Callable[[int], bytes | None],
         generation: int,
     ) -> None:
@@ -237,16 +238,15 @@ class Recovery:
                 future.set_result(Scanned(last, mark, generation))
 
         at, last = -1, LastBatch()
-        for i, (partition, saga_id, raw) in enumerate(entries, 1):
-            if scans != self._scans:
-                return
-            if partition != at:
-                if at >= 0:
-                    found(at, last)
-                at, last = partition, LastBatch()
-            last.add(saga_id, batch_of(raw))
-            if i % self.chunk == 0:
-                await asyncio.sleep(0)  # heartbeats go on while a big table is read
+        async for chunk in entries:
+            for partition, saga_id, raw in chunk:
+                if scans != self._scans:
+                    return
+                if partition != at:
+                    if at >= 0:
+                        found(at, last)
+                    at, last = partition, LastBatch()
+                last.add(saga_id, batch_of(raw))
         if at >= 0:
             found(at, last)
         for partition in held | set(self._found):  # empty ones; lanes of none held

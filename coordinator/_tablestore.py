@@ -23,13 +23,35 @@ is longer than any saga id may be (``MAX_SAGA_ID``), so no saga can collide with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 import rocksdict  # faust-streaming[rocksdict], a project dependency
 
 from coordinator._messages import MAX_SAGA_ID
 from coordinator._routing import partition_for
+
+#: records read between two yields to the event loop (``entries``)
+CHUNK = 2000
+
+#: ``(partition, saga id, record)``, as ``entries`` yields them
+Entry = tuple[int, str, bytes]
+
+T = TypeVar("T")
+
+
+async def chunked(items: Iterable[T], size: int = CHUNK) -> AsyncIterator[list[T]]:
+    """``items`` in lists of ``size``, yielding to the event loop after each.
+
+    A pass over a worker's whole table is long (500,000 records: a third of a second in
+    memory, more from disk): heartbeats, other partitions' lanes and the timer go on.
+    """
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+        await asyncio.sleep(0)
 
 
 def mark_key(partition: int) -> str:
@@ -119,25 +141,32 @@ class MemoryTableStore:
                 if p in held:
                     yield p, raw
 
-    def entries(self, partitions: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
-        """``(partition, saga id, record)`` of every saga held for ``partitions``.
+    async def entries(
+        self, partitions: Iterable[int], *, chunk: int = CHUNK
+    ) -> AsyncIterator[list[Entry]]:
+        """``(partition, saga id, record)`` of every saga held for ``partitions``, in lists.
 
         Grouped by partition, in ascending order (a reader may finish with a partition as
         soon as the next one begins). The grouping reads Faust's key -> partition map (a
-        dict lookup per record, not a hash), which its recovery and ``write`` keep.
+        dict lookup per record, not a hash), which its recovery and ``write`` keep. It is
+        a pass over the whole table before the first entry: it yields to the event loop
+        every ``chunk`` records, as the lists of entries do. The records are the table's
+        at the first ``anext``.
         """
         held = set(partitions)
         groups: dict[int, list[tuple[str, bytes]]] = {p: [] for p in sorted(held)}
         where: Mapping[str, int] = getattr(self.table.data, "_key_partition", {})
-        for saga_id, raw in list(self.table.data.items()):
-            if isinstance(raw, bytes) and len(saga_id) <= MAX_SAGA_ID:
-                p = where.get(saga_id)
-                group = groups.get(partition_for(saga_id, self.partitions) if p is None else p)
-                if group is not None:
-                    group.append((saga_id, raw))
-        for p, group in groups.items():
-            for saga_id, raw in group:
-                yield p, saga_id, raw
+        async for records in chunked(list(self.table.data.items()), chunk):
+            for saga_id, raw in records:
+                if isinstance(raw, bytes) and len(saga_id) <= MAX_SAGA_ID:
+                    p = where.get(saga_id)
+                    at = partition_for(saga_id, self.partitions) if p is None else p
+                    group = groups.get(at)
+                    if group is not None:
+                        group.append((saga_id, raw))
+        grouped = ((p, saga_id, raw) for p, group in groups.items() for saga_id, raw in group)
+        async for entries in chunked(grouped, chunk):
+            yield entries
 
 
 class RocksTableStore:
@@ -188,14 +217,20 @@ class RocksTableStore:
 
     def items(self, partitions: Iterable[int]) -> Iterator[tuple[int, bytes]]:
         """``(partition, record)`` of every saga held for ``partitions``."""
-        for p, _, raw in self.entries(partitions):
+        for p, _, raw in self._entries(partitions):
             yield p, raw
 
-    def entries(self, partitions: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
-        """``(partition, saga id, record)`` of every saga held for ``partitions``.
+    def entries(
+        self, partitions: Iterable[int], *, chunk: int = CHUNK
+    ) -> AsyncIterator[list[Entry]]:
+        """``(partition, saga id, record)`` of every saga held for ``partitions``, in lists.
 
-        Grouped by partition (one database each), in ascending order.
+        Grouped by partition (one database each), in ascending order; read from disk
+        ``chunk`` records at a time, yielding to the event loop after each.
         """
+        return chunked(self._entries(partitions), chunk)
+
+    def _entries(self, partitions: Iterable[int]) -> Iterator[Entry]:
         offset_key = self._store.offset_key
         for partition in sorted(set(partitions)):
             mark = mark_key(partition).encode()  # (a key's bytes may outnumber its characters)

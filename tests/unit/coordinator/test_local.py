@@ -20,6 +20,7 @@ from coordinator._lanes import Lanes
 from coordinator._local import LocalResult, Recovery, Resend, batch_of
 from coordinator._messages import StepResult, parse_inbox
 from coordinator._state import SagaState
+from coordinator._tablestore import chunked
 from tests.unit.coordinator.shell_kit import (
     CHANGELOG,
     DictStore,
@@ -124,7 +125,7 @@ def test_batch_of_reads_the_records_own_field_whatever_the_input_holds() -> None
 
 async def test_a_new_owner_numbers_after_the_highest_batch_and_resends_the_last_one() -> None:
     batches: dict[int, int] = {}
-    recovery = Recovery(batches, chunk=2)
+    recovery = Recovery(batches)
 
     def raw(batch: int | None) -> bytes:
         return (
@@ -136,7 +137,7 @@ async def test_a_new_owner_numbers_after_the_highest_batch_and_resends_the_last_
     assert not waiting.done(), "no lane applies anything before its partition is scanned"
     entries = [(0, "a", raw(3)), (0, "b", raw(5)), (0, "c", raw(5)), (0, "d", raw(None)),
                (1, "e", raw(2))]  # fmt: skip
-    await recovery.scan({0, 1, 2}, entries)
+    await recovery.scan({0, 1, 2}, chunked(entries, 2))
     items = await waiting
     assert [(type(i), i.saga_id) for i in items] == [(Resend, "b"), (Resend, "c")]
     assert batches[0] == 6

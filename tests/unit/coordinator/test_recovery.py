@@ -20,6 +20,7 @@ from coordinator._lanes import Lanes
 from coordinator._local import EPOCH, Recovery, Resend, mark_of, owner_epoch, sent_mark
 from coordinator._routing import partition_for
 from coordinator._state import SagaState
+from coordinator._tablestore import chunked
 from tests.unit.coordinator.shell_kit import PARTITIONS, FakeProducer, Inbox, never, start
 from tests.unit.coordinator.test_local import local_run
 from tests.unit.coordinator.test_onehop import settle
@@ -60,7 +61,7 @@ async def take_over(
     """A new owner's assignment: scan, then every lane's prelude."""
     batches: dict[int, int] = {}
     recovery = Recovery(batches)
-    await recovery.scan(held, table.entries(held), table.mark, generation=generation)
+    await recovery.scan(held, chunked(table.entries(held)), table.mark, generation=generation)
     return recovery, batches
 
 
@@ -68,7 +69,7 @@ async def take_over(
 
 
 async def test_a_lane_is_released_once_its_own_partition_is_scanned() -> None:
-    recovery = Recovery({}, chunk=1)
+    recovery = Recovery({})
     first = asyncio.create_task(recovery.prelude(0))
     second = asyncio.create_task(recovery.prelude(1))
     await settle()
@@ -81,14 +82,14 @@ async def test_a_lane_is_released_once_its_own_partition_is_scanned() -> None:
             seen.append((first.done(), second.done()))
             yield 1, f"c{i}", record(3)
 
-    await recovery.scan({0, 1}, entries())
+    await recovery.scan({0, 1}, chunked(entries(), 1))
     assert seen[-1] == (True, False), "partition 0 went ahead while partition 1 was read"
     assert resent(first.result()) == ["b"]
     assert resent(await second) == [f"c{i}" for i in range(20)]
 
 
 async def test_a_revoke_during_the_scan_abandons_the_lanes_still_waiting() -> None:
-    recovery = Recovery({}, chunk=1)
+    recovery = Recovery({})
     done = asyncio.create_task(recovery.prelude(0))
     waiting = asyncio.create_task(recovery.prelude(1))
     await settle()
@@ -100,7 +101,7 @@ async def test_a_revoke_during_the_scan_abandons_the_lanes_still_waiting() -> No
         recovery.reset()  # a revoke while partition 1 is read
         yield 1, "c", record(1)
 
-    await recovery.scan({0, 1}, entries())
+    await recovery.scan({0, 1}, chunked(entries(), 1))
     assert resent(await done) == ["a"]
     try:
         await waiting
@@ -121,7 +122,7 @@ async def test_a_lane_is_ready_once_its_prelude_batch_is_done_and_never_if_aband
     lanes.open({0, 1})
     await settle()
     assert ready == [], "waiting for the scan"
-    await recovery.scan({0, 1}, iter([(0, "a", record(5))]), generation=6)
+    await recovery.scan({0, 1}, chunked([(0, "a", record(5))]), generation=6)
     await settle()
     assert [(resent(events), before) for events, before in handled] == [(["a"], [])]
     assert sorted(ready) == [0, 1]
@@ -258,13 +259,13 @@ async def test_without_a_generation_counters_go_on_from_the_last_batch() -> None
 
 async def test_a_scan_begun_before_a_revoke_releases_no_lane_of_the_next_assignment() -> None:
     recovery = Recovery({})
-    stale = recovery.scan({0}, iter([(0, "a", record(1))]))  # its task has not run yet
+    stale = recovery.scan({0}, chunked([(0, "a", record(1))]))  # its task has not run yet
     recovery.reset()  # a revoke comes first
     await stale
     waiting = asyncio.create_task(recovery.prelude(0))
     await settle()
     assert not waiting.done(), "released by the scan of an assignment that is gone"
-    await recovery.scan({0}, iter([(0, "b", record(2))]))
+    await recovery.scan({0}, chunked([(0, "b", record(2))]))
     assert resent(await waiting) == ["b"]
 
 
@@ -321,7 +322,7 @@ async def test_a_lane_whose_batch_failed_and_was_retried_never_stops_drained() -
 
     lanes = Lanes("inbox", handler, batch_size=10, buffer=10, prelude=recovery.prelude)
     lanes.open({0, 1})
-    await recovery.scan({0, 1}, iter([]), generation=3)
+    await recovery.scan({0, 1}, chunked([]), generation=3)
     for partition in (0, 1):
         assert lanes.put_local(partition, f"r{partition}")
     for _ in range(200):  # the retry comes after the handler's backoff (0.5 s)

@@ -3,7 +3,9 @@ applied changelog offset is the one Faust's recovery reads at the next start."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import faust
 import pytest
@@ -129,8 +131,14 @@ async def test_the_inbox_hands_the_store_the_last_acknowledged_changelog_offset(
     assert store.offsets == {home: 2}, "the highest acknowledged offset of the last batch"
 
 
+async def entries_of(store: MemoryTableStore | RocksTableStore, held: list[int]) -> list[Any]:
+    return [entry async for chunk in store.entries(held) for entry in chunk]
+
+
 @pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
-def test_sent_marks_are_kept_per_partition_and_are_no_sagas(scheme: str, tmp_path: Path) -> None:
+async def test_sent_marks_are_kept_per_partition_and_are_no_sagas(
+    scheme: str, tmp_path: Path
+) -> None:
     store = table_store(table(scheme, tmp_path), scheme, PARTITIONS)
     (a,) = on(1, 1)
     store.write(1, {a: b"A", mark_key(1): b'{"sent":3}'}, 7)
@@ -138,7 +146,7 @@ def test_sent_marks_are_kept_per_partition_and_are_no_sagas(scheme: str, tmp_pat
     assert store.mark(1) == b'{"sent":3}' and store.mark(2) == b'{"sent":9}'
     assert store.mark(3) is None
     assert list(store.items([1, 2])) == [(1, b"A")]
-    assert list(store.entries([1, 2])) == [(1, a, b"A")]
+    assert await entries_of(store, [1, 2]) == [(1, a, b"A")]
 
 
 @pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
@@ -154,13 +162,42 @@ def test_a_mark_is_never_got_as_a_saga(scheme: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
-def test_entries_come_grouped_by_partition(scheme: str, tmp_path: Path) -> None:
+async def test_entries_come_grouped_by_partition(scheme: str, tmp_path: Path) -> None:
     store = table_store(table(scheme, tmp_path), scheme, PARTITIONS)
     ones, twos, threes = on(1, 3), on(2, 3), on(3, 3)
     for one, two, three in zip(ones, twos, threes, strict=True):  # written interleaved
         store.write(3, {three: b"3"}, None)
         store.write(1, {one: b"1"}, None)
         store.write(2, {two: b"2"}, None)
-    found = list(store.entries([3, 1, 2]))
+    found = await entries_of(store, [3, 1, 2])
     assert [p for p, _, _ in found] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert sorted(saga_id for _, saga_id, _ in found) == sorted(ones + twos + threes)
+
+
+@pytest.mark.parametrize("scheme", ["memory://", "rocksdb://"])
+async def test_reading_a_whole_table_yields_to_the_event_loop(scheme: str, tmp_path: Path) -> None:
+    """Memory: the pass that groups the table by partition too, before the first entry."""
+    store = table_store(table(scheme, tmp_path), scheme, PARTITIONS)
+    for i in range(1000):
+        store.write(partition_for(f"s{i}", PARTITIONS), {f"s{i}": b"x"}, None)
+    turns = 0
+
+    async def elsewhere() -> None:  # heartbeats, the timer, another partition's lane
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(elsewhere())
+    try:
+        entries = store.entries(range(PARTITIONS), chunk=10)
+        first = await anext(entries)
+        before = turns
+        found = first + [entry async for chunk in entries for entry in chunk]
+    finally:
+        other.cancel()
+    if scheme == "memory://":
+        assert before >= 1000 // 10 - 1, "the loop ran all along the grouping pass"
+    assert turns - before >= 1000 // 10 - 1, "and all along the reading"
+    assert sorted(saga_id for _, saga_id, _ in found) == sorted(f"s{i}" for i in range(1000))
+    assert [p for p, _, _ in found] == sorted(p for p, _, _ in found), "grouped as before"

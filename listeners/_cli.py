@@ -32,11 +32,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
-from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+from sqlalchemy.exc import SQLAlchemyError
+from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential
 
 from coordinator._cli_parser import Exit
-from listeners._db import create_db_engine, session_factory
+from listeners._db import create_db_engine, is_transient, schema_fix, session_factory
 from listeners._declarative import Listener
 from listeners._errors import EntityNotFoundError, ListenerConfigError, ListenerError
 from listeners._migrations import require_head, revision, upgrade
@@ -138,18 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return Exit.USAGE
-    except (OperationalError, InterfaceError) as exc:
-        first = str(exc).splitlines()[0]
-        print(
-            f"error: listener database does not answer: {first}; check the database URL and "
-            "that the database server runs",
-            file=sys.stderr,
-        )
-        return Exit.UNAVAILABLE
     except SQLAlchemyError as exc:
         first = str(exc).splitlines()[0]
-        print(f"error: listener database failed: {first}", file=sys.stderr)
-        return Exit.FAILED
+        if is_transient(exc):
+            print(
+                f"error: listener database does not answer: {first}; check the database URL "
+                "and that the database server runs",
+                file=sys.stderr,
+            )
+            return Exit.UNAVAILABLE
+        fix = schema_fix(exc)  # a setting to mend (the migrations), not a bug
+        print(
+            f"error: listener database failed: {first}{'; ' + fix if fix else ''}", file=sys.stderr
+        )
+        return Exit.USAGE if fix else Exit.FAILED
     return Exit.OK
 
 
@@ -245,7 +247,7 @@ def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: li
         try:
             # The database may not be up yet: wait for it rather than crash at start.
             for attempt in Retrying(
-                retry=retry_if_exception_type(OperationalError),
+                retry=retry_if_exception(is_transient),
                 wait=wait_exponential(multiplier=0.2, max=settings.retry_max_delay.total_seconds()),
                 stop=stop_never,
                 before_sleep=lambda state: log.warning("waiting for the listener database..."),

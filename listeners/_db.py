@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -20,7 +21,13 @@ from tenacity import (
     wait_exponential,
 )
 
-__all__ = ["create_db_engine", "is_transient", "retry_in_place", "session_factory"]
+__all__ = [
+    "create_db_engine",
+    "is_transient",
+    "retry_in_place",
+    "schema_fix",
+    "session_factory",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,8 +70,48 @@ def session_factory(engine: sa.Engine) -> sessionmaker[Session]:
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a database outage worth retrying (not a bad statement)."""
     if isinstance(exc, OperationalError | InterfaceError):
-        return True
+        return not _refused_by_sqlite(exc)
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _refused_by_sqlite(exc: DBAPIError) -> bool:
+    """Whether SQLite refused the statement itself (``SQLITE_ERROR``), the database being up.
+
+    sqlite3 raises every error as ``OperationalError``, "no such table/column" and syntax
+    errors too, which PostgreSQL's driver raises as ``ProgrammingError``; an outage has
+    a code of its own (``SQLITE_BUSY``: database is locked, ``SQLITE_IOERR``,
+    ``SQLITE_CANTOPEN``, ``SQLITE_FULL``, ...).
+    """
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return (
+        isinstance(exc.orig, sqlite3.Error)
+        and code is not None
+        and code & 0xFF == sqlite3.SQLITE_ERROR
+    )
+
+
+#: SQLSTATEs of PostgreSQL's undefined_table and undefined_column.
+_MISSING_SQLSTATES = frozenset({"42P01", "42703"})
+_MISSING_SQLITE = ("no such table", "no such column", "has no column named")
+
+
+def schema_fix(exc: BaseException) -> str:
+    """What to do when ``exc`` says a table or column of a model is not in the database.
+
+    ``""`` for any other error. The listener's migrations then lag its model (a revision
+    never written, or never run): retrying cannot help.
+    """
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _MISSING_SQLSTATES or (
+        isinstance(orig, sqlite3.OperationalError)
+        and any(words in str(orig) for words in _MISSING_SQLITE)
+    ):
+        return (
+            "the database lacks a table or column of the listener's model: write the "
+            "revision that adds it (`python -m listeners revision`), then run "
+            "`python -m listeners migrate` with the same listeners and database URL"
+        )
+    return ""
 
 
 async def retry_in_place(

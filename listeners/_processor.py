@@ -4,10 +4,10 @@ The agent (or a replay) hands :class:`BatchProcessor` a batch. Undecodable or ov
 records go to the dead-letter sink. The valid events of the batch are applied to every
 listener of a database in ONE transaction, retried in place while that database is
 down (listeners with databases of their own get one transaction each). If a batch fails for a
-non-transient reason (a bug, a value the schema rejects), its events are applied one by
-one so only the offending events become dead letters. The caller acks the batch only
-after :meth:`BatchProcessor.process` returns: by then the transaction is committed and
-every dead letter delivered.
+non-transient reason (a bug, a value the schema rejects, a table or column the database
+lacks), its events are applied one by one so only the offending events become dead
+letters. The caller acks the batch only after :meth:`BatchProcessor.process` returns: by
+then the transaction is committed and every dead letter delivered.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from coordinator.events import DeadLetter
-from listeners._db import retry_in_place
+from listeners._db import retry_in_place, schema_fix
 from listeners._declarative import Listener
 from listeners._decoding import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -144,7 +144,12 @@ class BatchProcessor:
             try:
                 result += await self._commit(target, [event for _, event in decoded])
             except Exception as exc:
-                log.exception("%s: batch of %d events failed; isolating", self.agent, len(decoded))
+                log.exception(
+                    "%s: batch of %d events failed; isolating%s",
+                    self.agent,
+                    len(decoded),
+                    f" ({fix})" if (fix := schema_fix(exc)) else "",
+                )
                 self.stats.isolated_batches += 1
                 isolated, more_dead = await self._isolate(target, decoded, exc)
                 result += isolated
@@ -180,8 +185,10 @@ class BatchProcessor:
                 total += await self._commit(target, [event])
             except Exception as exc:
                 log.error("%s: event %s cannot be applied: %r", self.agent, event.event_id, exc)
+                fix = schema_fix(exc)  # first: the reason is cut to its first 2000 characters
                 reason = (
-                    f"listener could not apply event {event.event_id}: {type(exc).__name__}: "
+                    f"listener could not apply event {event.event_id}: "
+                    f"{fix + ': ' if fix else ''}{type(exc).__name__}: "
                     f"{exc} (batch error: {type(batch_error).__name__})"
                 )
                 dead.append(

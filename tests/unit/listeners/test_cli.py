@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -79,17 +80,22 @@ def test_worker_refuses_a_schema_behind_and_names_the_fix(
     assert "listener 'trips': database sqlite:///trips.db is at head" in capsys.readouterr().out
 
 
-def test_unknown_key_names_the_listener(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _get_migrated_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alter: str = "") -> int:
+    """``get`` of trip t-1 from a trips database at head (``alter`` run on it first)."""
     url = "sqlite:///trips.db"
     assert (
         _main(tmp_path, monkeypatch, "migrate", "examples.trips:trips", "--database-url", url) == 0
     )
-    assert (
-        _main(tmp_path, monkeypatch, "get", "examples.trips:trips", "t-1", "--database-url", url)
-        == 4
-    )
+    if alter:
+        with sqlite3.connect(tmp_path / "trips.db") as conn:
+            conn.execute(alter)
+    return _main(tmp_path, monkeypatch, "get", "examples.trips:trips", "t-1", "--database-url", url)
+
+
+def test_unknown_key_names_the_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _get_migrated_trip(tmp_path, monkeypatch) == 4
     assert capsys.readouterr().err.startswith("error: trips 't-1' not found")
 
 
@@ -121,14 +127,24 @@ def test_a_query_never_creates_a_database_and_names_migrate(
 def test_a_query_on_an_unmigrated_database_names_migrate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sqlite3
-
     sqlite3.connect(tmp_path / "empty.db").close()
     url = "sqlite:///empty.db"
     assert _main(tmp_path, monkeypatch, "order-status", "42", "--database-url", url) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: listener 'orders': database sqlite:///empty.db is at revision")
     assert "run `python -m listeners migrate`" in err
+
+
+def test_a_query_on_a_table_lacking_a_model_column_names_it_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refused statement, not an outage (was: "database does not answer", exit 6)."""
+    # the model has the column, the database not
+    assert _get_migrated_trip(tmp_path, monkeypatch, "ALTER TABLE trips DROP COLUMN flight") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("error: listener database failed: (sqlite3.OperationalError) no such")
+    assert "trips.flight" in err and "run `python -m listeners migrate`" in err
 
 
 def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.events import DeadLetter
 from listeners import BatchResult
+from listeners._db import is_transient
 from listeners._decoding import RawRecord, decode_record
 from listeners._processor import BatchProcessor
 from listeners.orders import OrderStatusListener, get_order
@@ -102,6 +104,23 @@ async def test_database_outage_is_retried_in_place(
     assert result.applied == len(events)
     assert processor.stats.db_retries == 3
     assert letters == []
+
+
+@pytest.mark.parametrize(
+    ("code", "outage"),
+    [
+        (sqlite3.SQLITE_BUSY, True),  # database is locked
+        (sqlite3.SQLITE_IOERR_WRITE, True),  # disk I/O error
+        (sqlite3.SQLITE_CANTOPEN, True),  # unable to open database file
+        (sqlite3.SQLITE_FULL, True),  # database or disk is full
+        (sqlite3.SQLITE_ERROR, False),  # no such table/column, has no column named, ...
+        (sqlite3.SQLITE_ERROR_MISSING_COLLSEQ, False),
+    ],
+)
+def test_sqlite_outages_are_transient_a_refused_statement_is_not(code: int, outage: bool) -> None:
+    error = sqlite3.OperationalError("as sqlite3 raises it")
+    error.sqlite_errorcode = code
+    assert is_transient(OperationalError("SELECT 1", {}, error)) is outage
 
 
 async def test_a_poison_event_is_isolated_not_fatal(

@@ -172,6 +172,7 @@ class Coordinator:
             self.producer,
             settings.retention_policy,
             written=self.processor.maybe_fault,
+            waits=self.processor.unsent.__contains__,  # (the retry re-sends them first)
         )
         self.expirer.changelog = self.processor.changelog
         self.inbox_lanes = self._lanes("inbox", self._handle_inbox, settings.batch_size)

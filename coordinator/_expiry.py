@@ -17,7 +17,8 @@ left alone. Crash-safe: what was not acknowledged is still the old record in the
 changelog, the queue is rebuilt from the table at the restart (``DeadlineIndex.rebuild``)
 and the expiry fires again. Only partitions this worker holds are expired: at a revoke
 the expirer stops first and waits for the round in progress. A partition just assigned
-is expired only once its inbox lane re-sent its last batch (``ready``).
+is expired only once its inbox lane re-sent its last batch (``ready``), and none while its
+lane tries again a batch that failed after its records were acknowledged (``waits``).
 
 The queue holds one ``(expires_at, saga_id)`` per finished saga, in a heap per
 partition (no per-saga dict: a retained saga costs a tuple and its id). An entry may be
@@ -102,6 +103,7 @@ class Expirer:
         *,
         written: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        waits: Callable[[int], bool] = lambda partition: False,
     ) -> None:
         self.queue = queue
         self.store = store
@@ -110,6 +112,11 @@ class Expirer:
         self.changelog = ""  # set by the app once the table exists
         self.written = written  # called after each batch of records (fault injection)
         self.clock = clock
+        #: ``waits(partition)``: a batch of it failed after its records were acknowledged,
+        #: and its lane's retry has not re-sent them yet (``InboxProcessor.unsent``); the
+        #: lane waits between the tries without the partition's lock, and a marker written
+        #: meanwhile would drop the outbox the retry re-sends
+        self.waits = waits
         #: partitions this worker holds (set after a rebalance, emptied at a revoke)
         self.assigned: set[int] = set()
         #: of those, the partitions it may expire: their lane is ``ready``
@@ -140,7 +147,7 @@ class Expirer:
         """Start an expiry task for each held partition with due entries (timer)."""
         now = self.clock()
         for partition in self.queue.due_partitions(now):
-            if partition not in self.held or partition in self._tasks:
+            if partition not in self.held or partition in self._tasks or self.waits(partition):
                 continue
             if now - self._last.get(partition, 0.0) < EVERY:
                 continue
@@ -172,7 +179,7 @@ class Expirer:
         try:
             while partition in self.held:
                 async with self.lock(partition):
-                    if partition not in self.held:
+                    if partition not in self.held or self.waits(partition):
                         return
                     saga_ids = self.queue.pop_due(partition, self.clock(), ROUND)
                     if not saga_ids:

@@ -330,7 +330,17 @@ class InboxProcessor:
         is dead-lettered like any record.
         """
         if isinstance(item, Resend):
-            saga = self._saga(plan, item.saga_id)
+            try:
+                saga = self._saga(plan, item.saga_id)
+            except ValidationError as exc:  # raised, it would hold the partition for good
+                log.error(
+                    "saga %r: its stored record is unreadable by this worker (written by "
+                    "another version?), so its outbox cannot be re-sent; records concerning "
+                    "it are dead-lettered: %s",
+                    item.saga_id,
+                    exc,
+                )
+                return
             if not saga.changed and saga.state is not None:
                 saga.resend = list(saga.state.last_outbox)
             return

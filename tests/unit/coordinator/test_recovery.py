@@ -372,3 +372,17 @@ async def test_a_batch_that_failed_after_its_records_were_acked_sends_them_when_
     assert proc.deadlines.expiry.pop_due(partition, float("inf"), 10) == ["x"], (
         "the completed saga waits for its expiry (the failed try never queued it)"
     )
+
+
+async def test_a_resend_of_a_record_this_worker_cannot_read_holds_up_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unreadable record of the last batch (written by another version, say): nothing
+    can be re-sent from it, and the partition goes on (the inbox dead-letters what
+    concerns that saga). Raised, it failed the prelude's batch for good: the lane retried
+    it forever, and the partition never applied anything, nor expired (``ready``)."""
+    proc, _, store, caught, partition = await local_run()
+    store["u"] = b'{"saga_id":"u","status":"from-a-newer-version","batch":7}'
+    await proc.handle(partition, [Resend("u"), caught[0][1]], never)
+    assert SagaState.model_validate_json(store["x"]).status == "completed", "the batch went on"
+    assert any("'u'" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)

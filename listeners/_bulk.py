@@ -140,20 +140,35 @@ class TableSql:
         return sa.select(*self._sources(keys, columns, session.get_bind().dialect))
 
     def _sources(
-        self, keys: Sequence[str], params: Sequence[Any], dialect: sa.Dialect
+        self,
+        keys: Sequence[str],
+        params: Sequence[Any],
+        dialect: sa.Dialect,
+        kept: frozenset[str] = frozenset(),
     ) -> list[Any]:
-        """The SQL of each column's value: its parameter, or a ``CASE`` on its mode."""
+        """The SQL of each column's value: its parameter, or a ``CASE`` on its mode.
+
+        ``kept``: columns every row keeps (:data:`KEEP`): the stored value, no parameter.
+        """
         if not self.sql:
             return list(params[: len(keys)])
         assert self.key is not None
         by_key = dict(zip(keys, params, strict=False))
         modes = dict(zip(self.sql, params[len(keys) :], strict=True))
         stored = self.table.alias("stored")
+        pk = self.key.key
+
+        def stored_value(key: str) -> Any:
+            return sa.select(stored.c[key]).where(stored.c[pk] == by_key[pk]).scalar_subquery()
+
         sources = []
         for key in keys:
             sql = self.sql.get(key)
             if sql is None:
                 sources.append(by_key[key])
+                continue
+            if key in kept:
+                sources.append(stored_value(key))
                 continue
             mode = modes[key]
             # PostgreSQL gives a CASE one type from implicit casts only; the ORM's INSERT
@@ -168,10 +183,7 @@ class TableSql:
             if sql.update is not None:
                 whens.append((mode == _inline(ON_UPDATE), _inline(sql.update, dialect, type_)))
             if sql.keep:
-                kept = sa.select(stored.c[key]).where(
-                    stored.c[self.key.key] == by_key[self.key.key]
-                )
-                whens.append((mode == _inline(KEEP), kept.scalar_subquery()))
+                whens.append((mode == _inline(KEEP), stored_value(key)))
             sources.append(sa.case(*whens, else_=by_key[key]))
         return sources
 
@@ -281,8 +293,29 @@ class TableSql:
                 if not _unsent(error):
                     raise
         # Row by row: SQLite, a table without array forms, values one array cannot take.
-        statement = self._statement(session, kind, values, finish, arrays=False)
-        session.execute(statement, self._rows(values, modes, dialect))
+        params = self._rows(values, modes, dialect)
+        for kept, group in self._by_kept(params, modes).items():
+            statement = self._statement(session, kind, values, finish, arrays=False, kept=kept)
+            session.execute(statement, group)
+
+    def _by_kept(self, rows: list[dict[str, Any]], modes: Columns) -> dict[frozenset[str], Any]:
+        """``rows`` by the columns they keep (:data:`KEEP`), each group a statement of its own.
+
+        Its statement reads those columns' stored values and has no parameter for them, so
+        their values are not processed (``process_bind_param`` may refuse the value it
+        reads back): a flush never processes an unchanged column either, and it too sends
+        its UPDATEs in groups by the columns they set. (The rows still hold those values,
+        unused: SQLAlchemy takes only the statement's parameters.) The rows are of distinct
+        keys, so their order does not matter.
+        """
+        keeps = [key for key, sql in self.sql.items() if sql.keep]
+        if not keeps:
+            return {frozenset(): rows}
+        groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for i, row in enumerate(rows):
+            kept = frozenset(key for key in keeps if modes[key][i] == KEEP)
+            groups.setdefault(kept, []).append(row)
+        return groups
 
     def _arrays(self, session: Session, values: Columns, modes: Columns) -> Columns | None:
         """The values as the arrays take them (types' processing done), or ``None``.
@@ -312,9 +345,10 @@ class TableSql:
         finish: Callable[[Any], Any],
         *,
         arrays: bool,
+        kept: frozenset[str] = frozenset(),
     ) -> Any:
         dialect = self._dialect(session)
-        cache_key = (f"{kind}:{arrays}:{','.join(values)}", dialect)
+        cache_key = (f"{kind}:{arrays}:{','.join(values)}:{','.join(sorted(kept))}", dialect)
         statement: Any = self._cache.get(cache_key)
         if statement is None:
             insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
@@ -325,7 +359,7 @@ class TableSql:
                 types = [self.table.c[key].type for key in keys]
                 types += [sa.Integer() for _ in self.sql]
                 params = [sa.bindparam(f"_c{i}", type_=type_) for i, type_ in enumerate(types)]
-                sources = self._sources(keys, params, session.get_bind().dialect)
+                sources = self._sources(keys, params, session.get_bind().dialect, kept)
                 insert = insert.values(dict(zip(keys, sources, strict=True)))
             statement = finish(insert)
             if arrays:

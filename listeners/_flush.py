@@ -226,7 +226,7 @@ class FlushRules:
                     elif rule.update_sql is not None:
                         modes[rule.key][i] = ON_UPDATE
                     elif rule.decorated or (rule.ambiguous_none and fields.get(attr) is None):
-                        modes[rule.key][i] = KEEP  # the arrays skip its processing
+                        modes[rule.key][i] = KEEP  # the server reads it; the value is not processed
                 continue
             for rule in self._rules:
                 value = fields.get(rule.attr, _MISSING)

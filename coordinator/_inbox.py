@@ -35,7 +35,8 @@ batch may not have sent (``Resend``, handled first). A batch that fails after it
 were acknowledged (a send raising a bug, not broker trouble) is tried again by its lane;
 applied again it changes nothing, and a local result in it sends nothing (a stale
 duplicate of its record), so the retry first re-sends the stored outbox of every saga the
-failed try stored (``unsent``), before the partition's next batch.
+failed try stored (``unsent``), before the partition's next batch, and stores them again
+with its own number (the retry's batch is then the partition's last one).
 
 A redelivered batch (after a crash or a rebalance) is recognised per saga: a record
 before the saga's ``last_message`` was applied already and is skipped; the record at
@@ -179,7 +180,8 @@ class InboxProcessor:
         self, partition: int, events: list[Any], stopping: Callable[[], bool]
     ) -> None:
         if self.unsent:  # a try of this batch failed after its records were acknowledged
-            events = [Resend(saga_id) for saga_id in self.unsent.get(partition, ())] + events
+            unsent = self.unsent.get(partition, ())
+            events = [Resend(saga_id, again=True) for saga_id in unsent] + events
         backoff = Backoff(stopping)
         poisoned: dict[int, _Poison] = {}
         while True:
@@ -343,6 +345,11 @@ class InboxProcessor:
                 return
             if not saga.changed and saga.state is not None:
                 saga.resend = list(saga.state.last_outbox)
+                # a failed try's saga is stored again with this batch: were it the only one
+                # the retry changes, a kill before its sends would leave a last batch without
+                # the failed try's sagas, and a next owner would re-send none of them
+                if item.again and item.key not in poisoned:  # (poisoned: re-sent only)
+                    saga.changed, saga.last_offset = True, item.key
             return
         result = item.result
         if item.key in poisoned:

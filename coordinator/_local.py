@@ -84,10 +84,16 @@ class LocalResult:
 
 @dataclass(frozen=True)
 class Resend:
-    """Re-send a saga's stored outbox (its record is from the partition's last batch)."""
+    """Re-send a saga's stored outbox (its record is from the partition's last batch).
+
+    ``again``: also store the record again, as it is, in the batch that re-sends it (a
+    failed try's saga: its number moves to that batch, which a next owner re-sends if it
+    was not sent in full).
+    """
 
     saga_id: str
     key: int = field(default_factory=local_key)
+    again: bool = False
 
 
 def batch_of(raw: bytes) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from coordinator._delivery import Abandoned
 from coordinator._lanes import Lanes
 from coordinator._local import EPOCH, Recovery, Resend, mark_of, owner_epoch, sent_mark
+from coordinator._messages import TimerFired
 from coordinator._routing import partition_for
 from coordinator._state import SagaState
 from coordinator._tablestore import chunked
@@ -386,3 +388,41 @@ async def test_a_resend_of_a_record_this_worker_cannot_read_holds_up_nothing(
     await proc.handle(partition, [Resend("u"), caught[0][1]], never)
     assert SagaState.model_validate_json(store["x"]).status == "completed", "the batch went on"
     assert any("'u'" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+async def test_a_retry_that_writes_a_batch_keeps_the_failed_trys_sagas_in_it() -> None:
+    """The failed try stored "x" (batch K) and its sends failed (a bug). Applied again
+    later, an early timer of "t" in the same batch is due: the retry writes batch K+1 with
+    "t". Killed between that batch's acknowledgement and its sends, the next owner re-sends
+    the last batch only: "x" must be in it, or its events are never sent."""
+    proc, producer, store, caught, partition = await local_run()
+    t = next(f"t{i}" for i in range(100) if partition_for(f"t{i}", PARTITIONS) == partition)
+    inbox = Inbox()
+    inbox.offset = 100
+    await proc.handle(partition, [inbox.event(t, start("one", t))], never)
+    deadline = SagaState.model_validate_json(store[t]).pending
+    assert deadline is not None
+    timer = inbox.event(t, TimerFired(saga_id=t).to_json())  # early (applied before it)
+    send_batch, failures = producer.send_batch, [1]
+
+    async def buggy(topic: str, p: int, records: Any) -> Any:
+        if topic == "t.lifecycle" and failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("a bug in the sends phase (not broker trouble)")
+        return await send_batch(topic, p, records)
+
+    producer.send_batch = buggy  # type: ignore[method-assign]
+    batch = [timer, caught[0][1]]
+    with pytest.raises(RuntimeError):
+        await proc.handle(partition, batch, never)
+    assert SagaState.model_validate_json(store["x"]).status == "completed"
+    proc.clock = lambda: deadline.deadline + timedelta(seconds=1)  # the back-off went by
+    producer.failures = {"t.lifecycle": 1000, "t.step.svc": 1000}
+    with pytest.raises(Abandoned):  # killed between the retry's records and its sends
+        await proc.handle(partition, batch, lambda: True)
+    assert SagaState.model_validate_json(store[t]).pending != deadline, "the retry wrote t"
+    assert events_of(producer, "x") == [(1, "saga_started"), (2, "step_started")]
+    recovery = Recovery({})
+    table = [(partition, saga_id, raw) for saga_id, raw in store.items()]
+    await recovery.scan({partition}, chunked(table), generation=2)
+    assert "x" in resent(await recovery.prelude(partition)), "x's events are re-sent"

@@ -17,6 +17,8 @@
   the partitions this worker owns, rebuilt from the table after each rebalance), and
   starts the expiry of finished sagas, which the worker applies itself per partition
   (``expiry``), holding the partition's lock that its inbox batches also hold.
+* a membership lease (``lease``): inbox batches, expiry rounds, timers and sent marks
+  write nothing once this worker may have been expelled from its consumer group.
 * ``GET /sagas/{saga_id}/``: the saga's state as JSON, routed to the worker owning it
   (table keys are the raw saga id, so routing agrees with the inbox partitioner).
 
@@ -52,6 +54,7 @@ from coordinator._faust_app import HookedApp, app_class
 from coordinator._gc import settle_on_first_assignment
 from coordinator._inbox import InboxProcessor
 from coordinator._lanes import Lanes
+from coordinator._lease import Membership
 from coordinator._local import Recovery, batch_name, sent_mark
 from coordinator._messages import TimerFired
 from coordinator._onehop import StepTasks
@@ -126,6 +129,11 @@ class Coordinator:
         self.registry = registry or load_definitions(settings.definitions)
         self.topics = settings.topics
         self.app = self._make_app()
+        #: the consumer's membership lease: no saga record or timer leaves without it
+        self.membership = Membership(
+            settings.session_timeout.total_seconds(), settings.lease_margin.total_seconds()
+        )
+        self.app.membership = self.membership
         raw: dict[str, Any] = {
             "key_serializer": "raw",
             "value_serializer": "raw",
@@ -163,6 +171,7 @@ class Coordinator:
             self.inline_services,
             tasks=self.step_tasks,
             onehop_services=self.executed,
+            fence=self.membership,
         )
         self.processor.changelog = changelog_topic(settings)
         self.recovery = Recovery(self.processor.batches)
@@ -175,6 +184,7 @@ class Coordinator:
             waits=self.processor.unsent.__contains__,  # (the retry re-sends them first)
         )
         self.expirer.changelog = self.processor.changelog
+        self.expirer.fence = self.membership
         self.inbox_lanes = self._lanes("inbox", self._handle_inbox, settings.batch_size)
         if self.executed:  # results of this worker's tasks skip the inbox (coordinator._local)
             self.step_tasks.local = self.inbox_lanes.put_local
@@ -214,7 +224,7 @@ class Coordinator:
             web_host=s.web_host,
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=s.session_timeout.total_seconds(),
-            broker_heartbeat_interval=min(3.0, s.session_timeout.total_seconds() / 3),
+            broker_heartbeat_interval=s.heartbeat_interval.total_seconds(),
             broker_commit_every=1000,
             broker_commit_interval=1.0,
             producer_linger_ms=1,
@@ -339,7 +349,7 @@ class Coordinator:
         # a lane that stopped cleanly sent everything it wrote: the next owner need not
         # re-send its partition's last batch (coordinator._local)
         marks = self.recovery.sent_marks(inbox.result())
-        if marks and not self.app.in_group():
+        if marks and not (self.app.in_group() and self.membership.valid()):
             # expelled (or left) before this revoke: another worker may own them and have
             # written after this one; a mark behind its records would hide its last batch
             log.warning(
@@ -485,6 +495,8 @@ class Coordinator:
             log.exception("deadline timer: unexpected error (retrying next tick)")
 
     async def _fire_due(self) -> None:
+        if not self.membership.valid():  # the partitions may be another worker's now
+            return
         due = self.deadlines.due(time.time())
         if not due:
             return

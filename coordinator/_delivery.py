@@ -91,12 +91,24 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Backoff:
-    """Retry-in-place pacing; raises ``Abandoned`` once ``stopping()`` says so."""
+    """Retry-in-place pacing; raises ``Abandoned`` once ``stopping()`` says so.
 
-    def __init__(self, stopping: Callable[[], bool], *, first: float = 0.1, cap: float = 5.0):
+    ``hold``: awaited before each new attempt, after the pause (a changelog write is
+    tried again only under the membership lease: ``coordinator._lease``).
+    """
+
+    def __init__(
+        self,
+        stopping: Callable[[], bool],
+        *,
+        first: float = 0.1,
+        cap: float = 5.0,
+        hold: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.stopping = stopping
         self.delay = first
         self.cap = cap
+        self.hold = hold
 
     async def wait(self) -> None:
         """Sleep before the next attempt; raises ``Abandoned`` if the caller must stop."""
@@ -106,6 +118,8 @@ class Backoff:
         self.delay = min(self.delay * 2, self.cap)
         if self.stopping():
             raise Abandoned()
+        if self.hold is not None:
+            await self.hold()
 
 
 #: a partition's records are sent in batches of at most this many bytes (a bigger record
@@ -226,7 +240,7 @@ class _Partition:
 
     def __post_init__(self) -> None:
         b = self.backoff  # its own pacing: partitions fail and recover independently
-        self.backoff = Backoff(b.stopping, first=b.delay, cap=b.cap)
+        self.backoff = Backoff(b.stopping, first=b.delay, cap=b.cap, hold=b.hold)
 
     async def deliver(self) -> None:
         for chunk in _chunks(self.records, self.indexes):

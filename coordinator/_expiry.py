@@ -10,7 +10,9 @@ partition's lock (the one its inbox batches hold, so the two never interleave):
    (``retention.expire``, pure): a marker, or a tombstone;
 3. write them to the changelog and wait for every acknowledgement, then to the local
    store; nothing is derived from a marker or a tombstone, so that is the whole durable
-   order.
+   order. Written only under the worker's membership lease (``coordinator._lease``), and
+   kept from the local store if acknowledged after it ran out (unless a heartbeat then
+   confirms the membership).
 
 Idempotent: a record no longer due (an unwind re-opened, a marker already written) is
 left alone. Crash-safe: what was not acknowledged is still the old record in the
@@ -37,6 +39,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from coordinator._delivery import Abandoned, Backoff, Producer, Record, deliver
+from coordinator._lease import Membership
 from coordinator._retention import Retention, expire, is_due
 from coordinator._state import TERMINAL, SagaState
 from coordinator._tablestore import Store, changelog_offset
@@ -117,6 +120,8 @@ class Expirer:
         #: lane waits between the tries without the partition's lock, and a marker written
         #: meanwhile would drop the outbox the retry re-sends
         self.waits = waits
+        #: the membership lease, checked before each write (``coordinator._lease``)
+        self.fence: Membership | None = None
         #: partitions this worker holds (set after a rebalance, emptied at a revoke)
         self.assigned: set[int] = set()
         #: of those, the partitions it may expire: their lane is ``ready``
@@ -217,8 +222,16 @@ class Expirer:
                 Record(self.changelog, saga_id.encode(), raw, partition)
                 for saga_id, raw in stored.items()
             ]
+            what = f"expiry of partition {partition}"
             backoff = Backoff(lambda: partition not in self.held)
+            fence = self.fence
+            if fence is not None:
+                if not fence.valid():
+                    await fence.hold(what, backoff.stopping)
+                backoff.hold = lambda: fence.hold(what, backoff.stopping)
             acks = await deliver(self.producer, records, backoff, what=f"expiry p{partition}")
+            if fence is not None:  # acknowledged after the lease: maybe after a takeover
+                await fence.confirm(what, backoff.stopping)
             self.store.write(partition, stored, changelog_offset(acks))
             self.written()
         for state in later:

@@ -22,6 +22,9 @@ fetch returns — up to 1.5 s later. A saga step crosses two topics (inbox → s
 inbox), so under a steady trickle of traffic every hop paid up to 1.5 s (measured: p50
 ~2 s per step with the machine mostly idle). A short long-poll bounds that wait.
 
+Its consumer's Kafka client reports the group's heartbeats and SyncGroups to the app's
+``membership`` lease (``coordinator._lease``), hooked before the consumer starts.
+
 Records of the topics the coordinator reads through its lanes go to the lanes directly
 (``direct``): Faust's drain loop hands each record to a stream through two tasks and an
 ``asyncio.wait`` (``wait_first``), several turns of the event loop per record, which
@@ -44,6 +47,8 @@ from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
+from coordinator._lease import Membership
+
 
 def app_class(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> type[HookedApp]:
     """Build a ``faust.App`` subclass whose consumer waits at most ``fetch_max_wait_ms``.
@@ -57,6 +62,9 @@ def app_class(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> type[HookedAp
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
             consumer = super()._create_worker_consumer(transport)
+            membership: Membership | None = getattr(transport.app, "membership", None)
+            if membership is not None:  # before it starts: its first SyncGroup counts
+                membership.watch(consumer._client)
             consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by start() -> Fetcher
             consumer._fetch_min_bytes = fetch_min_bytes
             return consumer
@@ -189,6 +197,8 @@ class HookedApp(faust.App):
     guarded_topics: set[str]
     #: topics whose records go straight to a lane: ``direct[topic](message)``
     direct: dict[str, Callable[[Any], None]]
+    #: the consumer's membership lease (``coordinator._lease``), if the app keeps one
+    membership: Membership | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -265,6 +275,8 @@ class HookedApp(faust.App):
         await super()._on_partitions_revoked(revoked)
 
     async def _on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        if self.membership is not None:  # before any record of it reaches a lane
+            self.membership.assigned = generation_id
         self.direct_closed = False
         await super()._on_partitions_assigned(assigned, generation_id)
 

@@ -21,6 +21,13 @@
    re-routed records are sent; the batch waits for every acknowledgement. Only then does
    the lane ack the batch, so the inbox offset can be committed.
 
+Nothing of this runs without the worker's membership lease (``coordinator._lease``):
+a batch waits for it before it applies anything, before each inline step and before its
+changelog write (and each retry of it); records acknowledged after the lease ran out
+send nothing until a heartbeat sent after them confirms the membership. A batch the
+lease gives up on (the worker was expelled, or the partition revoked meanwhile) raises
+``Abandoned``: its records are not acked, the partition's next owner applies them.
+
 The lane starts its next batch only after these sends (not pipelined). Writing batch N+1
 while N's sends fly was built and measured (branch ``pipe``, session 6): in 10 pairs of
 runs at the same offered load on 2 cores, neither p50 nor p99 improved consistently, and
@@ -62,9 +69,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from coordinator._deadlines import DeadlineIndex
-from coordinator._delivery import Backoff, Producer, Record, deliver
+from coordinator._delivery import Abandoned, Backoff, Producer, Record, deliver
 from coordinator._errors import UnknownSagaError
 from coordinator._executor import StepExecutor
+from coordinator._lease import Membership
 from coordinator._letters import dead_letter
 from coordinator._lifecycle import lifecycle_records
 from coordinator._local import LocalResult, Resend
@@ -108,6 +116,8 @@ class _Saga:
 
 @dataclass
 class _Plan:
+    what: str  # the partition, as logs name it
+    stopping: Callable[[], bool]
     sagas: dict[str, _Saga] = field(default_factory=dict)
     sends: list[Record] = field(default_factory=list)  # dead letters and re-routed records
 
@@ -138,6 +148,7 @@ class InboxProcessor:
         *,
         tasks: StepTasks | None = None,
         onehop_services: set[str] | frozenset[str] = frozenset(),
+        fence: Membership | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -153,6 +164,8 @@ class InboxProcessor:
         #: services whose requests this worker runs itself: never stored, never sent
         self.unstored = frozenset(self.inline | self.onehop)
         self.clock = clock
+        #: the membership lease: nothing runs or is written without it (``coordinator._lease``)
+        self.fence = fence
         self.retention = settings.retention_policy
         self.changelog = ""  # set by the app once the table exists
         self._live: dict[str, tuple[bytes, SagaState]] = {}  # decoded in-flight records
@@ -179,6 +192,9 @@ class InboxProcessor:
     async def _handle(
         self, partition: int, events: list[Any], stopping: Callable[[], bool]
     ) -> None:
+        fence, what = self.fence, f"inbox partition {partition}"
+        if fence is not None and not fence.valid():  # (inline steps are effects too)
+            await fence.hold(what, stopping)
         if self.unsent:  # a try of this batch failed after its records were acknowledged
             unsent = self.unsent.get(partition, ())
             events = [Resend(saga_id, again=True) for saga_id in unsent] + events
@@ -186,7 +202,7 @@ class InboxProcessor:
         poisoned: dict[int, _Poison] = {}
         while True:
             try:
-                plan = await self._apply(partition, events, poisoned)
+                plan = await self._apply(partition, events, poisoned, stopping)
                 break
             except _Poison as poison:
                 poisoned[poison.offset] = poison
@@ -200,7 +216,14 @@ class InboxProcessor:
                 Record(self.changelog, saga_id.encode(), raw, partition)
                 for saga_id, raw in stored.items()
             ]
-            acks = await deliver(self.producer, records, backoff, what=f"changelog p{partition}")
+            written = backoff
+            if fence is not None:  # (an apply may take long: inline steps)
+                if not fence.valid():
+                    await fence.hold(what, stopping)
+                written = _fenced(fence, what, stopping)
+            acks = await deliver(self.producer, records, written, what=f"changelog p{partition}")
+            if fence is not None:  # acknowledged in time, or nothing derived leaves
+                await fence.confirm(what, stopping)
             self.batches[partition] = self.batches.get(partition, 0) + 1
             try:
                 self.store.write(partition, stored, changelog_offset(acks))
@@ -295,9 +318,13 @@ class InboxProcessor:
     # -- applying -----------------------------------------------------------------------
 
     async def _apply(
-        self, partition: int, events: list[Any], poisoned: dict[int, _Poison]
+        self,
+        partition: int,
+        events: list[Any],
+        poisoned: dict[int, _Poison],
+        stopping: Callable[[], bool],
     ) -> _Plan:
-        plan = _Plan()
+        plan = _Plan(f"inbox partition {partition}", stopping)
         for event in events:
             if isinstance(event, LocalResult | Resend):
                 await self._apply_local_item(plan, event, poisoned)
@@ -309,7 +336,7 @@ class InboxProcessor:
                 continue
             try:
                 await self._apply_one(plan, partition, message)
-            except (_Poison, MissingDefinition):
+            except (_Poison, MissingDefinition, Abandoned):
                 raise
             except Exception as exc:
                 log.exception("inbox: unexpected error applying %s", _where(message))
@@ -364,7 +391,7 @@ class InboxProcessor:
             await self._step(plan, saga, result, None, item.key)
             if saga.state is not None:
                 saga.state.last_message = previous
-        except MissingDefinition:
+        except (MissingDefinition, Abandoned):
             raise
         except Exception as exc:
             log.exception("inbox: unexpected error applying a local result of %s", result.saga_id)
@@ -458,14 +485,20 @@ class InboxProcessor:
             if out.state is not None:
                 saga.state = out.state
             return
-        state, outbox, launch = await self._settle(out.state, list(out.outbox), list(out.requests))
+        state, outbox, launch = await self._settle(
+            plan, out.state, list(out.outbox), list(out.requests)
+        )
         saga.outbox.extend(outbox)
         saga.launch.extend(launch)
         state.last_message, state.last_outbox = msg_id, list(saga.resend) + saga.outbox
         saga.state, saga.changed, saga.last_offset = state, True, offset
 
     async def _settle(
-        self, state: SagaState, items: list[dict[str, str]], requests: list[StepRequest]
+        self,
+        plan: _Plan,
+        state: SagaState,
+        items: list[dict[str, str]],
+        requests: list[StepRequest],
     ) -> tuple[SagaState, list[dict[str, str]], list[StepRequest]]:
         """Run inline steps and fail oversized requests, applying their results now.
 
@@ -487,7 +520,11 @@ class InboxProcessor:
             unsent: list[dict[str, str]] = []
             for request in requests:
                 if request.service in self.inline:
-                    # runs now, inside the chain: never sent, never stored
+                    # runs now, inside the chain: never sent, never stored; an effect, so
+                    # only under the membership lease (a pause may end a step before it)
+                    fence = self.fence
+                    if fence is not None and not fence.valid():
+                        await fence.hold(plan.what, plan.stopping)
                     results.append(await self.executor.execute(request, inline=True))
                 elif request.service in self.onehop:
                     launch.append(request)  # a task of this worker, once the record is acked
@@ -592,6 +629,15 @@ def _pair(
         return pairs
     by_payload = {item["payload"]: item for item in items if item["kind"] == "request"}
     return [(by_payload[stored_request(r)["payload"]], r) for r in requests]
+
+
+def _fenced(fence: Membership, what: str, stopping: Callable[[], bool]) -> Backoff:
+    """Pacing of a changelog write whose every new attempt waits for the lease."""
+
+    async def hold() -> None:
+        await fence.hold(what, stopping)
+
+    return Backoff(stopping, hold=hold)
 
 
 def _too_large_request(request: StepRequest, size: int, limit: int) -> StepResult:

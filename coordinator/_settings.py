@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from coordinator._gc import GcOptions
@@ -86,6 +86,10 @@ class CoordinatorSettings(GcOptions):
     fetch_min_bytes: int = Field(default=1, ge=1)
     #: a crashed worker's partitions move to the survivors after this long
     session_timeout: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
+    #: the membership lease (``coordinator._lease``) ends this long before the broker could
+    #: expel this worker (the send of its last answered heartbeat + ``session_timeout``):
+    #: no saga record is written after it until a heartbeat gets through again
+    lease_margin: timedelta = Field(default=timedelta(seconds=1), ge=timedelta(0))
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
@@ -118,6 +122,7 @@ class CoordinatorSettings(GcOptions):
         "timer_interval",
         "fetch_max_wait",
         "session_timeout",
+        "lease_margin",
         "gc_slow_pause",
         mode="before",
     )
@@ -133,6 +138,25 @@ class CoordinatorSettings(GcOptions):
                 "a retention cannot be negative: give seconds, ISO 8601 (PT1H) or none"
             )
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_heartbeat(self) -> CoordinatorSettings:
+        lease = self.session_timeout - self.lease_margin
+        if lease <= self.heartbeat_interval:
+            raise ValueError(
+                f"SAGA_LEASE_MARGIN={self.lease_margin.total_seconds():g}s leaves a membership "
+                f"lease of {lease.total_seconds():g}s, not longer than the heartbeat interval "
+                f"({self.heartbeat_interval.total_seconds():g}s, a third of "
+                f"SAGA_SESSION_TIMEOUT={self.session_timeout.total_seconds():g}s, at most 3s): "
+                "a healthy worker would stall between heartbeats. Lower SAGA_LEASE_MARGIN or "
+                "raise SAGA_SESSION_TIMEOUT"
+            )
+        return self
+
+    @property
+    def heartbeat_interval(self) -> timedelta:
+        """Time between the consumer's heartbeats: a third of the session, at most 3 s."""
+        return min(timedelta(seconds=3), self.session_timeout / 3)
 
     @property
     def retention_policy(self) -> Retention:

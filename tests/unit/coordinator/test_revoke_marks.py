@@ -1,8 +1,9 @@
 """The sent marks a revoke writes (``Coordinator._on_revoke`` / ``_mark_sent``).
 
 A mark is written only while this worker is still a member of its consumer group: after
-it was expelled (aiokafka resets its generation before calling the revoke) another worker
-may own the partitions and have written after it. And a mark never becomes the local
+it was expelled (aiokafka resets its generation before calling the revoke), or once its
+membership lease ran out (``coordinator._lease``), another worker may own the partitions
+and have written after it. And a mark never becomes the local
 store's applied changelog offset: a RocksDB restore reads on from that offset, and records
 of another owner may lie before the mark.
 """
@@ -48,13 +49,23 @@ async def owner(tmp_path: Path, store: str = "memory://") -> tuple[Coordinator, 
 
 
 def revoke_with(
-    monkeypatch: pytest.MonkeyPatch, worker: Coordinator, drained: set[int], member: bool
+    monkeypatch: pytest.MonkeyPatch,
+    worker: Coordinator,
+    drained: set[int],
+    member: bool,
+    *,
+    leased: bool | None = None,
 ) -> None:
+    """``member``: aiokafka's generation; ``leased`` (default: ``member``): the lease holds."""
+
     async def stop() -> set[int]:
         return drained
 
     monkeypatch.setattr(worker.inbox_lanes, "stop", stop)
     monkeypatch.setattr(worker.app, "in_group", lambda: member)
+    worker.membership.assigned = 3
+    if member if leased is None else leased:  # a heartbeat of generation 3 answered now
+        worker.membership.renewed(worker.membership.clock(), 3)
 
 
 def marks_sent(worker: Coordinator, producer: FakeProducer) -> dict[int, int]:
@@ -88,6 +99,19 @@ async def test_a_revoke_after_losing_group_membership_writes_no_marks(
         await a._on_revoke({0})
     assert marks_sent(a, producer) == {}
     assert a.store.mark(0) is None
+    assert "lost its consumer group membership" in caplog.text
+
+
+async def test_a_revoke_whose_membership_lease_ran_out_writes_no_marks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, producer = await owner(tmp_path)
+    # aiokafka has not heard of the expulsion yet, but no heartbeat got through for a
+    # session timeout: the partitions may be another worker's already
+    revoke_with(monkeypatch, a, {0}, member=True, leased=False)
+    with caplog.at_level(logging.WARNING, logger="coordinator"):
+        await a._on_revoke({0})
+    assert marks_sent(a, producer) == {}
     assert "lost its consumer group membership" in caplog.text
 
 

@@ -53,6 +53,8 @@ async def test_a_partition_is_expired_only_after_its_lane_re_sent_the_last_batch
     inbox = worker.inbox.get_topic_name()
     monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {TP(inbox, p)})
     worker.app.consumer_generation_id = 4
+    worker.membership.assigned = 4  # a member of generation 4: its heartbeat just answered
+    worker.membership.renewed(worker.membership.clock(), 4)
     go = asyncio.Event()
     scan = worker.recovery.scan
 

@@ -1,0 +1,245 @@
+"""The membership lease: how long this worker may still take itself for its group's member.
+
+A worker paused past the session timeout (a frozen VM or container, CPU starvation, a
+network partition from the group coordinator) is expelled from the consumer group and
+its partitions go to another worker, which restores the table and runs the sagas. When
+the paused worker resumes, its consumer fetches new inbox records (fetches are not
+fenced by group membership) before a heartbeat tells it it was expelled. Applied against
+a table that lacks the new owner's records, they would start sagas again, run inline
+steps again and write stale saga records to the changelog after the new owner's (which
+a later restore would take for the newest).
+
+The group coordinator expels a member at (its receipt of the member's last heartbeat)
++ session timeout. A request is sent before it is received, so after a heartbeat (or a
+SyncGroup) sent at ``t`` was answered OK for generation ``g``, no other member can be
+given this worker's partitions before ``t + session_timeout``: the worker holds a lease
+until ``t + session_timeout - SAGA_LEASE_MARGIN`` on its own clock (``CLOCK_BOOTTIME``,
+which also counts a suspended system). A healthy worker heartbeats every few seconds,
+so the lease is always fresh and a check costs one clock read.
+
+* ``Membership.watch`` hooks the consumer's Kafka client (aiokafka, in Faust's consumer
+  thread): it notes the send time and generation of each Heartbeat and SyncGroup request
+  answered OK (a heartbeat answered "rebalance in progress" renews the session too: the
+  broker's own rule), and ends the lease on "unknown member" / "illegal generation" and
+  when the worker leaves the group. The state is one tuple, replaced whole: the main
+  loop reads it without a lock.
+* ``valid()``: the lease holds and is of the generation of the current assignment.
+* ``hold()``: wait until it holds again (a heartbeat got through) or give up
+  (``Abandoned``) once the generation is over or the caller must stop (the revoke).
+* ``confirm()``: after a changelog acknowledgement. Acknowledged within the lease, the
+  write preceded any takeover. Acknowledged later, it may have landed after another
+  owner's records: nothing derived from it is sent until a heartbeat sent after the
+  acknowledgement confirms the same generation (then no takeover happened); if the
+  generation is over instead, the batch ends there (``Abandoned``, an ERROR log).
+
+What remains (README: "A paused worker"): a pause between the last check and the
+broker's append of the records (including the producer's own retries of that batch) can
+still land them after a takeover; ``confirm`` then keeps their effects from being sent,
+but the records are in the changelog, after the new owner's. Closing that needs the
+broker to refuse the write: Kafka transactions with a transactional id per partition,
+so a new owner's ``init_transactions`` fences the old producer. That costs a producer
+per partition (one transaction at a time per producer, while lanes of different
+partitions write at once), two more round trips per batch (AddPartitionsToTxn, EndTxn)
+and transaction markers in every topic a batch writes, with ``read_committed`` readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from aiokafka.errors import (
+    IllegalGenerationError,
+    NoError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest, SyncGroupRequest
+
+from coordinator._delivery import Abandoned
+
+log = logging.getLogger("coordinator.lease")
+
+#: seconds between looks at the lease while waiting for it
+POLL = 0.05
+
+#: heartbeat / SyncGroup answers that mean "still a member of that generation"
+_RENEWING = {
+    HeartbeatRequest: frozenset({NoError.errno, RebalanceInProgressError.errno}),
+    SyncGroupRequest: frozenset({NoError.errno}),
+}
+#: answers that mean "no longer a member of that generation"
+_LOST = frozenset({UnknownMemberIdError.errno, IllegalGenerationError.errno})
+
+
+#: the lease's clock: monotonic, and counting time the system was suspended (Linux)
+clock: Callable[[], float] = (
+    partial(time.clock_gettime, time.CLOCK_BOOTTIME)
+    if hasattr(time, "CLOCK_BOOTTIME")
+    else time.monotonic
+)
+
+
+class Membership:
+    """This worker's membership lease (see the module doc).
+
+    Written by the consumer thread (``watch``), read by the main loop; ``assigned`` is
+    set by the main loop at each assignment.
+    """
+
+    def __init__(
+        self, session_timeout: float, margin: float, *, now: Callable[[], float] = clock
+    ) -> None:
+        if margin >= session_timeout:
+            raise ValueError(
+                f"a lease margin of {margin}s leaves nothing of a {session_timeout}s session "
+                "timeout: lower SAGA_LEASE_MARGIN"
+            )
+        self.session_timeout = session_timeout
+        #: the lease lasts this long after the send of the last request answered OK
+        self.ttl = session_timeout - margin
+        self.clock = now
+        #: (send time of the last renewing request, its generation); replaced whole
+        self._lease: tuple[float, int] = (-math.inf, -1)
+        #: generations at or below this one are over (consumer thread only)
+        self._over = -1
+        #: the generation of the current assignment (main loop)
+        self.assigned = -1
+
+    # -- the consumer thread -----------------------------------------------------------
+
+    def renewed(self, sent_at: float, generation: int) -> None:
+        """A request sent at ``sent_at`` was answered: still a member of ``generation``."""
+        at, current = self._lease
+        if generation <= self._over or generation < current:
+            return  # (generations only grow: an answer of an older one is stale)
+        if generation == current and sent_at <= at:
+            return
+        self._lease = (sent_at, generation)
+
+    def lost(self, generation: int) -> None:
+        """``generation`` is over for this worker (expelled, or leaving the group)."""
+        self._over = max(self._over, generation)
+        self._lease = (-math.inf, -1)
+
+    def watch(self, client: Any) -> None:
+        """Hook the Kafka client of the group's consumer (before it starts).
+
+        aiokafka's group coordinator sends every group request through
+        ``client.send(node_id, request, group=...)`` (pinned by
+        tests/unit/coordinator/test_lease_aiokafka.py against the installed aiokafka).
+        """
+        send = client.send
+
+        def watched(node_id: Any, request: Any, **kwargs: Any) -> Any:
+            kind = type(request)
+            if kind is HeartbeatRequest or kind is SyncGroupRequest:
+                sent_at = self.clock()  # before the request leaves
+                generation = int(request._generation_id)
+                return self._answer(send(node_id, request, **kwargs), kind, generation, sent_at)
+            if kind is LeaveGroupRequest:  # once it lands, the partitions are others'
+                self.lost(self._lease[1])
+            return send(node_id, request, **kwargs)
+
+        client.send = watched
+
+    async def _answer(self, sending: Any, kind: type, generation: int, sent_at: float) -> Any:
+        response = await sending
+        code = getattr(response, "error_code", None)
+        if code in _RENEWING[kind]:
+            self.renewed(sent_at, generation)
+        elif code in _LOST:
+            self.lost(generation)
+        return response
+
+    @property
+    def confirmed(self) -> tuple[float, int]:
+        """``(send time, generation)`` of the last request answered as a member."""
+        return self._lease
+
+    # -- the main loop -----------------------------------------------------------------
+
+    def valid(self) -> bool:
+        """The lease holds now, for the generation of the current assignment."""
+        at, generation = self._lease
+        return generation == self.assigned and self.clock() - at < self.ttl
+
+    def _age(self) -> float:
+        return self.clock() - self._lease[0]
+
+    async def hold(self, what: str, stopping: Callable[[], bool]) -> None:
+        """Return once the lease holds; ``Abandoned`` when its generation is over or on stop.
+
+        ``what`` names the writer in the logs (``inbox partition 3``).
+        """
+        waited = 0.0
+        while not self.valid():
+            generation = self._lease[1]
+            if generation != self.assigned:
+                log.warning(
+                    "%s: this worker is no longer a member of generation %d of its consumer "
+                    "group (expelled: paused or cut off past the session timeout?); nothing "
+                    "is written for it, the partition's next owner applies its records",
+                    what,
+                    self.assigned,
+                )
+                raise Abandoned()
+            if stopping():
+                raise Abandoned()
+            if not waited:
+                log.warning(
+                    "%s: membership lease ran out %.1fs ago (no heartbeat answered for "
+                    "%.1fs, session timeout %.0fs: paused, or cut off from the group "
+                    "coordinator?); writing nothing until a heartbeat confirms generation %d "
+                    "or the partition is revoked",
+                    what,
+                    self._age() - self.ttl,
+                    self._age(),
+                    self.session_timeout,
+                    self.assigned,
+                )
+            await asyncio.sleep(POLL)
+            waited += POLL
+        if waited:
+            log.warning("%s: membership of generation %d confirmed; going on", what, self.assigned)
+
+    async def confirm(self, what: str, stopping: Callable[[], bool]) -> None:
+        """Call right after a changelog acknowledgement (see the module doc).
+
+        Returns when the write is known to precede any takeover; otherwise raises
+        ``Abandoned`` after an ERROR log: nothing derived from it may be sent.
+        """
+        acked_at = self.clock()
+        at, generation = self._lease
+        if generation == self.assigned and acked_at - at < self.ttl:
+            return
+        log.warning(
+            "%s: records acknowledged %.1fs after this worker's membership lease ran out; "
+            "sending nothing derived from them until a heartbeat confirms generation %d",
+            what,
+            acked_at - at - self.ttl,
+            self.assigned,
+        )
+        while True:
+            at, generation = self._lease
+            if generation == self.assigned and at > acked_at:
+                log.warning("%s: generation %d confirmed; sending", what, generation)
+                return
+            if generation != self.assigned or stopping():
+                log.error(
+                    "%s: records were acknowledged after this worker's membership lease ran "
+                    "out and generation %d was not confirmed since (expelled, or revoked): "
+                    "another worker may own the partition and have written these sagas "
+                    "first. Nothing derived from them is sent and the local table keeps its "
+                    "older records; the changelog may hold them after the new owner's until "
+                    "those sagas change again (README: A paused worker)",
+                    what,
+                    self.assigned,
+                )
+                raise Abandoned()
+            await asyncio.sleep(POLL)

@@ -1,0 +1,158 @@
+"""Pins the aiokafka internals the membership lease hooks (``Membership.watch``).
+
+The lease learns of heartbeats, SyncGroups and LeaveGroups by wrapping ``send`` of the
+group consumer's ``AIOKafkaClient`` and reading ``_generation_id`` of the requests: both
+private to aiokafka. These tests drive aiokafka's own ``GroupCoordinator`` code (the
+heartbeat, the follower's SyncGroup, the leave) through a hooked client, so a release
+that routes them elsewhere or renames the field fails here, loudly, not in production
+(where every lane would wait for a lease that never comes, or never stop for one that
+ran out).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import aiokafka
+import pytest
+from aiokafka.client import AIOKafkaClient
+from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
+from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import (
+    IllegalGenerationError,
+    NoError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest, SyncGroupRequest
+
+from coordinator._lease import Membership
+
+#: the aiokafka release these hooks were read against (group_coordinator.py)
+PINNED = "0.14.0"
+
+
+class Broker:
+    """Answers the group requests the hooked client sends, with a chosen error code."""
+
+    def __init__(self) -> None:
+        self.code = NoError.errno
+        self.requests: list[Any] = []
+
+    async def send(self, node_id: Any, request: Any, **kwargs: Any) -> Any:
+        self.requests.append(request)
+        return SimpleNamespace(error_code=self.code, member_assignment=b"")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 50.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+async def group() -> AsyncIterator[tuple[GroupCoordinator, Membership, Broker, Clock]]:
+    client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9")  # never started: no I/O
+    broker, clock = Broker(), Clock()
+    client.send = broker.send  # type: ignore[method-assign]
+    lease = Membership(10.0, 1.0, now=clock)
+    lease.watch(client)
+    coordinator = GroupCoordinator(client, SubscriptionState(), group_id="g")
+    coordinator.coordinator_id = 0
+    coordinator.member_id, coordinator.generation = "m-1", 7
+    lease.assigned = 7
+    try:
+        yield coordinator, lease, broker, clock
+    finally:
+        await coordinator.close()
+
+
+def test_the_installed_aiokafka_is_the_one_the_hooks_were_read_against() -> None:
+    assert aiokafka.__version__ == PINNED, (
+        f"aiokafka {aiokafka.__version__} is installed; coordinator._lease hooks its private "
+        f"API as of {PINNED} (AIOKafkaClient.send, the requests' _generation_id, "
+        "GroupCoordinator._do_heartbeat / _send_sync_group_request / _maybe_leave_group). "
+        "Re-read aiokafka/consumer/group_coordinator.py, run these tests, then update PINNED"
+    )
+
+
+def test_the_group_consumer_s_coordinator_uses_the_client_the_lease_hooks() -> None:
+    start = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert re.search(r"GroupCoordinator\(\s*self\._client,", start), (
+        "AIOKafkaConsumer.start no longer gives its own _client to the GroupCoordinator: "
+        "Membership.watch(consumer._client) would see no heartbeat"
+    )
+    send = inspect.getsource(GroupCoordinator._send_req)
+    assert "self._client.send(" in send
+
+
+@pytest.mark.parametrize("request_type", [HeartbeatRequest, SyncGroupRequest])
+def test_group_requests_carry_their_generation_where_the_lease_reads_it(
+    request_type: type,
+) -> None:
+    args = ("g", 7, "m-1") if request_type is HeartbeatRequest else ("g", 7, "m-1", None, [])
+    assert request_type(*args)._generation_id == 7
+
+
+async def test_a_heartbeat_answered_ok_renews_the_lease_from_its_send(
+    group: tuple[GroupCoordinator, Membership, Broker, Clock],
+) -> None:
+    coordinator, lease, broker, clock = group
+    assert not lease.valid(), "no heartbeat answered yet"
+    assert await coordinator._do_heartbeat() is True
+    assert [type(r) for r in broker.requests] == [HeartbeatRequest]
+    assert lease.valid()
+    clock.t += 9.0
+    assert not lease.valid(), "9 s after the send (session 10 s, margin 1 s)"
+    broker.code = RebalanceInProgressError.errno  # the broker renews the session too
+    assert await coordinator._do_heartbeat() is True
+    assert lease.valid()
+
+
+@pytest.mark.parametrize("error", [UnknownMemberIdError, IllegalGenerationError])
+async def test_a_heartbeat_answered_expelled_ends_the_lease_as_aiokafka_resets_its_generation(
+    group: tuple[GroupCoordinator, Membership, Broker, Clock], error: type
+) -> None:
+    coordinator, lease, broker, _ = group
+    await coordinator._do_heartbeat()
+    assert lease.valid()
+    broker.code = error.errno
+    assert await coordinator._do_heartbeat() is False
+    assert coordinator.generation == -1, "aiokafka resets it (then revokes)"
+    assert not lease.valid()
+    broker.code = NoError.errno
+    coordinator.generation = 7  # (a stale heartbeat of the lost generation answered OK)
+    await coordinator._do_heartbeat()
+    assert not lease.valid(), "an expelled member's generation never comes back"
+
+
+async def test_a_sync_group_answered_ok_starts_the_lease_of_its_generation(
+    group: tuple[GroupCoordinator, Membership, Broker, Clock],
+) -> None:
+    coordinator, lease, broker, _ = group
+    coordinator.generation = 8  # JoinGroup answered: generation 8
+    lease.assigned = 8
+    rebalance = CoordinatorGroupRebalance(
+        coordinator, "g", 0, None, (RoundRobinPartitionAssignor,), 10000, 100
+    )
+    assert await rebalance._on_join_follower() == b""
+    assert [type(r) for r in broker.requests] == [SyncGroupRequest]
+    assert lease.valid()
+
+
+async def test_leaving_the_group_ends_the_lease_before_the_leave_lands(
+    group: tuple[GroupCoordinator, Membership, Broker, Clock],
+) -> None:
+    coordinator, lease, broker, _ = group
+    await coordinator._do_heartbeat()
+    assert lease.valid()
+    await coordinator._maybe_leave_group()
+    assert type(broker.requests[-1]) is LeaveGroupRequest
+    assert not lease.valid()

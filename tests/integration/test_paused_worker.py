@@ -156,11 +156,10 @@ async def test_a_worker_paused_past_its_session_applies_nothing_when_it_resumes(
 
     started = {s: [e for e in events[s] if e.type == "saga_started"] for s in every}
     runs = {s: len({e.model_dump_json() for e in started[s]}) for s in every}
-    # a re-send repeats the stored event, byte for byte; a second run is a new event
+    # a re-send repeats the stored event, byte for byte (an inbox record read again after
+    # a rebalance that came before its offset was committed re-sends its saga's outbox);
+    # a second run is a new event
     assert runs == dict.fromkeys(every, 1), f"sagas started more than once: {runs}"
-    # B's sagas were re-sent by nobody: every owner after B stopped cleanly (sent marks)
-    records = {s: len(started[s]) for s in second + third}
-    assert records == dict.fromkeys(second + third, 1), f"saga_started records: {records}"
     done = effects_of(effects)
     # A was frozen inside the held saga's step a: that step ran on A and on B (at least
     # once); what follows it in A's chain must not run

@@ -184,3 +184,10 @@ def start(saga_type: str, saga_id: str, **input: Any) -> bytes:
 
 def never() -> bool:
     return False
+
+
+def leased(worker: Any, generation: int = 1) -> None:
+    """Give a ``Coordinator`` the membership lease of ``generation`` (a heartbeat was just
+    answered): without one, its lanes, expiry and timers wait (``coordinator._lease``)."""
+    worker.membership.assigned = generation
+    worker.membership.renewed(worker.membership.clock(), generation)

@@ -28,7 +28,7 @@ from coordinator._routing import partition_for
 from coordinator._state import SagaState
 from coordinator.events import ErrorInfo
 from tests.unit.coordinator.sagas import linear_saga
-from tests.unit.coordinator.shell_kit import FakeProducer
+from tests.unit.coordinator.shell_kit import FakeProducer, leased
 from tests.unit.coordinator.test_onehop import settle
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -67,6 +67,7 @@ async def test_a_saga_a_failed_batch_stored_is_expired_only_after_the_retry_re_s
         {"web_enabled": False, "datadir": tmp_path, "topic_prefix": "t", "partitions": 4}
     )
     worker = Coordinator(settings, REGISTRY)
+    leased(worker)
     producer = FakeProducer()
     worker.processor.producer = worker.expirer.producer = producer
     state, s1 = compensated()

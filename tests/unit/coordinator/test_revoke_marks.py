@@ -24,6 +24,7 @@ from coordinator._local import EPOCH, mark_of
 from coordinator._tablestore import mark_key
 from tests.unit.coordinator.sagas import linear_saga
 from tests.unit.coordinator.shell_kit import FakeProducer
+from tests.unit.coordinator.shell_kit import leased as with_lease
 
 
 def record(saga_id: str, batch: int) -> bytes:
@@ -65,7 +66,7 @@ def revoke_with(
     monkeypatch.setattr(worker.app, "in_group", lambda: member)
     worker.membership.assigned = 3
     if member if leased is None else leased:  # a heartbeat of generation 3 answered now
-        worker.membership.renewed(worker.membership.clock(), 3)
+        with_lease(worker, 3)
 
 
 def marks_sent(worker: Coordinator, producer: FakeProducer) -> dict[int, int]:

@@ -24,7 +24,7 @@ from coordinator._local import EPOCH
 from coordinator._routing import partition_for
 from coordinator._state import SagaState
 from tests.unit.coordinator.sagas import linear_saga
-from tests.unit.coordinator.shell_kit import FakeProducer
+from tests.unit.coordinator.shell_kit import FakeProducer, leased
 from tests.unit.coordinator.test_expiry import record
 from tests.unit.coordinator.test_onehop import settle
 
@@ -53,8 +53,7 @@ async def test_a_partition_is_expired_only_after_its_lane_re_sent_the_last_batch
     inbox = worker.inbox.get_topic_name()
     monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {TP(inbox, p)})
     worker.app.consumer_generation_id = 4
-    worker.membership.assigned = 4  # a member of generation 4: its heartbeat just answered
-    worker.membership.renewed(worker.membership.clock(), 4)
+    leased(worker, 4)
     go = asyncio.Event()
     scan = worker.recovery.scan
 

@@ -23,7 +23,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+try:
+    from confluent_kafka import (
+        Consumer,
+        KafkaError,
+        KafkaException,
+        Message,
+        Producer,
+        TopicPartition,
+    )
+except ModuleNotFoundError as exc:  # the bench extra is not installed
+    raise ModuleNotFoundError(
+        "the bench's driver needs confluent-kafka, from the bench extra: run `make bench` "
+        "(it installs it), or `.venv/bin/pip install -e '.[bench]'`"
+    ) from exc
 
 from coordinator._commands import start_message
 

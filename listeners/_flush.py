@@ -13,19 +13,20 @@ framework), :class:`FlushRules` does what ``session.add`` and a flush would do:
 - **A stored row** (an UPDATE): a column no handler changed (the ORM's history: not
   assigned since the row was loaded, or assigned an equal value) gets its ``onupdate=``
   (a Python value, or a SQL expression the server evaluates), and otherwise keeps its
-  stored value. Most values keep it by being written back as they were read. Two do
-  not, and are kept by the server instead (the stored value, read in the upsert): a
+  stored value. Most values keep it by being written back as they were read. Two kinds
+  do not, and are kept by the server instead (the stored value, read in the upsert): a
   TypeDecorator's (its ``process_bind_param`` need not give back what it stored) and a
-  JSON ``None`` (it stands for SQL ``NULL`` and for JSON ``null`` alike).
+  JSON column's (serialised again, the text another writer stored would change its
+  spacing or number spelling; a ``None`` stands for SQL ``NULL`` and JSON ``null`` alike).
 
 The SQL parts are chosen per row and column by a *mode* (:data:`VALUE`,
 :data:`INSERT_DEFAULT`, :data:`ON_UPDATE`, :data:`KEEP`) that the batch statement
 carries beside the values (:class:`~listeners._bulk.ColumnSql`).
 
-Unlike a flush, a handler's in-place change of a plain JSON (or other mutable) value
-(``row.tags.append(x)``) is written too, being written back; so is a TypeDecorator's
-(seen by comparing with a copy of the value read), as a flush writes it with
-``MutableDict.as_mutable(...)``.
+Unlike a flush, a handler's in-place change of a plain JSON value
+(``row.tags.append(x)``) is written too, as is a TypeDecorator's (both seen by comparing
+with a copy of the value read), as a flush writes them with ``MutableDict.as_mutable(...)``;
+so is one of another mutable value (an ``ARRAY``'s list), being written back.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ __all__ = ["FlushRules"]
 
 _MISSING: Any = object()
 _STORED = "saga_listener_stored"  # key in InstanceState.info of rows read from the database
-_READ = "saga_listener_read"  # ...and of their TypeDecorator values as read (see _copy)
+_READ = "saga_listener_read"  # ...and of their TypeDecorator and JSON values as read
 # Values no handler can change in place: a copy of one is the value itself.
 _IMMUTABLE = (str, bytes, int, float, Decimal, datetime, date, time, timedelta, uuid.UUID, Enum)
 
@@ -120,11 +121,12 @@ class _Rule:
     onupdate: Callable[[], Any] | None
     update_sql: Any
     ambiguous_none: bool
-    decorated: bool
+    #: An unchanged value is kept by the server, not written back (module docstring).
+    kept: bool
 
     @property
     def sql(self) -> ColumnSql | None:
-        keep = self.ambiguous_none or self.decorated
+        keep = self.ambiguous_none or self.kept
         if self.insert_sql is None and self.update_sql is None and not keep:
             return None
         return ColumnSql(insert=self.insert_sql, update=self.update_sql, keep=keep)
@@ -149,9 +151,9 @@ class _Rule:
         onupdate = _python(col.onupdate, col, "onupdate")
         update_sql = None if onupdate is not None else _sql(col.onupdate)
         ambiguous_none = evaluates_none or _json(col.type)
-        decorated = isinstance(col.type, sa.TypeDecorator)
+        kept = isinstance(col.type, sa.TypeDecorator) or _json(col.type)
         sql = insert_sql is not None or update_sql is not None
-        if not (default or onupdate or sql or ambiguous_none or decorated):
+        if not (default or onupdate or sql or ambiguous_none or kept):
             return None
         return cls(
             attr=attr,
@@ -163,7 +165,7 @@ class _Rule:
             onupdate=onupdate,
             update_sql=update_sql,
             ambiguous_none=ambiguous_none,
-            decorated=decorated,
+            kept=kept,
         )
 
 
@@ -181,21 +183,21 @@ class FlushRules:
         self.sql: Mapping[str, ColumnSql] = {
             rule.key: sql for rule in self._rules if (sql := rule.sql) is not None
         }
-        #: Attributes of TypeDecorator columns, whose stored values are copied at load.
-        self._decorated = tuple(rule.attr for rule in self._rules if rule.decorated)
+        #: Attributes of the kept columns, whose stored values are copied at load.
+        self._kept = tuple(rule.attr for rule in self._rules if rule.kept)
 
     def __bool__(self) -> bool:
         return bool(self._rules)
 
     def stored(self, rows: Iterable[Any]) -> None:
         """Mark ``rows`` as read from the database: writing them is an UPDATE."""
-        decorated = self._decorated
+        kept = self._kept
         for row in rows:
             info = instance_state(row).info
             info[_STORED] = True
-            if decorated:
+            if kept:
                 fields = row.__dict__
-                info[_READ] = {attr: _copy(fields.get(attr)) for attr in decorated}
+                info[_READ] = {attr: _copy(fields.get(attr)) for attr in kept}
 
     def settle(self, rows: Sequence[Any], values: dict[str, list[Any]]) -> dict[str, list[int]]:
         """Put defaults and ``onupdate`` values into ``values``; return the modes.
@@ -225,7 +227,7 @@ class FlushRules:
                         values[rule.key][i] = rule.onupdate()
                     elif rule.update_sql is not None:
                         modes[rule.key][i] = ON_UPDATE
-                    elif rule.decorated or (rule.ambiguous_none and fields.get(attr) is None):
+                    elif rule.kept or (rule.ambiguous_none and fields.get(attr) is None):
                         modes[rule.key][i] = KEEP  # the server reads it; the value is not processed
                 continue
             for rule in self._rules:

@@ -3,7 +3,7 @@ for a new saga and an ORM flush for a stored one, batch by batch."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,19 +69,26 @@ class ListenerRun:
     now: list[Any] = field(default_factory=list)  # the server's now() in each batch
 
 
+#: Called with the engine and a batch's number once it is committed (another writer).
+Between = Callable[[sa.Engine, int], None]
+
+
 def by_listener(
     engine: sa.Engine,
     listener: Listener[Any],
     batches: Sequence[Sequence[Event]],
     instants: Collection[str] = (),
+    between: Between | None = None,
 ) -> ListenerRun:
     """The listener applies ``batches`` one by one (one transaction each)."""
     run = ListenerRun()
-    for events in batches:
+    for number, events in enumerate(batches):
         with count_sql(engine) as sql, Session(engine) as session, session.begin():
             apply_batch(session, listener, list(events))
             statements = sql.rows
             run.now.append(session.scalar(sa.select(sa.func.now())))
+        if between is not None:
+            between(engine, number)
         run.after.append(stored(engine, listener.table, instants))
         run.statements.append(statements)
     return run
@@ -92,6 +99,7 @@ def by_orm(
     listener: Listener[Any],
     batches: Sequence[Sequence[Event]],
     instants: Collection[str] = (),
+    between: Between | None = None,
 ) -> list[list[tuple[Any, ...]]]:
     """The table after each batch written by the ORM, from an emptied table.
 
@@ -106,7 +114,7 @@ def by_orm(
         conn.execute(sa.delete(listener.table))
     attributes = set(listener.attributes)
     after = []
-    for events in batches:
+    for number, events in enumerate(batches):
         with Session(engine, autoflush=False) as session, session.begin():
             rows: dict[str, Any] = {}
             for event in events:
@@ -121,5 +129,7 @@ def by_orm(
                 listener.apply(row, event)
                 for attr in STANDARD_COLUMNS:
                     flag_modified(row, attr)
+        if between is not None:
+            between(engine, number)
         after.append(stored(engine, listener.table, instants))
     return after

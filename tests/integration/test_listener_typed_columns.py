@@ -235,3 +235,59 @@ def test_a_stored_type_decorator_value_is_not_processed_again(
         ("2026-05-06", None, None, "150"),
         (None, None, None, "150"),
     ]
+
+
+def _respelled(engine: sa.Engine, number: int) -> None:
+    """After the first batch, another writer stores s0's and s1's JSON spelled its own way."""
+    if number == 0:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("""UPDATE kits SET doc = '{"a" : [1,2.0]}', plain = '[ 1 ]'
+                WHERE saga_id = 's0'""")
+            )
+            conn.execute(sa.text("""UPDATE kits SET doc = '{"k"\\:1}' WHERE saga_id = 's1'"""))
+
+
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
+def test_a_stored_json_value_no_handler_changed_keeps_its_text(
+    engine: sa.Engine, arrays: bool
+) -> None:
+    """As a flush leaves an unchanged column out of its UPDATE (was: every batch wrote
+    the value back, re-serialised: ``{"a": [1, 2.0]}``); a value assigned again, equal,
+    is unchanged for the ORM too."""
+    sets: dict[tuple[str, int], dict[str, Any]] = {
+        ("s0", 1): {"doc": {"a": [1, 2]}, "plain": [1]},
+        ("s1", 1): {"doc": {"k": 2}},
+        ("s0", 2): {"note": "x"},
+        ("s1", 2): {"doc": {"k": 1.0}},  # equal to what is stored
+        ("s2", 2): {"doc": {"k": 3}},
+    }
+    listener = orm_reference.setting(_Kit, sets)
+    listener._row_sql.arrays = arrays
+    run = orm_reference.by_listener(engine, listener, _BATCHES, _INSTANTS, _respelled)
+    reference = orm_reference.setting(_Kit, sets)
+    assert run.after == orm_reference.by_orm(engine, reference, _BATCHES, _INSTANTS, _respelled)
+    columns = [col.key for col in _Kit.__table__.columns]
+    last = [dict(zip(columns, row, strict=True)) for row in run.after[-1]]
+    assert [(r["doc"], r["plain"], r["note"]) for r in last] == [
+        ('{"a" : [1,2.0]}', "[ 1 ]", "x!"),
+        ('{"k":1}', None, None),
+        ('{"k": 3}', None, None),
+        (None, None, None),
+    ]
+
+
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "row-by-row"])
+def test_an_in_place_change_of_a_plain_json_value_is_written(
+    engine: sa.Engine, arrays: bool
+) -> None:
+    """Unlike a flush (plain ``JSON`` tracks no in-place change): README."""
+    listener = orm_reference.setting(_Kit, {("s0", 1): {"doc": {"a": [1]}}})
+
+    @listener.on("step_started")
+    def grow(row: _Kit, event: Event) -> None:
+        row.doc["a"].append(2)
+
+    listener._row_sql.arrays = arrays
+    run = orm_reference.by_listener(engine, listener, [_BATCHES[0][:1], _BATCHES[1][:1]])
+    assert run.after[-1][0][list(_Kit.__table__.columns.keys()).index("doc")] == '{"a": [1, 2]}'

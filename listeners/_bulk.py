@@ -298,7 +298,9 @@ class TableSql:
             statement = self._statement(session, kind, values, finish, arrays=False, kept=kept)
             session.execute(statement, group)
 
-    def _by_kept(self, rows: list[dict[str, Any]], modes: Columns) -> dict[frozenset[str], Any]:
+    def _by_kept(
+        self, rows: list[dict[str, Any]], modes: Columns
+    ) -> dict[frozenset[str], list[dict[str, Any]]]:
         """``rows`` by the columns they keep (:data:`KEEP`), each group a statement of its own.
 
         Its statement reads those columns' stored values and has no parameter for them, so

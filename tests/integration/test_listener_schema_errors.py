@@ -144,8 +144,12 @@ async def test_a_sqlite_file_that_cannot_be_opened_is_retried_until_it_can(
     batch = asyncio.ensure_future(_process(processor, _RECORDS))
     while processor.stats.db_retries < 2 and not batch.done():
         await asyncio.sleep(0.01)
-    (tmp_path / "later").mkdir()
-    _Base.metadata.create_all(engine)
+    # The database appears whole (an empty file would lack the tables: not an outage).
+    ready = create_db_engine(f"sqlite:///{tmp_path / 'ready' / 'flights.db'}")
+    (tmp_path / "ready").mkdir()
+    _Base.metadata.create_all(ready)
+    ready.dispose()
+    (tmp_path / "ready").rename(tmp_path / "later")
     result = await batch
     engine.dispose()
     assert result.applied == 2 and letters == []

@@ -72,6 +72,20 @@ def _copy(value: Any) -> Any:
         return _MISSING
 
 
+def _copy_json(value: Any) -> Any:
+    """:func:`_copy` of a value a JSON column read.
+
+    Its dicts and lists are copied by hand: a few times cheaper than ``deepcopy``, and
+    paid per stored row and batch.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy_json(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy_json(item) for item in value]
+    return _copy(value)  # a scalar; or what a custom json_deserializer made, deep-copied
+
+
 def _python(default: Any, col: sa.Column[Any], what: str) -> Callable[[], Any] | None:
     """A Python ``default=`` / ``onupdate=`` as a function of nothing, or ``None``.
 
@@ -121,12 +135,13 @@ class _Rule:
     onupdate: Callable[[], Any] | None
     update_sql: Any
     ambiguous_none: bool
-    #: An unchanged value is kept by the server, not written back (module docstring).
-    kept: bool
+    #: How a stored value is copied when read, for the columns whose unchanged value the
+    #: server keeps (not written back: module docstring); ``None`` for the others.
+    read_copy: Callable[[Any], Any] | None
 
     @property
     def sql(self) -> ColumnSql | None:
-        keep = self.ambiguous_none or self.kept
+        keep = self.ambiguous_none or self.read_copy is not None
         if self.insert_sql is None and self.update_sql is None and not keep:
             return None
         return ColumnSql(insert=self.insert_sql, update=self.update_sql, keep=keep)
@@ -151,9 +166,13 @@ class _Rule:
         onupdate = _python(col.onupdate, col, "onupdate")
         update_sql = None if onupdate is not None else _sql(col.onupdate)
         ambiguous_none = evaluates_none or _json(col.type)
-        kept = isinstance(col.type, sa.TypeDecorator) or _json(col.type)
+        read_copy = None
+        if isinstance(col.type, sa.TypeDecorator):
+            read_copy = _copy  # whatever its process_result_value makes
+        elif _json(col.type):
+            read_copy = _copy_json
         sql = insert_sql is not None or update_sql is not None
-        if not (default or onupdate or sql or ambiguous_none or kept):
+        if not (default or onupdate or sql or ambiguous_none or read_copy):
             return None
         return cls(
             attr=attr,
@@ -165,7 +184,7 @@ class _Rule:
             onupdate=onupdate,
             update_sql=update_sql,
             ambiguous_none=ambiguous_none,
-            kept=kept,
+            read_copy=read_copy,
         )
 
 
@@ -183,8 +202,10 @@ class FlushRules:
         self.sql: Mapping[str, ColumnSql] = {
             rule.key: sql for rule in self._rules if (sql := rule.sql) is not None
         }
-        #: Attributes of the kept columns, whose stored values are copied at load.
-        self._kept = tuple(rule.attr for rule in self._rules if rule.kept)
+        #: (attribute, copier) of the kept columns, whose stored values are copied at load.
+        self._kept = tuple(
+            (rule.attr, rule.read_copy) for rule in self._rules if rule.read_copy is not None
+        )
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -197,7 +218,7 @@ class FlushRules:
             info[_STORED] = True
             if kept:
                 fields = row.__dict__
-                info[_READ] = {attr: _copy(fields.get(attr)) for attr in kept}
+                info[_READ] = {attr: read_copy(fields.get(attr)) for attr, read_copy in kept}
 
     def settle(self, rows: Sequence[Any], values: dict[str, list[Any]]) -> dict[str, list[int]]:
         """Put defaults and ``onupdate`` values into ``values``; return the modes.
@@ -227,7 +248,7 @@ class FlushRules:
                         values[rule.key][i] = rule.onupdate()
                     elif rule.update_sql is not None:
                         modes[rule.key][i] = ON_UPDATE
-                    elif rule.kept or (rule.ambiguous_none and fields.get(attr) is None):
+                    elif rule.read_copy or (rule.ambiguous_none and fields.get(attr) is None):
                         modes[rule.key][i] = KEEP  # the server reads it; the value is not processed
                 continue
             for rule in self._rules:

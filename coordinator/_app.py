@@ -292,6 +292,8 @@ class Coordinator:
     def _wire(self) -> None:
         app = self.app
         app.setup_hooks.append(self._create_topics)
+        if self.settings.fault_recovery_seek_lag:
+            app.lag_recovery_seeks(self.settings.fault_recovery_seek_lag.total_seconds())
         app.revoke_hooks.append(self._on_revoke)
         app.agent(self.inbox, name="saga-inbox")(self._make_agent(self.inbox_lanes))
         served = self.executed if self.settings.serve_step_topics else set()

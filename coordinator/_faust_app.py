@@ -33,6 +33,18 @@ batches of 1.02 records while 5,000 waited in the consumer). The direct path cal
 lane synchronously and drops nothing on its own (no read-offset filter: a re-read after a
 seek back always reaches the lane); the lane keeps the offset order itself, dropping what
 it handled already or what comes out of order.
+
+Each fetch is told which partitions Faust reads now, never "all of them" (``Active``).
+Faust hands aiokafka's ``fetched_records`` its *live* set of active partitions, and
+aiokafka reads an empty set as every assigned partition. A rebalance empties that set
+(revoke, then every assigned partition paused until the table recovery resumes its
+changelog partitions); a fetch call pending from before it (an idle worker's drain loop is
+always in one) waits for the new assignment without a timeout and then consumes every
+partition's records, the changelog partitions the recovery has just sought back to
+included. Faust drops them (flow stopped, partition paused) and re-seeks only to committed
+offsets, which changelog partitions have none of: the recovery waited for records the
+consumer was past, for ever (logging "No event received for active tp"; faust-streaming
+1.x with aiokafka 0.14).
 """
 
 from __future__ import annotations
@@ -59,7 +71,7 @@ def app_class(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> type[HookedAp
     fewer, fuller fetches, each record waiting at most ``fetch_max_wait_ms`` for them.
     """
 
-    class ConsumerThread(driver.AIOKafkaConsumerThread):
+    class ConsumerThread(FetchThread):
         def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
             consumer = super()._create_worker_consumer(transport)
             membership: Membership | None = getattr(transport.app, "membership", None)
@@ -129,6 +141,44 @@ def app_class(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> type[HookedAp
             return Transport(self.conf.broker_consumer, self)
 
     return App
+
+
+class FetchThread(driver.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread, fetching only what Faust reads now (``Active``)."""
+
+    async def _fetch_records(
+        self,
+        consumer: AIOKafkaConsumer,
+        active_partitions: set[TP] | None,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        # the partitions Faust reads when the fetch drains its buffer; none while it reads
+        # none (None: a client-only app, which reads every partition)
+        active: Any = active_partitions if active_partitions is None else Active(active_partitions)
+        return await super()._fetch_records(
+            consumer, active, timeout=timeout, max_records=max_records
+        )
+
+
+class Active:
+    """Faust's live set of active partitions, as aiokafka's ``fetched_records`` reads it.
+
+    Membership follows the live set (a partition resumed while the fetch waits is read at
+    once, as before); empty, it holds nothing, where aiokafka would read every partition
+    (see the module doc).
+    """
+
+    __slots__ = ("tps",)
+
+    def __init__(self, tps: set[TP]) -> None:
+        self.tps = tps
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.tps
 
 
 async def drain(consumer: Any, fetcher: Any, direct: dict[str, Callable[[Any], None]]) -> None:
@@ -279,6 +329,25 @@ class HookedApp(faust.App):
             self.membership.assigned = generation_id
         self.direct_closed = False
         await super()._on_partitions_assigned(assigned, generation_id)
+
+    def lag_recovery_seeks(self, seconds: float) -> None:
+        """Fault injection for tests: each table recovery waits ``seconds`` after seeking.
+
+        Between its seek of the changelog partitions and their resume, as on a loaded
+        machine whose event loop lags: the window the module doc's lost fetch needs.
+        """
+
+        async def lag() -> None:
+            recovery: Any = cast(Any, self.tables).recovery
+            seek = recovery._seek_offsets
+
+            async def lagged(*args: Any, **kwargs: Any) -> None:
+                await seek(*args, **kwargs)
+                await asyncio.sleep(seconds)
+
+            recovery._seek_offsets = lagged
+
+        self.setup_hooks.append(lag)
 
     def pause_after_fetch(self, tp: TP) -> None:
         """Pause ``tp`` once the drain loop is done with the fetch it is handing over.

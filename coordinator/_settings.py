@@ -72,6 +72,9 @@ class CoordinatorSettings(GcOptions):
     #: fault injection for tests: the first N inbox records the consumer passes never reach
     #: a lane (unhandled, unacked), as when Faust skips records around a restart
     fault_skip_inbox_records: int = Field(default=0, ge=0)
+    #: fault injection for tests: the table recovery waits this long after seeking the
+    #: changelog partitions it restores, before it resumes them (a loaded machine's lag)
+    fault_recovery_seek_lag: timedelta = Field(default=timedelta(0), ge=timedelta(0))
     #: lifecycle topic retention when the coordinator creates it (None/"forever": kept
     #: forever, as listener workers create it too: replay rebuilds from its first event)
     lifecycle_retention: timedelta | None = None

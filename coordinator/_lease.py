@@ -122,6 +122,16 @@ class Membership:
             return
         self._lease = (sent_at, generation)
 
+    def joined(self, sent_at: float, generation: int) -> None:
+        """A SyncGroup sent at ``sent_at`` was answered OK: a member of ``generation`` now.
+
+        Whatever generation was lost before: generations grow only within one incarnation
+        of the group, and the broker deletes an empty group without committed offsets, so
+        a worker expelled at generation 7 (suspended for long) may rejoin it at 1.
+        """
+        self._over = min(self._over, generation - 1)
+        self._lease = (sent_at, generation)
+
     def lost(self, generation: int) -> None:
         """``generation`` is over for this worker (expelled, or leaving the group)."""
         self._over = max(self._over, generation)
@@ -152,7 +162,7 @@ class Membership:
         response = await sending
         code = getattr(response, "error_code", None)
         if code in _RENEWING[kind]:
-            self.renewed(sent_at, generation)
+            (self.joined if kind is SyncGroupRequest else self.renewed)(sent_at, generation)
         elif code in _LOST:
             self.lost(generation)
         return response

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import inspect
 import re
+import tomllib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +32,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest, SyncGroupRequest
+from packaging.requirements import Requirement
 
 from coordinator._lease import Membership
 
@@ -156,3 +159,42 @@ async def test_leaving_the_group_ends_the_lease_before_the_leave_lands(
     await coordinator._maybe_leave_group()
     assert type(broker.requests[-1]) is LeaveGroupRequest
     assert not lease.valid()
+
+
+async def test_a_group_created_anew_after_the_expulsion_gives_a_lease_from_generation_1(
+    group: tuple[GroupCoordinator, Membership, Broker, Clock],
+) -> None:
+    """Generations grow only within one incarnation of the group: the broker deletes an
+    empty group without committed offsets (offsets.retention.check.interval.ms, 10 min)
+    and the next JoinGroup creates it at generation 1. A worker expelled at generation 7
+    (suspended longer than that, say) then joins generation 1: its SyncGroup answered OK
+    is its membership, whatever generation it lost before (review-fence F1)."""
+    coordinator, lease, broker, _ = group
+    await coordinator._do_heartbeat()
+    broker.code = UnknownMemberIdError.errno  # expelled at generation 7; the group goes
+    assert await coordinator._do_heartbeat() is False
+    assert not lease.valid()
+    broker.code = NoError.errno
+    coordinator.member_id, coordinator.generation = "m-2", 1  # JoinGroup: a new group
+    rebalance = CoordinatorGroupRebalance(
+        coordinator, "g", 0, None, (RoundRobinPartitionAssignor,), 10000, 100
+    )
+    assert await rebalance._on_join_follower() == b""
+    lease.assigned = 1  # Faust's assignment of generation 1
+    assert lease.valid(), "a member of generation 1 holds no lease: every lane stalls"
+    assert await coordinator._do_heartbeat() is True
+    assert lease.valid()
+
+
+def test_the_package_admits_only_the_aiokafka_release_the_hooks_were_read_against() -> None:
+    """The pin above guards CI only; an install resolves pyproject's requirement. Let it
+    admit a release whose group requests the hook does not recognise (before 0.14 they
+    were other classes; later ones are unread) and every worker waits for a lease that
+    never comes, or is not fenced at all (review-fence F2)."""
+    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    wanted = [Requirement(r) for r in project["project"]["dependencies"]]
+    (spec,) = [r.specifier for r in wanted if r.name == "aiokafka"]
+    assert spec.contains(PINNED)
+    assert not spec.contains("0.13.0") and not spec.contains("0.15.0"), (
+        f"pyproject.toml requires aiokafka{spec}: pin it to the {PINNED} series"
+    )

@@ -52,7 +52,7 @@ class OursEngine:
         partitions: int = 8,
         listener: bool = True,
         inline: bool = True,
-        client: str = "rdkafka",
+        client: str = "aiokafka",
     ) -> None:
         if client not in ("rdkafka", "aiokafka"):
             raise ValueError(f"ours: client={client!r}; use client=rdkafka or client=aiokafka")
@@ -288,11 +288,12 @@ def _cpu_seconds(pid: int) -> float:
 
 def create(options: dict[str, str]) -> OursEngine:
     """Factory for ``python -m bench``; options: workers, partitions, listener (0/1),
-    inline (0/1), client (rdkafka: the driver's client is librdkafka; aiokafka: SagaClient)."""
+    inline (0/1), client (aiokafka: the driver starts sagas with SagaClient, the default;
+    rdkafka: with librdkafka, see ``bench.rdkafka_driver``)."""
     return OursEngine(
         workers=int(options.get("workers", 1)),
         partitions=int(options.get("partitions", 8)),
         listener=options.get("listener", "1") != "0",
         inline=options.get("inline", "1") != "0",
-        client=options.get("client", "rdkafka"),
+        client=options.get("client", "aiokafka"),
     )

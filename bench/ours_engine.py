@@ -24,20 +24,26 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.durability import postgres_wal_syncs
 from bench.harness import EngineContext, SqlCounts
-from bench.rdkafka_driver import STATUS, TERMINAL, Finished, RdKafkaDriver
 from bench.scenarios import Outcome, SagaInput
 from bench.sysinfo import local_http
 from coordinator import CoordinatorSettings, SagaClient
 from coordinator._client import ensure_topics
 from coordinator._topics import changelog_topic
 from infra.processes import ROOT, ProcessGroup, free_port
+
+if TYPE_CHECKING:  # confluent-kafka is needed only for client=rdkafka
+    from bench.rdkafka_driver import Finished, RdKafkaDriver
+
+#: terminal lifecycle event -> the outcome status the harness checks
+STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}
+TERMINAL = {*STATUS, "saga_cancelled", "saga_compensation_failed"}
 
 
 class OursEngine:
@@ -116,6 +122,8 @@ class OursEngine:
         if self.listener:
             await self._start_listener(ctx)
         if self.client == "rdkafka":
+            from bench.rdkafka_driver import RdKafkaDriver
+
             self._driver = RdKafkaDriver(
                 ctx.kafka_bootstrap, t.inbox, t.lifecycle, self.partitions, self._finished
             )

@@ -41,18 +41,16 @@ except ModuleNotFoundError as exc:  # the bench extra is not installed
         "(it installs it), or `.venv/bin/pip install -e '.[bench]'`"
     ) from exc
 
+from bench.ours_engine import STATUS, TERMINAL
 from coordinator._commands import start_message
-
-#: terminal lifecycle event -> the outcome status the harness checks
-STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}
-TERMINAL = {*STATUS, "saga_cancelled", "saga_compensation_failed"}
 
 #: (saga id, status, compensated step numbers in order)
 Finished = tuple[str, str, tuple[int, ...]]
 
 
 class DriverError(RuntimeError):
-    """The driver's Kafka client failed (a start not delivered, a consumer error)."""
+    """A start command was not delivered (raised at the next start). A consumer error ends
+    the following thread with its traceback; the sagas it would report then never finish."""
 
 
 class RdKafkaDriver:

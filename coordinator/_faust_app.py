@@ -44,7 +44,7 @@ partition's records, the changelog partitions the recovery has just sought back 
 included. Faust drops them (flow stopped, partition paused) and re-seeks only to committed
 offsets, which changelog partitions have none of: the recovery waited for records the
 consumer was past, for ever (logging "No event received for active tp"; faust-streaming
-1.x with aiokafka 0.14).
+0.15 with aiokafka 0.14).
 """
 
 from __future__ import annotations

@@ -127,6 +127,7 @@ class CoordinatorSettings(GcOptions):
         "session_timeout",
         "lease_margin",
         "gc_slow_pause",
+        "fault_recovery_seek_lag",
         mode="before",
     )
     @classmethod

@@ -179,5 +179,4 @@ async def test_a_worker_paused_past_its_session_applies_nothing_when_it_resumes(
     # the lease stopped A's batches: expired when looked at, or already known to be lost
     held_back = ("membership lease ran out", "no longer a member of generation")
     leased = [line for line in a.output().splitlines() if any(h in line for h in held_back)]
-    print("A's lease:", *leased[:12], sep="\n  ")
     assert leased, "the lease never held a batch of A back: the test did not test it"

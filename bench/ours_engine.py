@@ -39,11 +39,34 @@ from coordinator._topics import changelog_topic
 from infra.processes import ROOT, ProcessGroup, free_port
 
 if TYPE_CHECKING:  # confluent-kafka is needed only for client=rdkafka
-    from bench.rdkafka_driver import Finished, RdKafkaDriver
+    from bench.rdkafka_driver import RdKafkaDriver
 
 #: terminal lifecycle event -> the outcome status the harness checks
 STATUS = {"saga_completed": "completed", "saga_compensated": "compensated"}
 TERMINAL = {*STATUS, "saga_cancelled", "saga_compensation_failed"}
+
+#: (saga id, status, compensated step numbers in order)
+Finished = tuple[str, str, tuple[int, ...]]
+
+
+def finished_sagas(raw: bytes, comps: dict[str, list[int]]) -> list[Finished]:
+    """The sagas one lifecycle record finishes; ``comps`` collects compensated steps.
+
+    Reads only type/saga_id/step (json.loads, no model validation): the driver shares the
+    2 cores with the engine, so its own cost must stay small, as DBOS's pipe is. A record
+    is one event or a batch {"schema_version", "saga_id", "events": [...]}
+    (coordinator.events); the engine writes batches unless SAGA_LIFECYCLE_FORMAT=single.
+    """
+    value = json.loads(raw)
+    finished: list[Finished] = []
+    for event in value.get("events", (value,)):
+        kind, saga_id = event["type"], event["saga_id"]
+        if kind == "compensation_succeeded":
+            comps.setdefault(saga_id, []).append(int(event["step"][1:]))
+        elif kind in TERMINAL:
+            steps = tuple(comps.pop(saga_id, []))
+            finished.append((saga_id, STATUS.get(kind, "failed"), steps))
+    return finished
 
 
 class OursEngine:
@@ -176,23 +199,11 @@ class OursEngine:
         self.procs.start(name, args, env=env, ready=ready)
 
     async def _follow(self) -> None:
-        # Reads only type/saga_id/step (json.loads, no model validation): the driver shares
-        # the 2 cores with the engine, so its own cost must stay small, as DBOS's pipe is.
-        # A record is one event or a batch {"schema_version", "saga_id", "events": [...]}
-        # (coordinator.events); the engine writes batches unless SAGA_LIFECYCLE_FORMAT=single.
         while True:
             batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
             for records in batch.values():
                 for record in records:
-                    value = json.loads(record.value)
-                    for event in value.get("events", (value,)):
-                        kind, saga_id = event["type"], event["saga_id"]
-                        if kind == "compensation_succeeded":
-                            self._comps.setdefault(saga_id, []).append(int(event["step"][1:]))
-                        elif kind in TERMINAL:
-                            comps = tuple(self._comps.pop(saga_id, []))
-                            status = STATUS.get(kind, "failed")
-                            self.ctx.on_terminal(Outcome(saga_id, status, comps))
+                    self._finished(finished_sagas(record.value, self._comps))
 
     def _finished(self, finished: list[Finished]) -> None:
         for saga_id, status, comps in finished:

@@ -21,7 +21,6 @@ each record and hands the finished sagas to the event loop in one call per fetch
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,11 +40,8 @@ except ModuleNotFoundError as exc:  # the bench extra is not installed
         "(it installs it), or `.venv/bin/pip install -e '.[bench]'`"
     ) from exc
 
-from bench.ours_engine import STATUS, TERMINAL
+from bench.ours_engine import Finished, finished_sagas
 from coordinator._commands import start_message
-
-#: (saga id, status, compensated step numbers in order)
-Finished = tuple[str, str, tuple[int, ...]]
 
 
 class DriverError(RuntimeError):
@@ -134,21 +130,9 @@ class RdKafkaDriver:
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(err)
-                self._parse(record.value() or b"", finished)
+                finished += finished_sagas(record.value() or b"", self._comps)
             if finished:
                 loop.call_soon_threadsafe(self._on_finished, finished)
-
-    def _parse(self, raw: bytes, finished: list[Finished]) -> None:
-        # A record is one event or a batch {"schema_version", "saga_id", "events": [...]}
-        # (coordinator.events); only type/saga_id/step are read, without model validation.
-        value = json.loads(raw)
-        for event in value.get("events", (value,)):
-            kind, saga_id = event["type"], event["saga_id"]
-            if kind == "compensation_succeeded":
-                self._comps.setdefault(saga_id, []).append(int(event["step"][1:]))
-            elif kind in TERMINAL:
-                comps = tuple(self._comps.pop(saga_id, []))
-                finished.append((saga_id, STATUS.get(kind, "failed"), comps))
 
     def close(self) -> None:
         """Stop following, deliver every queued start, close both clients."""

@@ -131,7 +131,9 @@ class Coordinator:
         self.app = self._make_app()
         #: the consumer's membership lease: no saga record or timer leaves without it
         self.membership = Membership(
-            settings.session_timeout.total_seconds(), settings.lease_margin.total_seconds()
+            settings.session_timeout.total_seconds(),
+            settings.lease_margin.total_seconds(),
+            rebalance_timeout=self.app.conf.broker_rebalance_timeout,
         )
         self.app.membership = self.membership
         raw: dict[str, Any] = {

@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from coordinator._delivery import Abandoned, Backoff, Producer, Record, deliver
-from coordinator._lease import Membership
+from coordinator._delivery import Abandoned, Producer, Record, deliver
+from coordinator._lease import Membership, fenced
 from coordinator._retention import Retention, expire, is_due
 from coordinator._state import TERMINAL, SagaState
 from coordinator._tablestore import Store, changelog_offset
@@ -223,15 +223,10 @@ class Expirer:
                 for saga_id, raw in stored.items()
             ]
             what = f"expiry of partition {partition}"
-            backoff = Backoff(lambda: partition not in self.held)
-            fence = self.fence
-            if fence is not None:
-                if not fence.valid():
-                    await fence.hold(what, backoff.stopping)
-                backoff.hold = lambda: fence.hold(what, backoff.stopping)
+            backoff = await fenced(self.fence, what, lambda: partition not in self.held)
             acks = await deliver(self.producer, records, backoff, what=f"expiry p{partition}")
-            if fence is not None:  # acknowledged after the lease: maybe after a takeover
-                await fence.confirm(what, backoff.stopping)
+            if self.fence is not None:  # acknowledged after the lease: maybe after a takeover
+                await self.fence.confirm(what)
             self.store.write(partition, stored, changelog_offset(acks))
             self.written()
         for state in later:

@@ -72,7 +72,7 @@ from coordinator._deadlines import DeadlineIndex
 from coordinator._delivery import Abandoned, Backoff, Producer, Record, deliver
 from coordinator._errors import UnknownSagaError
 from coordinator._executor import StepExecutor
-from coordinator._lease import Membership
+from coordinator._lease import Membership, fenced
 from coordinator._letters import dead_letter
 from coordinator._lifecycle import lifecycle_records
 from coordinator._local import LocalResult, Resend
@@ -216,14 +216,10 @@ class InboxProcessor:
                 Record(self.changelog, saga_id.encode(), raw, partition)
                 for saga_id, raw in stored.items()
             ]
-            written = backoff
-            if fence is not None:  # (an apply may take long: inline steps)
-                if not fence.valid():
-                    await fence.hold(what, stopping)
-                written = _fenced(fence, what, stopping)
+            written = await fenced(fence, what, stopping)  # (an apply may take long)
             acks = await deliver(self.producer, records, written, what=f"changelog p{partition}")
             if fence is not None:  # acknowledged in time, or nothing derived leaves
-                await fence.confirm(what, stopping)
+                await fence.confirm(what)
             self.batches[partition] = self.batches.get(partition, 0) + 1
             try:
                 self.store.write(partition, stored, changelog_offset(acks))
@@ -629,15 +625,6 @@ def _pair(
         return pairs
     by_payload = {item["payload"]: item for item in items if item["kind"] == "request"}
     return [(by_payload[stored_request(r)["payload"]], r) for r in requests]
-
-
-def _fenced(fence: Membership, what: str, stopping: Callable[[], bool]) -> Backoff:
-    """Pacing of a changelog write whose every new attempt waits for the lease."""
-
-    async def hold() -> None:
-        await fence.hold(what, stopping)
-
-    return Backoff(stopping, hold=hold)
 
 
 def _too_large_request(request: StepRequest, size: int, limit: int) -> StepResult:

@@ -17,10 +17,19 @@ until ``t + session_timeout - SAGA_LEASE_MARGIN`` on its own clock (``CLOCK_BOOT
 which also counts a suspended system). A healthy worker heartbeats every few seconds,
 so the lease is always fresh and a check costs one clock read.
 
+A rebalance can expel a member earlier: once it began (after the broker received every
+heartbeat it answered OK: it answers later ones "rebalance in progress"), a member that
+has not rejoined when the join phase ends (the rebalance timeout, Faust's
+``broker_rebalance_timeout``) is removed, however it heartbeats meanwhile. So a
+heartbeat answered "rebalance in progress" (which renews the session: the broker's own
+rule) extends the lease only up to the send of the last request answered OK + the
+rebalance timeout - the margin, and no lease outlasts the rebalance timeout either. Our
+own revoke stops the lanes first and is bounded (a few seconds), so this bites only a
+revoke that outlasts the rebalance timeout.
+
 * ``Membership.watch`` hooks the consumer's Kafka client (aiokafka, in Faust's consumer
   thread): it notes the send time and generation of each Heartbeat and SyncGroup request
-  answered OK (a heartbeat answered "rebalance in progress" renews the session too: the
-  broker's own rule), and ends the lease on "unknown member" / "illegal generation" and
+  answered as a member, and ends the lease on "unknown member" / "illegal generation" and
   when the worker leaves the group. The state is one tuple, replaced whole: the main
   loop reads it without a lock.
 * ``valid()``: the lease holds and is of the generation of the current assignment.
@@ -29,8 +38,12 @@ so the lease is always fresh and a check costs one clock read.
 * ``confirm()``: after a changelog acknowledgement. Acknowledged within the lease, the
   write preceded any takeover. Acknowledged later, it may have landed after another
   owner's records: nothing derived from it is sent until a heartbeat sent after the
-  acknowledgement confirms the same generation (then no takeover happened); if the
-  generation is over instead, the batch ends there (``Abandoned``, an ERROR log).
+  acknowledgement is answered for the same generation (OK or "rebalance in progress":
+  the group is still at that generation, so no other member holds the partition yet).
+  It waits for that through a revoke too (heartbeats go on meanwhile), as long as the
+  revoke lets its batch run (the lanes' stop timeout, then the batch is cancelled); if
+  the generation is over instead, the batch ends there. Either way without it: an
+  ERROR log, nothing derived is sent.
 
 What remains (README: "A paused worker"): a pause between the last check and the
 broker's append of the records (including the producer's own retries of that batch) can
@@ -61,20 +74,22 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest, SyncGroupRequest
 
-from coordinator._delivery import Abandoned
+from coordinator._delivery import Abandoned, Backoff
 
 log = logging.getLogger("coordinator.lease")
 
 #: seconds between looks at the lease while waiting for it
 POLL = 0.05
+#: a wait for the lease is logged again this often (seconds, on the lease's clock)
+HOLD_LOG_EVERY = 30.0
 
-#: heartbeat / SyncGroup answers that mean "still a member of that generation"
-_RENEWING = {
-    HeartbeatRequest: frozenset({NoError.errno, RebalanceInProgressError.errno}),
-    SyncGroupRequest: frozenset({NoError.errno}),
-}
+#: answers of a heartbeat that mean "still a member of that generation" (the second one:
+#: "and the group rebalances", bounded by the rebalance timeout)
+_OK, _REBALANCING = NoError.errno, RebalanceInProgressError.errno
 #: answers that mean "no longer a member of that generation"
 _LOST = frozenset({UnknownMemberIdError.errno, IllegalGenerationError.errno})
+#: no lease: (send time, generation, valid until)
+_NONE = (-math.inf, -1, -math.inf)
 
 
 #: the lease's clock: monotonic, and counting time the system was suspended (Linux)
@@ -93,19 +108,32 @@ class Membership:
     """
 
     def __init__(
-        self, session_timeout: float, margin: float, *, now: Callable[[], float] = clock
+        self,
+        session_timeout: float,
+        margin: float,
+        *,
+        rebalance_timeout: float,
+        now: Callable[[], float] = clock,
     ) -> None:
-        if margin >= session_timeout:
+        if margin >= min(session_timeout, rebalance_timeout):
             raise ValueError(
                 f"a lease margin of {margin}s leaves nothing of a {session_timeout}s session "
-                "timeout: lower SAGA_LEASE_MARGIN"
+                f"timeout or a {rebalance_timeout}s rebalance timeout: lower SAGA_LEASE_MARGIN"
             )
         self.session_timeout = session_timeout
+        self.rebalance_timeout = rebalance_timeout
         #: the lease lasts this long after the send of the last request answered OK
-        self.ttl = session_timeout - margin
+        self.ttl = min(session_timeout, rebalance_timeout) - margin
+        #: a heartbeat answered "rebalance in progress" renews it for this long after its
+        #: send, but never past the last OK's send + ``rebalance_ttl``
+        self.session_ttl = session_timeout - margin
+        self.rebalance_ttl = rebalance_timeout - margin
         self.clock = now
-        #: (send time of the last renewing request, its generation); replaced whole
-        self._lease: tuple[float, int] = (-math.inf, -1)
+        #: (send time of the last renewing request, its generation, the lease's end);
+        #: replaced whole
+        self._lease: tuple[float, int, float] = _NONE
+        #: (send time, generation) of the last request answered OK (consumer thread only)
+        self._ok: tuple[float, int] = (-math.inf, -1)
         #: generations at or below this one are over (consumer thread only)
         self._over = -1
         #: the generation of the current assignment (main loop)
@@ -113,14 +141,25 @@ class Membership:
 
     # -- the consumer thread -----------------------------------------------------------
 
-    def renewed(self, sent_at: float, generation: int) -> None:
-        """A request sent at ``sent_at`` was answered: still a member of ``generation``."""
-        at, current = self._lease
+    def renewed(self, sent_at: float, generation: int, *, rebalancing: bool = False) -> None:
+        """A heartbeat sent at ``sent_at`` was answered: still a member of ``generation``.
+
+        ``rebalancing``: answered "rebalance in progress" (see the module doc).
+        """
+        at, current, _ = self._lease
         if generation <= self._over or generation < current:
             return  # (generations only grow: an answer of an older one is stale)
         if generation == current and sent_at <= at:
             return
-        self._lease = (sent_at, generation)
+        if not rebalancing:
+            self._ok = (sent_at, generation)
+            self._lease = (sent_at, generation, sent_at + self.ttl)
+            return
+        ok_at, ok_generation = self._ok
+        if ok_generation != generation:
+            return  # (a member of it answered OK first: its SyncGroup)
+        until = min(sent_at + self.session_ttl, ok_at + self.rebalance_ttl)
+        self._lease = (sent_at, generation, until)
 
     def joined(self, sent_at: float, generation: int) -> None:
         """A SyncGroup sent at ``sent_at`` was answered OK: a member of ``generation`` now.
@@ -130,12 +169,17 @@ class Membership:
         a worker expelled at generation 7 (suspended for long) may rejoin it at 1.
         """
         self._over = min(self._over, generation - 1)
-        self._lease = (sent_at, generation)
+        self._ok = (sent_at, generation)
+        self._lease = (sent_at, generation, sent_at + self.ttl)
 
     def lost(self, generation: int) -> None:
-        """``generation`` is over for this worker (expelled, or leaving the group)."""
+        """``generation`` is over for this worker (expelled, or leaving the group).
+
+        A lease of a newer generation (joined since) is kept.
+        """
         self._over = max(self._over, generation)
-        self._lease = (-math.inf, -1)
+        if self._lease[1] <= generation:
+            self._lease = _NONE
 
     def watch(self, client: Any) -> None:
         """Hook the Kafka client of the group's consumer (before it starts).
@@ -161,33 +205,45 @@ class Membership:
     async def _answer(self, sending: Any, kind: type, generation: int, sent_at: float) -> Any:
         response = await sending
         code = getattr(response, "error_code", None)
-        if code in _RENEWING[kind]:
-            (self.joined if kind is SyncGroupRequest else self.renewed)(sent_at, generation)
-        elif code in _LOST:
+        if kind is SyncGroupRequest:
+            if code == _OK:
+                self.joined(sent_at, generation)
+        elif code in (_OK, _REBALANCING):
+            self.renewed(sent_at, generation, rebalancing=code == _REBALANCING)
+        if code in _LOST:
             self.lost(generation)
         return response
 
     @property
     def confirmed(self) -> tuple[float, int]:
         """``(send time, generation)`` of the last request answered as a member."""
-        return self._lease
+        return self._lease[:2]
 
     # -- the main loop -----------------------------------------------------------------
 
     def valid(self) -> bool:
         """The lease holds now, for the generation of the current assignment."""
-        at, generation = self._lease
-        return generation == self.assigned and self.clock() - at < self.ttl
+        _, generation, until = self._lease
+        return generation == self.assigned and self.clock() < until
 
-    def _age(self) -> float:
-        return self.clock() - self._lease[0]
+    def _why(self, now: float) -> str:
+        """How long ago the lease ran out, and why, for a log line."""
+        at, _, until = self._lease
+        return (
+            f"membership lease ran out {now - until:.1f}s ago (last heartbeat answered as a "
+            f"member sent {now - at:.1f}s ago, last answered OK {now - self._ok[0]:.1f}s ago; "
+            f"session timeout {self.session_timeout:g}s, rebalance timeout "
+            f"{self.rebalance_timeout:g}s: paused, cut off from the group coordinator, or in "
+            "a rebalance it has not rejoined?)"
+        )
 
     async def hold(self, what: str, stopping: Callable[[], bool]) -> None:
         """Return once the lease holds; ``Abandoned`` when its generation is over or on stop.
 
-        ``what`` names the writer in the logs (``inbox partition 3``).
+        ``what`` names the writer in the logs (``inbox partition 3``). A long wait is
+        logged again every ``HOLD_LOG_EVERY`` seconds.
         """
-        waited = 0.0
+        began = logged = -math.inf
         while not self.valid():
             generation = self._lease[1]
             if generation != self.assigned:
@@ -201,55 +257,85 @@ class Membership:
                 raise Abandoned()
             if stopping():
                 raise Abandoned()
-            if not waited:
+            now = self.clock()
+            if began == -math.inf:
+                began = logged = now
                 log.warning(
-                    "%s: membership lease ran out %.1fs ago (no heartbeat answered for "
-                    "%.1fs, session timeout %.0fs: paused, or cut off from the group "
-                    "coordinator?); writing nothing until a heartbeat confirms generation %d "
-                    "or the partition is revoked",
+                    "%s: %s; writing nothing until a heartbeat confirms generation %d or the "
+                    "partition is revoked",
                     what,
-                    self._age() - self.ttl,
-                    self._age(),
-                    self.session_timeout,
+                    self._why(now),
+                    self.assigned,
+                )
+            elif now - logged >= HOLD_LOG_EVERY:
+                logged = now
+                log.warning(
+                    "%s: still waiting after %.0fs: %s; writing nothing until a heartbeat "
+                    "confirms generation %d or the partition is revoked",
+                    what,
+                    now - began,
+                    self._why(now),
                     self.assigned,
                 )
             await asyncio.sleep(POLL)
-            waited += POLL
-        if waited:
-            log.warning("%s: membership of generation %d confirmed; going on", what, self.assigned)
+        if began != -math.inf:
+            log.warning(
+                "%s: membership of generation %d confirmed after %.1fs; going on",
+                what,
+                self.assigned,
+                self.clock() - began,
+            )
 
-    async def confirm(self, what: str, stopping: Callable[[], bool]) -> None:
+    async def confirm(self, what: str) -> None:
         """Call right after a changelog acknowledgement (see the module doc).
 
         Returns when the write is known to precede any takeover; otherwise raises
-        ``Abandoned`` after an ERROR log: nothing derived from it may be sent.
+        ``Abandoned`` (the generation is over) or is cancelled (a revoke's stop timeout)
+        after an ERROR log: nothing derived from it may be sent. It does not give up at a
+        revoke on its own: the heartbeats that go on meanwhile can still confirm it.
         """
         acked_at = self.clock()
-        at, generation = self._lease
-        if generation == self.assigned and acked_at - at < self.ttl:
+        at, generation, until = self._lease
+        if generation == self.assigned and acked_at < until:
             return
         log.warning(
             "%s: records acknowledged %.1fs after this worker's membership lease ran out; "
             "sending nothing derived from them until a heartbeat confirms generation %d",
             what,
-            acked_at - at - self.ttl,
+            acked_at - until,
             self.assigned,
         )
-        while True:
-            at, generation = self._lease
-            if generation == self.assigned and at > acked_at:
-                log.warning("%s: generation %d confirmed; sending", what, generation)
-                return
-            if generation != self.assigned or stopping():
-                log.error(
-                    "%s: records were acknowledged after this worker's membership lease ran "
-                    "out and generation %d was not confirmed since (expelled, or revoked): "
-                    "another worker may own the partition and have written these sagas "
-                    "first. Nothing derived from them is sent and the local table keeps its "
-                    "older records; the changelog may hold them after the new owner's until "
-                    "those sagas change again (README: A paused worker)",
-                    what,
-                    self.assigned,
-                )
-                raise Abandoned()
-            await asyncio.sleep(POLL)
+        try:
+            while True:
+                at, generation, _ = self._lease
+                if generation == self.assigned and at > acked_at:
+                    log.warning("%s: generation %d confirmed; sending", what, generation)
+                    return
+                if generation != self.assigned:
+                    raise Abandoned()
+                await asyncio.sleep(POLL)
+        except (Abandoned, asyncio.CancelledError):
+            log.error(
+                "%s: records were acknowledged after this worker's membership lease ran "
+                "out and generation %d was not confirmed since (expelled, or revoked before "
+                "a heartbeat got through): another worker may own the partition and have "
+                "written these sagas first. Nothing derived from them is sent and the local "
+                "table keeps its older records; the changelog may hold them after the new "
+                "owner's until those sagas change again (README: A paused worker)",
+                what,
+                self.assigned,
+            )
+            raise
+
+
+async def fenced(fence: Membership | None, what: str, stopping: Callable[[], bool]) -> Backoff:
+    """The pacing of a changelog write under ``fence`` (``None``: unfenced).
+
+    Returns once the lease holds, with a ``Backoff`` whose every retry waits for it again
+    (``hold``): the first attempt and each retry are written under the lease.
+    """
+    if fence is None:
+        return Backoff(stopping)
+    if not fence.valid():
+        await fence.hold(what, stopping)
+    return Backoff(stopping, hold=partial(fence.hold, what, stopping))

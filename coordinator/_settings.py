@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -145,15 +146,28 @@ class CoordinatorSettings(GcOptions):
 
     @model_validator(mode="after")
     def _lease_outlives_a_heartbeat(self) -> CoordinatorSettings:
+        # The lease is renewed when a heartbeat's answer arrives, and runs from that
+        # heartbeat's send; the next one is sent an interval after the previous send. So a
+        # lease of L outlasts the gap between two renewals while a heartbeat's round trip
+        # stays under L - interval: two intervals tolerate a round trip of one interval.
         lease = self.session_timeout - self.lease_margin
-        if lease <= self.heartbeat_interval:
+        interval = self.heartbeat_interval
+        if lease < 2 * interval:
+            margin = self.lease_margin.total_seconds()
+            # the fixes, rounded to the millisecond on the safe side
+            most = (self.session_timeout - 2 * interval).total_seconds()
+            least = 3 * margin if margin <= 3 else margin + 6
+            most, least = math.floor(round(most * 1e3, 6)), math.ceil(round(least * 1e3, 6))
             raise ValueError(
-                f"SAGA_LEASE_MARGIN={self.lease_margin.total_seconds():g}s leaves a membership "
-                f"lease of {lease.total_seconds():g}s, not longer than the heartbeat interval "
-                f"({self.heartbeat_interval.total_seconds():g}s, a third of "
-                f"SAGA_SESSION_TIMEOUT={self.session_timeout.total_seconds():g}s, at most 3s): "
-                "a healthy worker would stall between heartbeats. Lower SAGA_LEASE_MARGIN or "
-                "raise SAGA_SESSION_TIMEOUT"
+                f"SAGA_LEASE_MARGIN={margin:g}s leaves a membership lease of "
+                f"{lease.total_seconds():g}s after each heartbeat's send, less than two "
+                f"heartbeat intervals (2 x {interval.total_seconds():g}s; an interval is a "
+                f"third of SAGA_SESSION_TIMEOUT={self.session_timeout.total_seconds():g}s, at "
+                "most 3s): a heartbeat answered more than "
+                f"{(lease - interval).total_seconds():.3g}s after its send would let the lease "
+                "lapse before the next one renews it, and a healthy worker would hold every "
+                f"batch. Set SAGA_LEASE_MARGIN to at most {most / 1000:g}s, or "
+                f"SAGA_SESSION_TIMEOUT to at least {least / 1000:g}s"
             )
         return self
 

@@ -25,12 +25,13 @@ async def test_a_real_group_member_holds_the_lease_while_it_heartbeats(
 ) -> None:
     topic = f"{topic_prefix}.lease"
     await create_topic(kafka_bootstrap, topic, {})
-    lease = Membership(6.0, 1.0)
+    lease = Membership(6.0, 1.0, rebalance_timeout=60.0)
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=kafka_bootstrap,
         group_id=f"{topic_prefix}-lease",
         session_timeout_ms=6000,
+        rebalance_timeout_ms=60000,
         heartbeat_interval_ms=300,
     )
     lease.watch(consumer._client)  # before it starts, as the coordinator's consumer thread

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from coordinator import CoordinatorSettings, Saga, SagaRegistry, Service, Step, StepContext
 from coordinator._delivery import Abandoned
 from coordinator._lanes import Lanes
-from coordinator._lease import POLL, Membership
+from coordinator._lease import HOLD_LOG_EVERY, POLL, Membership
 from tests.unit.coordinator.sagas import SVC, undo
 from tests.unit.coordinator.shell_kit import (
     CHANGELOG,
@@ -35,7 +36,7 @@ from tests.unit.coordinator.shell_kit import (
 from tests.unit.coordinator.test_expiry import KEEP, T0, World, record
 
 GENERATION = 5
-SESSION, MARGIN = 6.0, 1.0
+SESSION, MARGIN, REBALANCE = 6.0, 1.0, 60.0
 TTL = SESSION - MARGIN
 
 #: effects of the inline step, per saga (a second run would count 2)
@@ -94,7 +95,7 @@ class Clock:
 def member(generation: int = GENERATION) -> tuple[Membership, Clock]:
     """A member of ``generation`` whose heartbeat was just answered."""
     clock = Clock()
-    lease = Membership(SESSION, MARGIN, now=clock)
+    lease = Membership(SESSION, MARGIN, rebalance_timeout=REBALANCE, now=clock)
     lease.assigned = generation
     lease.renewed(clock.t, generation)
     return lease, clock
@@ -131,21 +132,93 @@ def test_a_lease_holds_only_for_the_generation_of_the_assignment() -> None:
     assert not lease.valid()
     lease.renewed(clock.t, GENERATION)  # a late answer of the lost generation
     assert not lease.valid(), "an expelled member's generation never comes back"
-    lease.renewed(clock.t, GENERATION + 1)  # rejoined: SyncGroup answered
+    lease.joined(clock.t, GENERATION + 1)  # rejoined: SyncGroup answered
     lease.assigned = GENERATION + 1
     assert lease.valid()
     lease.renewed(clock.t + 1, GENERATION - 1)  # a stale answer of an older generation
     assert lease.confirmed == (clock.t, GENERATION + 1)
 
 
-def test_a_margin_must_leave_a_lease_longer_than_a_heartbeat_interval() -> None:
+def test_losing_a_generation_keeps_the_lease_of_a_newer_one() -> None:
+    lease, clock = member()
+    lease.joined(clock.t, GENERATION + 1)  # rejoined
+    lease.assigned = GENERATION + 1
+    lease.lost(GENERATION)  # a late "unknown member" of the generation it left
+    assert lease.valid(), "only a lease of the lost generation (or older) ends"
+    lease.lost(GENERATION + 1)
+    assert not lease.valid()
+
+
+def test_rebalance_in_progress_renews_the_lease_only_until_the_rebalance_could_expel_it() -> None:
+    """A member that has not rejoined when the join phase ends is removed, however it
+    heartbeats; the phase began after the broker received the last heartbeat it answered
+    OK, so it ends no earlier than that heartbeat's send + the rebalance timeout
+    (review-fence F3)."""
+    lease, clock = member()  # its heartbeat, sent now, answered OK
+    ok = clock.t
+    while clock.t + 2 < ok + REBALANCE - MARGIN:
+        clock.t += 2
+        lease.renewed(clock.t, GENERATION, rebalancing=True)  # answered at once
+        assert lease.valid()
+    clock.t = ok + REBALANCE - MARGIN - 0.01
+    lease.renewed(clock.t, GENERATION, rebalancing=True)
+    assert lease.valid()
+    clock.t += 0.01
+    lease.renewed(clock.t, GENERATION, rebalancing=True)
+    assert not lease.valid(), "the join phase may end a margin later: no rejoin, no member"
+    assert lease.confirmed == (clock.t, GENERATION), "but it is still a member now"
+    lease.joined(clock.t, GENERATION + 1)  # it rejoined (the lanes stopped meanwhile)
+    lease.assigned = GENERATION + 1
+    assert lease.valid()
+
+
+def test_no_lease_outlasts_a_rebalance_timeout_shorter_than_the_session() -> None:
+    clock = Clock()
+    lease = Membership(10.0, 1.0, rebalance_timeout=4.0, now=clock)
+    lease.assigned = GENERATION
+    lease.joined(clock.t, GENERATION)
+    clock.t += 2.99
+    assert lease.valid()
+    clock.t += 0.01
+    assert not lease.valid(), "a rebalance begun right after that SyncGroup may end it"
+
+
+def test_a_margin_must_leave_a_lease_of_two_heartbeat_intervals() -> None:
+    """The next heartbeat leaves an interval after the last one, and renews the lease only
+    once answered: a lease barely over an interval lapses between two heartbeats of a
+    healthy worker as soon as their round trip is a few tens of milliseconds (review-fence
+    F4: 4 s session, 2.6 s margin: lease 1.4 s, interval 1.33 s)."""
     with pytest.raises(ValueError, match="lower SAGA_LEASE_MARGIN"):
-        Membership(6.0, 6.0)
-    with pytest.raises(ValidationError, match=r"(?s)SAGA_LEASE_MARGIN=2s.*heartbeat interval"):
-        CoordinatorSettings(session_timeout=timedelta(seconds=3), lease_margin=timedelta(seconds=2))
+        Membership(6.0, 6.0, rebalance_timeout=60.0)
+    with pytest.raises(ValidationError) as refused:
+        CoordinatorSettings(
+            session_timeout=timedelta(seconds=4), lease_margin=timedelta(seconds=2.6)
+        )
+    message = str(refused.value)
+    assert "SAGA_LEASE_MARGIN=2.6s leaves a membership lease of 1.4s" in message
+    assert "less than two heartbeat intervals (2 x 1.33333s" in message
+    fixes = re.search(
+        r"Set SAGA_LEASE_MARGIN to at most ([\d.]+)s, or SAGA_SESSION_TIMEOUT to at least "
+        r"([\d.]+)s",
+        message,
+    )
+    assert fixes is not None, message
+    margin, session = (float(value) for value in fixes.groups())
+    for fixed in (
+        {"session_timeout": timedelta(seconds=4), "lease_margin": timedelta(seconds=margin)},
+        {"session_timeout": timedelta(seconds=session), "lease_margin": timedelta(seconds=2.6)},
+    ):
+        settings = CoordinatorSettings(**fixed)  # either fix is accepted
+        lease = settings.session_timeout - settings.lease_margin
+        assert lease >= 2 * settings.heartbeat_interval
     settings = CoordinatorSettings(session_timeout=timedelta(seconds=6))
     assert settings.heartbeat_interval == timedelta(seconds=2)
     assert settings.lease_margin == timedelta(seconds=1)
+    CoordinatorSettings(session_timeout=timedelta(seconds=30), lease_margin=timedelta(seconds=24))
+    with pytest.raises(ValidationError, match=r"at most 24s, or SAGA_SESSION_TIMEOUT .* 31s"):
+        CoordinatorSettings(
+            session_timeout=timedelta(seconds=30), lease_margin=timedelta(seconds=25)
+        )
 
 
 # -- inbox batches -----------------------------------------------------------------------
@@ -183,6 +256,30 @@ async def test_an_expired_lease_holds_a_batch_before_anything_runs_until_a_heart
     await batch
     assert RUNS["held"] == 1 and "held" in f.store
     assert f.producer.to("t.step.svc"), "its effects were sent"
+
+
+async def test_a_long_wait_for_the_lease_is_logged_again_with_how_long_it_waited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    f = Fenced()
+    f.clock.t += TTL + 2
+    with caplog.at_level(logging.WARNING, logger="coordinator.lease"):
+        batch = f.start("waiting")
+        await looks()
+        assert len(caplog.records) == 1 and "membership lease ran out 2.0s ago" in caplog.text
+        f.clock.t += HOLD_LOG_EVERY - 1
+        await looks()
+        assert len(caplog.records) == 1, "not at every look"
+        f.clock.t += 1
+        await looks()
+        assert len(caplog.records) == 2
+        assert "still waiting after 30s: membership lease ran out 32.0s ago" in caplog.text
+        f.clock.t += HOLD_LOG_EVERY
+        await looks()
+        assert len(caplog.records) == 3 and "still waiting after 60s" in caplog.text
+        f.lease.renewed(f.clock.t, GENERATION)
+        await batch
+    assert "membership of generation 5 confirmed after 60.0s; going on" in caplog.text
 
 
 async def test_a_revoke_while_the_batch_waits_abandons_it_unwritten() -> None:
@@ -225,12 +322,14 @@ async def test_an_inline_step_after_a_pause_waits_for_the_lease(
     assert "dead" not in caplog.text.lower(), "abandoned, not dead-lettered"
 
 
-async def late_ack(saga_id: str) -> tuple[Fenced, asyncio.Future[None]]:
+async def late_ack(
+    saga_id: str, stopping: Callable[[], bool] = never
+) -> tuple[Fenced, asyncio.Future[None]]:
     """A batch whose changelog records are acknowledged after the lease ran out (paused
     between the check and the acknowledgement)."""
     f = Fenced()
     f.producer.hold = True
-    batch = f.start(saga_id)
+    batch = f.start(saga_id, stopping=stopping)
     while not f.producer.enqueued:
         await asyncio.sleep(0)
     f.clock.t += TTL + 2  # the pause
@@ -262,6 +361,36 @@ async def test_records_acknowledged_late_are_followed_by_their_effects_once_conf
     f.lease.renewed(f.clock.t + 0.1, GENERATION)  # sent after it: nobody took the partition
     await batch
     assert "confirmed" in f.store and f.producer.to("t.step.svc") and f.producer.to("t.lifecycle")
+
+
+async def test_records_acknowledged_late_at_a_revoke_are_confirmed_by_its_heartbeats() -> None:
+    """The revoke lets the batch in progress finish (the lanes' stop timeout), and aiokafka
+    heartbeats on meanwhile, answered "rebalance in progress": one sent after the
+    acknowledgement proves the group is still at this generation, so nobody took the
+    partition before the records landed (review-fence F5)."""
+    revoked = False
+    f, batch = await late_ack("revoked late", stopping=lambda: revoked)
+    revoked = True  # the revoke: the lane is told to stop
+    await looks()
+    assert not batch.done(), "it waits for the heartbeat the revoke leaves time for"
+    f.lease.renewed(f.clock.t + 0.1, GENERATION, rebalancing=True)
+    await batch
+    assert "revoked late" in f.store and f.producer.to("t.step.svc")
+    assert f.producer.to("t.lifecycle"), "no re-send left to the next owner"
+
+
+async def test_records_acknowledged_late_and_never_confirmed_before_the_stop_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="coordinator.lease"):
+        f, batch = await late_ack("cancelled", stopping=lambda: True)
+        await looks()
+        batch.cancel()  # the lanes' stop timeout (Lane.stop)
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+    assert [s.topic for s in f.producer.sent] == [CHANGELOG] and dict(f.store) == {}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "was not confirmed since" in errors[0]
 
 
 async def test_a_changelog_write_is_tried_again_only_under_the_lease() -> None:

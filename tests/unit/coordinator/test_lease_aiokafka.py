@@ -38,6 +38,8 @@ from coordinator._lease import Membership
 
 #: the aiokafka release these hooks were read against (group_coordinator.py)
 PINNED = "0.14.0"
+#: the rebalance timeout the lease assumes (seconds; the group's may only be longer)
+REBALANCE = 30.0
 
 
 class Broker:
@@ -65,7 +67,7 @@ async def group() -> AsyncIterator[tuple[GroupCoordinator, Membership, Broker, C
     client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9")  # never started: no I/O
     broker, clock = Broker(), Clock()
     client.send = broker.send  # type: ignore[method-assign]
-    lease = Membership(10.0, 1.0, now=clock)
+    lease = Membership(10.0, 1.0, rebalance_timeout=REBALANCE, now=clock)
     lease.watch(client)
     coordinator = GroupCoordinator(client, SubscriptionState(), group_id="g")
     coordinator.coordinator_id = 0
@@ -117,6 +119,29 @@ async def test_a_heartbeat_answered_ok_renews_the_lease_from_its_send(
     broker.code = RebalanceInProgressError.errno  # the broker renews the session too
     assert await coordinator._do_heartbeat() is True
     assert lease.valid()
+
+
+async def test_rebalance_in_progress_renews_the_lease_only_until_the_join_phase_could_end(
+    group: tuple[GroupCoordinator, Membership, Broker, Clock],
+) -> None:
+    """aiokafka heartbeats on through the revoke callback, every answer "rebalance in
+    progress", and the broker renews the session for each; but a member that has not
+    rejoined when the join phase ends (the rebalance timeout after it began, which is
+    after the last heartbeat answered OK) is removed all the same (review-fence F3)."""
+    coordinator, lease, broker, clock = group
+    assert await coordinator._do_heartbeat() is True  # OK, sent at 50
+    ok = clock.t
+    broker.code = RebalanceInProgressError.errno  # a rebalance began; a long revoke
+    while clock.t + 3 < ok + REBALANCE - 1:
+        clock.t += 3
+        assert await coordinator._do_heartbeat() is True
+        assert lease.valid()
+    clock.t = ok + REBALANCE - 1  # (margin 1 s)
+    assert await coordinator._do_heartbeat() is True
+    assert not lease.valid(), (
+        "a lease past the last OK heartbeat's send + the rebalance timeout: the group may "
+        "have gone on without this member"
+    )
 
 
 @pytest.mark.parametrize("error", [UnknownMemberIdError, IllegalGenerationError])

@@ -9,6 +9,7 @@ just sought back to, Faust dropped them, and the recovery waited for ever. Here 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -49,7 +50,25 @@ class Buffered:
 
 
 class Subscriptions:
-    reassignment_in_progress = False
+    """aiokafka's ``SubscriptionState`` as a fetch sees it; ``rebalance()`` makes the next
+    fetch wait for the assignment, as a fetch pending across a rebalance does."""
+
+    def __init__(self) -> None:
+        self.reassignment_in_progress = False
+        self.waiting = asyncio.Event()  # a fetch waits for the assignment
+        self._assigned = asyncio.Event()
+
+    def rebalance(self) -> None:
+        self.reassignment_in_progress = True
+        self._assigned.clear()
+
+    def assign(self) -> None:
+        self.reassignment_in_progress = False
+        self._assigned.set()
+
+    async def wait_for_assignment(self) -> None:
+        self.waiting.set()
+        await self._assigned.wait()
 
     def is_assigned(self, tp: Any) -> bool:
         return True
@@ -90,15 +109,43 @@ async def test_a_fetch_while_faust_reads_no_partition_consumes_nothing() -> None
     assert states[CHANGELOG].position == 0, "the recovery reads the changelog from its seek"
 
 
-async def test_a_fetch_takes_the_partitions_active_when_it_returns() -> None:
+async def waiting_fetch(consumer: Any, active: set[TP]) -> asyncio.Task[dict[TP, list[Any]]]:
+    """A fetch begun while a rebalance is in progress: it waits for the assignment (as an
+    idle worker's pending fetch does), and is waiting when this returns."""
+    subscriptions = consumer._fetcher._subscriptions
+    subscriptions.rebalance()
+    fetch = asyncio.ensure_future(thread()._fetch_records(consumer, active, timeout=0))
+    await subscriptions.waiting.wait()
+    assert not fetch.done()
+    return fetch
+
+
+async def test_a_fetch_waiting_across_a_rebalance_consumes_nothing_once_none_is_active() -> None:
+    """The stall itself: the fetch began with the inbox active; the rebalance paused every
+    partition while it waited; it drained every buffered partition, the changelog ones the
+    recovery had just sought back to included."""
     consumer, states = aiokafka_with_buffered(CHANGELOG, INBOX)
     active = {INBOX}
-    fetching = thread()
-    pending = fetching._fetch_records(consumer, active, timeout=0)
+    fetch = await waiting_fetch(consumer, active)
+    active.clear()  # revoked, then every assigned partition paused (the recovery seeks)
+    consumer._fetcher._subscriptions.assign()
+
+    assert await fetch == {}
+    assert states[CHANGELOG].position == 0, "the recovery reads the changelog from its seek"
+    assert states[INBOX].position == 0
+
+
+async def test_a_fetch_takes_the_partitions_active_when_it_returns() -> None:
+    """Faust's live set, not a copy of it: a partition resumed while the fetch waits is
+    read at once (no latency added), one paused meanwhile is not read."""
+    consumer, states = aiokafka_with_buffered(CHANGELOG, INBOX)
+    active = {INBOX}
+    fetch = await waiting_fetch(consumer, active)
     active.add(CHANGELOG)  # resumed by the recovery while the fetch waits
     active.discard(INBOX)  # paused meanwhile
+    consumer._fetcher._subscriptions.assign()
 
-    records = await pending
+    records = await fetch
 
     assert [r.offset for r in records[CHANGELOG]] == list(range(7))
     assert INBOX not in records and states[INBOX].position == 0

@@ -38,7 +38,12 @@ from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential
 from coordinator._cli_parser import Exit
 from listeners._db import create_db_engine, is_transient, schema_fix, session_factory
 from listeners._declarative import Listener
-from listeners._errors import EntityNotFoundError, ListenerConfigError, ListenerError
+from listeners._errors import (
+    EntityNotFoundError,
+    ListenerConfigError,
+    ListenerError,
+    SchemaLagsModelError,
+)
 from listeners._migrations import require_head, revision, upgrade
 from listeners._queries import EntityView, get_entity, list_entities
 from listeners._registry import load_listener, load_listeners
@@ -179,7 +184,10 @@ def _run(settings: ListenerSettings, args: argparse.Namespace) -> None:
     elif command == "get":
         listener = load_listener(args.listener, settings)
         entity = _query(
-            _url(settings, args, listener), listener, lambda s: get_entity(s, listener, args.key)
+            _url(settings, args, listener),
+            listener,
+            lambda s: get_entity(s, listener, args.key),
+            spec=args.listener,
         )
         print(entity.model_dump_json(indent=2) if args.json else _render(listener, entity))
     elif command == "list":
@@ -189,6 +197,7 @@ def _run(settings: ListenerSettings, args: argparse.Namespace) -> None:
             _url(settings, args, listener),
             listener,
             lambda s: list_entities(s, listener, filters, limit=args.limit),
+            spec=args.listener,
         )
         print(json.dumps([item.model_dump(mode="json") for item in found], indent=2))
     elif command == "replay":
@@ -213,8 +222,12 @@ def _pair(item: str) -> tuple[str, str]:
     return attr, value
 
 
-def _query(url: str, listener: Listener[Any], run: Any) -> Any:
-    """Run a read-only query; a database that is missing or not migrated names `migrate`."""
+def _query(url: str, listener: Listener[Any], run: Any, *, spec: str) -> Any:
+    """Run a read-only query; a database that is missing or not migrated names `migrate`.
+
+    ``spec``: the listener as the command line named it (quoted in the fix of a database
+    lacking a table or column of the model).
+    """
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         from pathlib import Path
@@ -229,6 +242,12 @@ def _query(url: str, listener: Listener[Any], run: Any) -> Any:
         require_head(engine, [listener])
         with session_factory(engine)() as session:
             return run(session)
+    except SQLAlchemyError as exc:
+        fix = schema_fix(exc, spec, _shown(url))
+        if not fix:
+            raise
+        first = str(exc).splitlines()[0]
+        raise SchemaLagsModelError(f"listener database failed: {first}; {fix}") from exc
     finally:
         engine.dispose()
 

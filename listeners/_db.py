@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -27,6 +28,7 @@ __all__ = [
     "retry_in_place",
     "schema_fix",
     "session_factory",
+    "shown_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,23 +97,34 @@ _MISSING_SQLSTATES = frozenset({"42P01", "42703"})
 _MISSING_SQLITE = ("no such table", "no such column", "has no column named")
 
 
-def schema_fix(exc: BaseException) -> str:
+def schema_fix(exc: BaseException, listener: str = "LISTENER", database_url: str = "URL") -> str:
     """What to do when ``exc`` says a table or column of a model is not in the database.
 
     ``""`` for any other error. The listener's migrations then lag its model (a revision
-    never written, or never run): retrying cannot help.
+    never written, or never run): retrying cannot help. ``listener`` (as ``python -m
+    listeners`` names it) and ``database_url`` (its password hidden) complete the commands.
     """
     orig = getattr(exc, "orig", None)
     if getattr(orig, "sqlstate", None) in _MISSING_SQLSTATES or (
         isinstance(orig, sqlite3.OperationalError)
         and any(words in str(orig) for words in _MISSING_SQLITE)
     ):
+        command = ["python", "-m", "listeners"]
+        at = ["--database-url", database_url]
+        revision = [*command, "revision", listener, "-m", "what the model gained", *at]
         return (
             "the database lacks a table or column of the listener's model: write the "
-            "revision that adds it (`python -m listeners revision`), then run "
-            "`python -m listeners migrate` with the same listeners and database URL"
+            f"revision that adds it (`{shlex.join(revision)}`), then run "
+            f"`{shlex.join([*command, 'migrate', listener, *at])}`"
         )
     return ""
+
+
+def shown_url(sessions: sessionmaker[Session]) -> str:
+    """The URL of the database ``sessions`` are bound to, its password hidden."""
+    bind = sessions.kw.get("bind")
+    url = getattr(bind, "url", None)
+    return url.render_as_string(hide_password=True) if url is not None else "URL"
 
 
 async def retry_in_place(

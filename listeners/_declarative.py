@@ -119,6 +119,9 @@ class Listener(Generic[RowT]):
         self._timeline_sql = TableSql(self.timeline)
         self.migrations = Path(migrations) if migrations is not None else _beside(model)
         self.version_table = f"alembic_version_{name}"
+        #: how ``python -m listeners`` names it (``module:attribute`` or a built-in name),
+        #: set when it is loaded by that name; error messages quote it in commands
+        self.spec: str | None = None
         # Column defaults (scalar, or callables taking no argument) fill a new saga's row.
         self._defaults = {
             attr: col.default

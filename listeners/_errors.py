@@ -6,6 +6,8 @@ Every exception derives from one root, so callers can catch the package as a who
     ├── ListenerConfigError        a listener or its settings are inconsistent
     ├── SchemaNotAtHeadError       the listener database is not migrated to the newest
     │                              revision (run ``python -m listeners migrate``)
+    ├── SchemaLagsModelError       the listener database, at head, lacks a table or column
+    │                              of the model (write the revision, then migrate)
     ├── EntityNotFoundError        a business-state query named an unknown key
     │   └── OrderNotFoundError     ... of the order-status listener
     ├── InvalidQueryError          a business-state query has a bad argument
@@ -24,6 +26,7 @@ __all__ = [
     "ListenerError",
     "OrderNotFoundError",
     "ReplayError",
+    "SchemaLagsModelError",
     "SchemaNotAtHeadError",
 ]
 
@@ -38,6 +41,10 @@ class ListenerConfigError(ListenerError):
 
 class SchemaNotAtHeadError(ListenerError):
     """The listener database is not at the newest Alembic revision."""
+
+
+class SchemaLagsModelError(ListenerError):
+    """The listener database lacks a table or column of the model: its migrations lag it."""
 
 
 class EntityNotFoundError(ListenerError, LookupError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from coordinator.events import DeadLetter
-from listeners._db import retry_in_place, schema_fix
+from listeners._db import retry_in_place, schema_fix, shown_url
 from listeners._declarative import Listener
 from listeners._decoding import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -35,6 +36,7 @@ from listeners._decoding import (
 )
 from listeners._events import Event
 from listeners._framework import BatchResult, apply_batch
+from listeners._registry import BUILTIN
 
 __all__ = ["BatchProcessor", "DeadLetterSink", "ProcessorStats", "Target", "commit_batch"]
 
@@ -148,7 +150,7 @@ class BatchProcessor:
                     "%s: batch of %d events failed; isolating%s",
                     self.agent,
                     len(decoded),
-                    f" ({fix})" if (fix := schema_fix(exc)) else "",
+                    f" ({fix})" if (fix := _schema_fix(exc, target)) else "",
                 )
                 self.stats.isolated_batches += 1
                 isolated, more_dead = await self._isolate(target, decoded, exc)
@@ -185,7 +187,7 @@ class BatchProcessor:
                 total += await self._commit(target, [event])
             except Exception as exc:
                 log.error("%s: event %s cannot be applied: %r", self.agent, event.event_id, exc)
-                fix = schema_fix(exc)  # first: the reason is cut to its first 2000 characters
+                fix = _schema_fix(exc, target)  # first: the reason is cut at 2000 characters
                 reason = (
                     f"listener could not apply event {event.event_id}: "
                     f"{fix + ': ' if fix else ''}{type(exc).__name__}: "
@@ -253,3 +255,23 @@ class BatchProcessor:
             len(dead),
             stats.last_batch_ms,
         )
+
+
+def _schema_fix(exc: BaseException, target: Target) -> str:
+    """``schema_fix`` with the commands for the listener whose table ``exc`` names."""
+    concerned = list(target.listeners)
+    if len(concerned) > 1:  # listeners sharing the database: the statement names its table
+        text = str(exc)
+        concerned = [
+            listener
+            for listener in concerned
+            if any(
+                re.search(rf"\b{re.escape(table.name)}\b", text)
+                for table in (listener.table, listener.timeline)
+            )
+        ]
+    spec = "LISTENER"
+    if len(concerned) == 1:
+        listener = concerned[0]
+        spec = listener.spec or (listener.name if listener.name in BUILTIN else spec)
+    return schema_fix(exc, spec, shown_url(target.sessions))

@@ -51,6 +51,7 @@ def load_listener(spec: str, settings: ListenerSettings | None = None) -> Listen
             f"listener {spec!r} is a {type(found).__name__}, not a listeners.Listener (or a "
             "function of the settings returning one)"
         )
+    found.spec = spec
     return found
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from listeners._cli import main
+from tests.unit.listeners.test_processor import _names_the_commands
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -144,7 +145,22 @@ def test_a_query_on_a_table_lacking_a_model_column_names_it_and_the_fix(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("error: listener database failed: (sqlite3.OperationalError) no such")
-    assert "trips.flight" in err and "run `python -m listeners migrate`" in err
+    assert "trips.flight" in err
+    _names_the_commands(err, "examples.trips:trips", "sqlite:///trips.db")
+
+
+def test_a_list_of_orders_lacking_a_model_column_names_the_commands_for_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "sqlite:///o.db"
+    assert _main(tmp_path, monkeypatch, "migrate", "--database-url", url) == 0
+    with sqlite3.connect(tmp_path / "o.db") as conn:
+        conn.execute("ALTER TABLE orders DROP COLUMN current_step")
+    code = _main(tmp_path, monkeypatch, "orders", "--status", "completed", "--database-url", url)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "current_step" in err
+    _names_the_commands(err, "orders", url)
 
 
 def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import String
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from coordinator.events import DeadLetter
-from listeners import BatchResult
+from listeners import BatchResult, Listener, SagaRow, create_db_engine, session_factory
+from listeners._cli import _parser
 from listeners._db import is_transient
 from listeners._decoding import RawRecord, decode_record
 from listeners._processor import BatchProcessor
+from listeners._registry import load_listener
 from listeners.orders import OrderStatusListener, get_order
 from tests.listener_events import order_saga
 
@@ -144,3 +149,70 @@ async def test_a_poison_event_is_isolated_not_fatal(
     assert processor.stats.isolated_batches == 1
     with sessions() as session:
         assert get_order(session, "o-good").status == "completed"
+
+
+class _ShadowBase(DeclarativeBase):
+    pass
+
+
+class _Shadow(SagaRow, _ShadowBase):
+    __tablename__ = "shadows"
+    note: Mapped[str | None] = mapped_column(String(20))
+
+
+#: a second listener of order sagas, loaded by name as a worker loads it
+SHADOW = Listener("shadows", model=_Shadow, saga_types={"order_fulfillment"})
+
+
+def _commands(spec: str, url: str) -> tuple[list[str], list[str]]:
+    at = ["--database-url", url]
+    return (
+        ["python", "-m", "listeners", "revision", spec, "-m", "what the model gained", *at],
+        ["python", "-m", "listeners", "migrate", spec, *at],
+    )
+
+
+def _names_the_commands(reason: str, spec: str, url: str) -> None:
+    """``reason`` quotes the exact commands to run, and the CLI takes them as they are."""
+    revision, migrate = _commands(spec, url)
+    assert f"write the revision that adds it (`{shlex.join(revision)}`)" in reason, reason
+    assert f"then run `{shlex.join(migrate)}`" in reason, reason
+    for command in (revision, migrate):
+        args = _parser().parse_args(command[3:])
+        assert (args.command, args.database_url) == (command[3], url)
+        assert (args.listener if command[3] == "revision" else args.listeners) in (spec, [spec])
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-database", "shared-database"])
+async def test_a_column_the_database_lacks_dead_letters_naming_the_commands_that_add_it(
+    tmp_path: Path, shared: bool
+) -> None:
+    """The reason names the listener whose table lacks it, as `python -m listeners` names
+    it, and its database (was: `python -m listeners revision` without its arguments)."""
+    url = f"sqlite:///{tmp_path / 'orders.db'}"
+    engine = create_db_engine(url)
+    orders = OrderStatusListener()  # built in code: the built-in's name is its spec
+    targets = [orders, load_listener("tests.unit.listeners.test_processor:SHADOW")]
+    if not shared:
+        targets = targets[:1]
+    for target in targets:
+        target.table.metadata.create_all(engine)
+    lacking = targets[-1]
+    with engine.begin() as conn:
+        column = "note" if lacking is not orders else "current_step"
+        conn.execute(sa.text(f"ALTER TABLE {lacking.table.name} DROP COLUMN {column}"))
+    letters: list[DeadLetter] = []
+
+    async def sink(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    processor = BatchProcessor(
+        listeners=targets, sessions=session_factory(engine), dead_letters=sink, agent="t"
+    )
+    events = order_saga("s1", "completed", order_id="o1")
+    await processor.process([_record(e, i) for i, e in enumerate(events)])
+    engine.dispose()
+    assert letters, "every event is a dead letter"
+    spec = "tests.unit.listeners.test_processor:SHADOW" if shared else "orders"
+    for letter in letters:
+        _names_the_commands(letter.reason, spec, url)

@@ -157,7 +157,7 @@ class Membership:
             return
         ok_at, ok_generation = self._ok
         if ok_generation != generation:
-            return  # (a member of it answered OK first: its SyncGroup)
+            return  # no OK of it known, so no bound (its SyncGroup answers OK first)
         until = min(sent_at + self.session_ttl, ok_at + self.rebalance_ttl)
         self._lease = (sent_at, generation, until)
 

@@ -134,6 +134,7 @@ class Coordinator:
             settings.session_timeout.total_seconds(),
             settings.lease_margin.total_seconds(),
             rebalance_timeout=self.app.conf.broker_rebalance_timeout,
+            heartbeat_interval=settings.heartbeat_interval.total_seconds(),
         )
         self.app.membership = self.membership
         raw: dict[str, Any] = {

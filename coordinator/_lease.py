@@ -92,6 +92,10 @@ _LOST = frozenset({UnknownMemberIdError.errno, IllegalGenerationError.errno})
 _NONE = (-math.inf, -1, -math.inf)
 
 
+class LeaseSettingsError(ValueError):
+    """The timeouts leave no membership lease a healthy worker keeps (names the fix)."""
+
+
 #: the lease's clock: monotonic, and counting time the system was suspended (Linux)
 clock: Callable[[], float] = (
     partial(time.clock_gettime, time.CLOCK_BOOTTIME)
@@ -113,12 +117,25 @@ class Membership:
         margin: float,
         *,
         rebalance_timeout: float,
+        heartbeat_interval: float | None = None,
         now: Callable[[], float] = clock,
     ) -> None:
         if margin >= min(session_timeout, rebalance_timeout):
-            raise ValueError(
+            raise LeaseSettingsError(
                 f"a lease margin of {margin}s leaves nothing of a {session_timeout}s session "
                 f"timeout or a {rebalance_timeout}s rebalance timeout: lower SAGA_LEASE_MARGIN"
+            )
+        lease = min(session_timeout, rebalance_timeout) - margin
+        if heartbeat_interval is not None and lease < 2 * heartbeat_interval:
+            # CoordinatorSettings checks this for the session timeout; the rebalance
+            # timeout is Faust's (its env BROKER_REBALANCE_TIMEOUT), only known here
+            raise LeaseSettingsError(
+                f"a rebalance timeout of {rebalance_timeout:g}s (Faust's "
+                f"broker_rebalance_timeout, env BROKER_REBALANCE_TIMEOUT) leaves a membership "
+                f"lease of {lease:g}s after SAGA_LEASE_MARGIN={margin:g}s, less than two "
+                f"heartbeat intervals (2 x {heartbeat_interval:g}s): a healthy worker would "
+                "hold its batches at every heartbeat. Set BROKER_REBALANCE_TIMEOUT to at least "
+                f"{2 * heartbeat_interval + margin:g}s (Faust's default is 60s)"
             )
         self.session_timeout = session_timeout
         self.rebalance_timeout = rebalance_timeout

@@ -144,6 +144,22 @@ def test_worker_with_a_missing_definitions_module(tmp_path: Path) -> None:
     assert "No module named 'shop'" in line
 
 
+def test_worker_whose_rebalance_timeout_leaves_no_lease_refuses_to_start(tmp_path: Path) -> None:
+    out = run_cli(
+        "worker",
+        cwd=tmp_path,
+        env={
+            "SAGA_DEFINITIONS": "examples.order_fulfillment.saga:ORDER_SAGA",
+            "SAGA_DATADIR": str(tmp_path / "data"),
+            "BROKER_REBALANCE_TIMEOUT": "4",  # Faust's: the lease would lapse at each heartbeat
+        },
+    )
+    assert out.returncode == Exit.USAGE
+    line = one_error_line(out.stderr)
+    assert line.startswith("error: a rebalance timeout of 4s (Faust's broker_rebalance_timeout")
+    assert "Set BROKER_REBALANCE_TIMEOUT to at least 7s" in line
+
+
 def test_help_has_no_side_effects(tmp_path: Path) -> None:
     env = {"SAGA_DATADIR": str(tmp_path / "data"), "SAGA_DEFINITIONS": "nope:X"}
     for args in (["--help"], ["worker", "--help"], ["start", "--help"], ["dead-letters", "-h"]):

@@ -20,6 +20,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from coordinator import CoordinatorSettings, Saga, SagaRegistry, Service, Step, StepContext
+from coordinator._app import Coordinator
 from coordinator._delivery import Abandoned
 from coordinator._lanes import Lanes
 from coordinator._lease import HOLD_LOG_EVERY, POLL, Membership
@@ -219,6 +220,21 @@ def test_a_margin_must_leave_a_lease_of_two_heartbeat_intervals() -> None:
         CoordinatorSettings(
             session_timeout=timedelta(seconds=30), lease_margin=timedelta(seconds=25)
         )
+
+
+def test_a_rebalance_timeout_that_leaves_a_lease_under_two_heartbeat_intervals_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No lease outlasts the rebalance timeout (Faust's, env BROKER_REBALANCE_TIMEOUT), which
+    CoordinatorSettings does not know: 4 s leaves 3 s at the default 1 s margin, one 3 s
+    heartbeat interval, so the lease would lapse at every heartbeat (was: accepted)."""
+    monkeypatch.setenv("BROKER_REBALANCE_TIMEOUT", "4")
+    with pytest.raises(ValueError, match=r"BROKER_REBALANCE_TIMEOUT to at least 7s") as refused:
+        Coordinator(CoordinatorSettings(), SagaRegistry())
+    assert "leaves a membership lease of 3s" in str(refused.value)
+    monkeypatch.setenv("BROKER_REBALANCE_TIMEOUT", "7")  # the fix it names
+    lease = Coordinator(CoordinatorSettings(), SagaRegistry()).membership
+    assert lease.ttl == 6.0
 
 
 # -- inbox batches -----------------------------------------------------------------------

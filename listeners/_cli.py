@@ -36,7 +36,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential
 
 from coordinator._cli_parser import Exit
-from listeners._db import create_db_engine, is_transient, schema_fix, session_factory
+from listeners._db import (
+    create_db_engine,
+    is_transient,
+    schema_fix,
+    session_factory,
+    ships_with_package,
+)
 from listeners._declarative import Listener
 from listeners._errors import (
     EntityNotFoundError,
@@ -243,7 +249,7 @@ def _query(url: str, listener: Listener[Any], run: Any, *, spec: str) -> Any:
         with session_factory(engine)() as session:
             return run(session)
     except SQLAlchemyError as exc:
-        fix = schema_fix(exc, spec, _shown(url))
+        fix = schema_fix(exc, spec, _shown(url), shipped=ships_with_package(listener.migrations))
         if not fix:
             raise
         first = str(exc).splitlines()[0]

@@ -7,11 +7,12 @@ import shlex
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from tenacity import (
@@ -28,6 +29,7 @@ __all__ = [
     "retry_in_place",
     "schema_fix",
     "session_factory",
+    "ships_with_package",
     "shown_url",
 ]
 
@@ -97,12 +99,21 @@ _MISSING_SQLSTATES = frozenset({"42P01", "42703"})
 _MISSING_SQLITE = ("no such table", "no such column", "has no column named")
 
 
-def schema_fix(exc: BaseException, listener: str = "LISTENER", database_url: str = "URL") -> str:
+def schema_fix(
+    exc: BaseException,
+    listener: str = "LISTENER",
+    database_url: str = "URL",
+    *,
+    shipped: bool = False,
+) -> str:
     """What to do when ``exc`` says a table or column of a model is not in the database.
 
     ``""`` for any other error. The listener's migrations then lag its model (a revision
     never written, or never run): retrying cannot help. ``listener`` (as ``python -m
     listeners`` names it) and ``database_url`` (its password hidden) complete the commands.
+    ``shipped``: the listener's migrations ship in this package (a built-in): they create
+    its whole model, so the database was changed outside them, and a revision written
+    into the package would run against every other database of it: rebuild it instead.
     """
     orig = getattr(exc, "orig", None)
     if getattr(orig, "sqlstate", None) in _MISSING_SQLSTATES or (
@@ -111,13 +122,38 @@ def schema_fix(exc: BaseException, listener: str = "LISTENER", database_url: str
     ):
         command = ["python", "-m", "listeners"]
         at = ["--database-url", database_url]
+        if _password_hidden(database_url):
+            at_note = " (*** stands for the database's password, not shown: put it back)"
+        else:
+            at_note = ""
+        if shipped:
+            return (
+                "the database lacks a table or column of the listener's model, which its "
+                "own migrations (shipped with the package) create: the database was changed "
+                "outside them (write no revision into the package: every other database of "
+                "it would run it); rebuild it from the lifecycle topic "
+                f"(`{shlex.join([*command, 'replay', listener, *at])}`){at_note}"
+            )
         revision = [*command, "revision", listener, "-m", "what the model gained", *at]
         return (
             "the database lacks a table or column of the listener's model: write the "
             f"revision that adds it (`{shlex.join(revision)}`), then run "
-            f"`{shlex.join([*command, 'migrate', listener, *at])}`"
+            f"`{shlex.join([*command, 'migrate', listener, *at])}`{at_note}"
         )
     return ""
+
+
+def _password_hidden(database_url: str) -> bool:
+    """Whether ``database_url`` was rendered with its password hidden (``***``)."""
+    try:
+        return sa.make_url(database_url).password == "***"
+    except ArgumentError:  # a placeholder ("URL")
+        return False
+
+
+def ships_with_package(migrations: Path) -> bool:
+    """Whether a listener's ``migrations`` directory is part of this package (a built-in)."""
+    return Path(__file__).resolve().parent in migrations.resolve().parents
 
 
 def shown_url(sessions: sessionmaker[Session]) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from coordinator.events import DeadLetter
-from listeners._db import retry_in_place, schema_fix, shown_url
+from listeners._db import retry_in_place, schema_fix, ships_with_package, shown_url
 from listeners._declarative import Listener
 from listeners._decoding import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -270,8 +270,9 @@ def _schema_fix(exc: BaseException, target: Target) -> str:
                 for table in (listener.table, listener.timeline)
             )
         ]
-    spec = "LISTENER"
+    spec, shipped = "LISTENER", False
     if len(concerned) == 1:
         listener = concerned[0]
         spec = listener.spec or (listener.name if listener.name in BUILTIN else spec)
-    return schema_fix(exc, spec, shown_url(target.sessions))
+        shipped = ships_with_package(listener.migrations)
+    return schema_fix(exc, spec, shown_url(target.sessions), shipped=shipped)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from coordinator.events import DeadLetter
 from listeners import BatchResult, Listener, SagaRow, create_db_engine, session_factory
 from listeners._cli import _parser
-from listeners._db import is_transient
+from listeners._db import is_transient, schema_fix
 from listeners._decoding import RawRecord, decode_record
 from listeners._processor import BatchProcessor
 from listeners._registry import load_listener
@@ -172,8 +172,19 @@ def _commands(spec: str, url: str) -> tuple[list[str], list[str]]:
     )
 
 
-def _names_the_commands(reason: str, spec: str, url: str) -> None:
-    """``reason`` quotes the exact commands to run, and the CLI takes them as they are."""
+def _names_the_commands(reason: str, spec: str, url: str, *, shipped: bool = False) -> None:
+    """``reason`` quotes the exact commands to run, and the CLI takes them as they are.
+
+    ``shipped``: a built-in listener, whose migrations ship in the package: the database
+    is rebuilt (``replay``), no revision is written into the package.
+    """
+    if shipped:
+        replay = ["python", "-m", "listeners", "replay", spec, "--database-url", url]
+        assert f"rebuild it from the lifecycle topic (`{shlex.join(replay)}`)" in reason, reason
+        assert "listeners revision" not in reason, reason
+        args = _parser().parse_args(replay[3:])
+        assert (args.command, args.listeners, args.database_url) == ("replay", [spec], url)
+        return
     revision, migrate = _commands(spec, url)
     assert f"write the revision that adds it (`{shlex.join(revision)}`)" in reason, reason
     assert f"then run `{shlex.join(migrate)}`" in reason, reason
@@ -215,4 +226,15 @@ async def test_a_column_the_database_lacks_dead_letters_naming_the_commands_that
     assert letters, "every event is a dead letter"
     spec = "tests.unit.listeners.test_processor:SHADOW" if shared else "orders"
     for letter in letters:
-        _names_the_commands(letter.reason, spec, url)
+        # the built-in's own migrations create the column: no revision into the package
+        _names_the_commands(letter.reason, spec, url, shipped=not shared)
+
+
+def test_a_password_hidden_in_the_quoted_commands_is_said_to_be_hidden() -> None:
+    """The commands quote the database URL with its password hidden (``***``): run as they
+    are, they fail to log in ("database does not answer"); the fix says so (was: silent)."""
+    exc = OperationalError("SELECT t.c FROM t", {}, sqlite3.OperationalError("no such column: t.c"))
+    hidden = schema_fix(exc, "examples.trips:trips", "postgresql+psycopg://app:***@db/trips")
+    assert hidden.endswith("(*** stands for the database's password, not shown: put it back)")
+    for url in ("sqlite:///trips.db", "postgresql+psycopg://app@db/trips"):
+        assert "password" not in schema_fix(exc, "examples.trips:trips", url)

@@ -129,12 +129,15 @@ class Coordinator:
         self.registry = registry or load_definitions(settings.definitions)
         self.topics = settings.topics
         self.app = self._make_app()
-        #: the consumer's membership lease: no saga record or timer leaves without it
+        #: the consumer's membership lease: no saga record or timer leaves without it. Of
+        #: the timeouts the consumer really gets (Faust's conf, which Faust's own env
+        #: BROKER_SESSION_TIMEOUT / BROKER_HEARTBEAT_INTERVAL set over SAGA_SESSION_TIMEOUT)
+        conf = self.app.conf
         self.membership = Membership(
-            settings.session_timeout.total_seconds(),
+            conf.broker_session_timeout,
             settings.lease_margin.total_seconds(),
-            rebalance_timeout=self.app.conf.broker_rebalance_timeout,
-            heartbeat_interval=settings.heartbeat_interval.total_seconds(),
+            rebalance_timeout=conf.broker_rebalance_timeout,
+            heartbeat_interval=conf.broker_heartbeat_interval,
         )
         self.app.membership = self.membership
         raw: dict[str, Any] = {

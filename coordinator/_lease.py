@@ -127,15 +127,27 @@ class Membership:
             )
         lease = min(session_timeout, rebalance_timeout) - margin
         if heartbeat_interval is not None and lease < 2 * heartbeat_interval:
-            # CoordinatorSettings checks this for the session timeout; the rebalance
-            # timeout is Faust's (its env BROKER_REBALANCE_TIMEOUT), only known here
+            # CoordinatorSettings checks SAGA_SESSION_TIMEOUT; Faust's env sets the
+            # consumer's timeouts over it, and the rebalance timeout is Faust's alone
+            if rebalance_timeout < session_timeout:
+                fix = (
+                    "Set BROKER_REBALANCE_TIMEOUT to at least "
+                    f"{2 * heartbeat_interval + margin:g}s (Faust's default is 60s)"
+                )
+            else:
+                fix = (
+                    "Faust's env BROKER_SESSION_TIMEOUT or BROKER_HEARTBEAT_INTERVAL sets them "
+                    "over SAGA_SESSION_TIMEOUT: unset them (SAGA_SESSION_TIMEOUT leaves enough)"
+                )
+            most = min(session_timeout, rebalance_timeout) - 2 * heartbeat_interval
+            if most > 0:
+                fix += f", or lower SAGA_LEASE_MARGIN to at most {most:g}s"
             raise LeaseSettingsError(
-                f"a rebalance timeout of {rebalance_timeout:g}s (Faust's "
-                f"broker_rebalance_timeout, env BROKER_REBALANCE_TIMEOUT) leaves a membership "
-                f"lease of {lease:g}s after SAGA_LEASE_MARGIN={margin:g}s, less than two "
-                f"heartbeat intervals (2 x {heartbeat_interval:g}s): a healthy worker would "
-                "hold its batches at every heartbeat. Set BROKER_REBALANCE_TIMEOUT to at least "
-                f"{2 * heartbeat_interval + margin:g}s (Faust's default is 60s)"
+                f"the consumer's session timeout ({session_timeout:g}s), rebalance timeout "
+                f"({rebalance_timeout:g}s, Faust's env BROKER_REBALANCE_TIMEOUT) and "
+                f"SAGA_LEASE_MARGIN={margin:g}s leave a membership lease of {lease:g}s, less "
+                f"than two heartbeat intervals (2 x {heartbeat_interval:g}s): a healthy worker "
+                f"would hold its batches at every heartbeat. {fix}"
             )
         self.session_timeout = session_timeout
         self.rebalance_timeout = rebalance_timeout

@@ -156,7 +156,7 @@ def test_worker_whose_rebalance_timeout_leaves_no_lease_refuses_to_start(tmp_pat
     )
     assert out.returncode == Exit.USAGE
     line = one_error_line(out.stderr)
-    assert line.startswith("error: a rebalance timeout of 4s (Faust's broker_rebalance_timeout")
+    assert line.startswith("error: the consumer's session timeout (10s), rebalance timeout (4s")
     assert "Set BROKER_REBALANCE_TIMEOUT to at least 7s" in line
 
 

@@ -231,10 +231,35 @@ def test_a_rebalance_timeout_that_leaves_a_lease_under_two_heartbeat_intervals_i
     monkeypatch.setenv("BROKER_REBALANCE_TIMEOUT", "4")
     with pytest.raises(ValueError, match=r"BROKER_REBALANCE_TIMEOUT to at least 7s") as refused:
         Coordinator(CoordinatorSettings(), SagaRegistry())
-    assert "leaves a membership lease of 3s" in str(refused.value)
+    assert "leave a membership lease of 3s" in str(refused.value)
     monkeypatch.setenv("BROKER_REBALANCE_TIMEOUT", "7")  # the fix it names
     lease = Coordinator(CoordinatorSettings(), SagaRegistry()).membership
     assert lease.ttl == 6.0
+
+
+def test_the_lease_is_of_the_session_timeout_the_consumer_really_gets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust's own env BROKER_SESSION_TIMEOUT sets the session timeout Faust hands aiokafka
+    over the one the Coordinator passes it (SAGA_SESSION_TIMEOUT). A lease of the latter
+    outlived the real session: with 6 s, a worker paused 7 s is expelled and its partitions
+    taken while its lease (9 s) still let it write saga records and send their effects."""
+    monkeypatch.setenv("BROKER_SESSION_TIMEOUT", "6")
+    monkeypatch.setenv("BROKER_HEARTBEAT_INTERVAL", "2")
+    coordinator = Coordinator(CoordinatorSettings(), SagaRegistry())  # SAGA_SESSION_TIMEOUT 10
+    consumer_session = coordinator.app.conf.broker_session_timeout  # what aiokafka gets
+    assert consumer_session == 6.0
+    lease = coordinator.membership
+    assert (lease.session_timeout, lease.ttl) == (6.0, 5.0), "no lease outlives the session"
+
+
+def test_a_faust_heartbeat_interval_that_leaves_no_lease_between_heartbeats_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BROKER_HEARTBEAT_INTERVAL", "9")  # the lease is 9 s
+    with pytest.raises(ValueError, match="unset them") as refused:
+        Coordinator(CoordinatorSettings(), SagaRegistry())
+    assert "less than two heartbeat intervals (2 x 9s)" in str(refused.value)
 
 
 # -- inbox batches -----------------------------------------------------------------------

@@ -249,7 +249,8 @@ def _query(url: str, listener: Listener[Any], run: Any, *, spec: str) -> Any:
         with session_factory(engine)() as session:
             return run(session)
     except SQLAlchemyError as exc:
-        fix = schema_fix(exc, spec, _shown(url), shipped=ships_with_package(listener.migrations))
+        shipped = ships_with_package(listener.migrations)
+        fix = schema_fix(exc, spec, _shown(url), rebuild=[spec] if shipped else [])
         if not fix:
             raise
         first = str(exc).splitlines()[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,16 +104,18 @@ def schema_fix(
     listener: str = "LISTENER",
     database_url: str = "URL",
     *,
-    shipped: bool = False,
+    rebuild: Sequence[str] = (),
 ) -> str:
     """What to do when ``exc`` says a table or column of a model is not in the database.
 
     ``""`` for any other error. The listener's migrations then lag its model (a revision
     never written, or never run): retrying cannot help. ``listener`` (as ``python -m
     listeners`` names it) and ``database_url`` (its password hidden) complete the commands.
-    ``shipped``: the listener's migrations ship in this package (a built-in): they create
-    its whole model, so the database was changed outside them, and a revision written
-    into the package would run against every other database of it: rebuild it instead.
+    ``rebuild``: the listener's migrations ship in this package (a built-in), so they
+    create its whole model and the database was changed outside them; a revision written
+    into the package would run against every other database of it. The fix rebuilds the
+    database instead, replaying the listeners named in ``rebuild`` (every one whose tables
+    it holds, as far as known: the swap replaces the whole database).
     """
     orig = getattr(exc, "orig", None)
     if getattr(orig, "sqlstate", None) in _MISSING_SQLSTATES or (
@@ -126,13 +128,14 @@ def schema_fix(
             at_note = " (*** stands for the database's password, not shown: put it back)"
         else:
             at_note = ""
-        if shipped:
+        if rebuild:
             return (
                 "the database lacks a table or column of the listener's model, which its "
                 "own migrations (shipped with the package) create: the database was changed "
                 "outside them (write no revision into the package: every other database of "
-                "it would run it); rebuild it from the lifecycle topic "
-                f"(`{shlex.join([*command, 'replay', listener, *at])}`){at_note}"
+                "it would run it); rebuild it from the lifecycle topic, naming every listener "
+                "whose tables it holds (the swap replaces the whole database): "
+                f"`{shlex.join([*command, 'replay', *rebuild, *at])}`{at_note}"
             )
         revision = [*command, "revision", listener, "-m", "what the model gained", *at]
         return (

@@ -270,9 +270,14 @@ def _schema_fix(exc: BaseException, target: Target) -> str:
                 for table in (listener.table, listener.timeline)
             )
         ]
-    spec, shipped = "LISTENER", False
+    spec, rebuild = "LISTENER", []
     if len(concerned) == 1:
-        listener = concerned[0]
-        spec = listener.spec or (listener.name if listener.name in BUILTIN else spec)
-        shipped = ships_with_package(listener.migrations)
-    return schema_fix(exc, spec, shown_url(target.sessions), shipped=shipped)
+        spec = _spec(concerned[0])
+        if ships_with_package(concerned[0].migrations):  # rebuilt with those sharing it
+            rebuild = [_spec(listener) for listener in target.listeners]
+    return schema_fix(exc, spec, shown_url(target.sessions), rebuild=rebuild)
+
+
+def _spec(listener: Listener[Any]) -> str:
+    """``listener`` as ``python -m listeners`` names it (``LISTENER``: built in code)."""
+    return listener.spec or (listener.name if listener.name in BUILTIN else "LISTENER")

@@ -172,18 +172,20 @@ def _commands(spec: str, url: str) -> tuple[list[str], list[str]]:
     )
 
 
-def _names_the_commands(reason: str, spec: str, url: str, *, shipped: bool = False) -> None:
+def _names_the_commands(
+    reason: str, spec: str, url: str, *, rebuild: list[str] | None = None
+) -> None:
     """``reason`` quotes the exact commands to run, and the CLI takes them as they are.
 
-    ``shipped``: a built-in listener, whose migrations ship in the package: the database
-    is rebuilt (``replay``), no revision is written into the package.
+    ``rebuild``: a built-in listener's, whose migrations ship in the package: the database
+    is rebuilt (``replay`` of these listeners), no revision is written into the package.
     """
-    if shipped:
-        replay = ["python", "-m", "listeners", "replay", spec, "--database-url", url]
-        assert f"rebuild it from the lifecycle topic (`{shlex.join(replay)}`)" in reason, reason
+    if rebuild is not None:
+        replay = ["python", "-m", "listeners", "replay", *rebuild, "--database-url", url]
+        assert f"(the swap replaces the whole database): `{shlex.join(replay)}`" in reason, reason
         assert "listeners revision" not in reason, reason
         args = _parser().parse_args(replay[3:])
-        assert (args.command, args.listeners, args.database_url) == ("replay", [spec], url)
+        assert (args.command, args.listeners, args.database_url) == ("replay", rebuild, url)
         return
     revision, migrate = _commands(spec, url)
     assert f"write the revision that adds it (`{shlex.join(revision)}`)" in reason, reason
@@ -194,21 +196,28 @@ def _names_the_commands(reason: str, spec: str, url: str, *, shipped: bool = Fal
         assert (args.listener if command[3] == "revision" else args.listeners) in (spec, [spec])
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["own-database", "shared-database"])
+@pytest.mark.parametrize(
+    ("shared", "lacks"),
+    [(False, "orders"), (True, "shadows"), (True, "orders")],
+    ids=["own-database", "shared-database", "shared-database-built-in-lacks"],
+)
 async def test_a_column_the_database_lacks_dead_letters_naming_the_commands_that_add_it(
-    tmp_path: Path, shared: bool
+    tmp_path: Path, shared: bool, lacks: str
 ) -> None:
     """The reason names the listener whose table lacks it, as `python -m listeners` names
-    it, and its database (was: `python -m listeners revision` without its arguments)."""
+    it, and its database (was: `python -m listeners revision` without its arguments). A
+    built-in's database is rebuilt with every listener sharing it (was: a revision written
+    into the package, which every other database of it would then run)."""
     url = f"sqlite:///{tmp_path / 'orders.db'}"
     engine = create_db_engine(url)
     orders = OrderStatusListener()  # built in code: the built-in's name is its spec
-    targets = [orders, load_listener("tests.unit.listeners.test_processor:SHADOW")]
+    shadow_spec = "tests.unit.listeners.test_processor:SHADOW"
+    targets = [orders, load_listener(shadow_spec)]
     if not shared:
         targets = targets[:1]
     for target in targets:
         target.table.metadata.create_all(engine)
-    lacking = targets[-1]
+    lacking = orders if lacks == "orders" else targets[1]
     with engine.begin() as conn:
         column = "note" if lacking is not orders else "current_step"
         conn.execute(sa.text(f"ALTER TABLE {lacking.table.name} DROP COLUMN {column}"))
@@ -224,10 +233,11 @@ async def test_a_column_the_database_lacks_dead_letters_naming_the_commands_that
     await processor.process([_record(e, i) for i, e in enumerate(events)])
     engine.dispose()
     assert letters, "every event is a dead letter"
-    spec = "tests.unit.listeners.test_processor:SHADOW" if shared else "orders"
+    spec = shadow_spec if lacking is not orders else "orders"
+    # the built-in's own migrations create the column: no revision into the package
+    rebuild = ["orders", shadow_spec][: len(targets)] if lacking is orders else None
     for letter in letters:
-        # the built-in's own migrations create the column: no revision into the package
-        _names_the_commands(letter.reason, spec, url, shipped=not shared)
+        _names_the_commands(letter.reason, spec, url, rebuild=rebuild)
 
 
 def test_a_password_hidden_in_the_quoted_commands_is_said_to_be_hidden() -> None:

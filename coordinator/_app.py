@@ -54,7 +54,7 @@ from coordinator._faust_app import HookedApp, app_class
 from coordinator._gc import settle_on_first_assignment
 from coordinator._inbox import InboxProcessor
 from coordinator._lanes import Lanes
-from coordinator._lease import Membership
+from coordinator._lease import LeaseSettingsError, Membership
 from coordinator._local import Recovery, batch_name, sent_mark
 from coordinator._messages import TimerFired
 from coordinator._onehop import StepTasks
@@ -133,6 +133,16 @@ class Coordinator:
         #: the timeouts the consumer really gets (Faust's conf, which Faust's own env
         #: BROKER_SESSION_TIMEOUT / BROKER_HEARTBEAT_INTERVAL set over SAGA_SESSION_TIMEOUT)
         conf = self.app.conf
+        if conf.consumer_group_instance_id:
+            # a static member is replaced at once by a process that joins with its id
+            # (the group hands it the assignment, no session timeout waited for)
+            raise LeaseSettingsError(
+                f"CONSUMER_GROUP_INSTANCE_ID={conf.consumer_group_instance_id!r} (Faust's "
+                "consumer_group_instance_id) makes this worker a static group member: "
+                "another process joining with that id takes its partitions at once, while "
+                "the membership lease (coordinator._lease) lets this one write until its "
+                "session timeout. Unset it: coordinator workers join as dynamic members"
+            )
         self.membership = Membership(
             conf.broker_session_timeout,
             settings.lease_margin.total_seconds(),

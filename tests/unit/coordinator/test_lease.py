@@ -262,6 +262,15 @@ def test_a_faust_heartbeat_interval_that_leaves_no_lease_between_heartbeats_is_r
     assert "less than two heartbeat intervals (2 x 9s)" in str(refused.value)
 
 
+def test_a_static_group_member_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust's env CONSUMER_GROUP_INSTANCE_ID makes the consumer a static member (KIP-345):
+    a process joining with the same id is handed its assignment at once, without a
+    rebalance or a session timeout, while this one's lease still runs (was: accepted)."""
+    monkeypatch.setenv("CONSUMER_GROUP_INSTANCE_ID", "worker-1")
+    with pytest.raises(ValueError, match=r"CONSUMER_GROUP_INSTANCE_ID='worker-1'.*Unset it"):
+        Coordinator(CoordinatorSettings(), SagaRegistry())
+
+
 # -- inbox batches -----------------------------------------------------------------------
 
 

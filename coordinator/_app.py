@@ -74,6 +74,10 @@ log = logging.getLogger("coordinator")
 MARK_TIMEOUT = 5.0
 
 
+class FaustSettingsError(ValueError):
+    """A Faust setting (set through Faust's own env) breaks a rule of the coordinator."""
+
+
 class AppProducer(AiokafkaBatches):
     """The app's producer, looked up at send time (Faust builds it when the app starts)."""
 
@@ -133,6 +137,14 @@ class Coordinator:
         #: the timeouts the consumer really gets (Faust's conf, which Faust's own env
         #: BROKER_SESSION_TIMEOUT / BROKER_HEARTBEAT_INTERVAL set over SAGA_SESSION_TIMEOUT)
         conf = self.app.conf
+        if conf.producer_acks != -1:  # Faust's env PRODUCER_ACKS sets it over the default
+            raise FaustSettingsError(
+                f"PRODUCER_ACKS={conf.producer_acks} (Faust's producer_acks): a saga record "
+                "must be acknowledged by every in-sync replica before anything derived from "
+                "it is sent (with 1, a leader lost before replicating drops a record whose "
+                "effects went out; with 0 nothing is acknowledged at all). Unset it (or set "
+                "it to all)"
+            )
         if conf.consumer_group_instance_id:
             # a static member is replaced at once by a process that joins with its id
             # (the group hands it the assignment, no session timeout waited for)

@@ -73,7 +73,7 @@ def load_settings() -> CoordinatorSettings:
 
 def worker(args: argparse.Namespace) -> int:
     """Run a coordinator worker in this process (until SIGTERM/SIGINT)."""
-    from coordinator._app import create_app
+    from coordinator._app import FaustSettingsError, create_app
     from coordinator._lease import LeaseSettingsError
 
     settings = load_settings()
@@ -86,7 +86,7 @@ def worker(args: argparse.Namespace) -> int:
         coordinator = create_app(settings)
     except DefinitionError as exc:
         raise UsageError(f"SAGA_DEFINITIONS: {exc}") from exc
-    except LeaseSettingsError as exc:  # timeouts that leave no lease (coordinator._lease)
+    except (LeaseSettingsError, FaustSettingsError) as exc:  # Faust env against our rules
         raise UsageError(str(exc)) from exc
     # faust and aiokafka build a DEBUG record per message sent (~7% of a busy worker's
     # CPU) because mode leaves the root logger at DEBUG and filters in the handler.

@@ -160,6 +160,19 @@ def test_worker_whose_rebalance_timeout_leaves_no_lease_refuses_to_start(tmp_pat
     assert "Set BROKER_REBALANCE_TIMEOUT to at least 7s" in line
 
 
+def test_worker_whose_producer_does_not_wait_for_every_replica_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "SAGA_DEFINITIONS": "examples.order_fulfillment.saga:ORDER_SAGA",
+        "SAGA_DATADIR": str(tmp_path / "data"),
+        "PRODUCER_ACKS": "1",  # Faust's
+    }
+    out = run_cli("worker", cwd=tmp_path, env=env)
+    assert out.returncode == Exit.USAGE
+    assert one_error_line(out.stderr).startswith("error: PRODUCER_ACKS=1 (Faust's producer_acks)")
+
+
 def test_help_has_no_side_effects(tmp_path: Path) -> None:
     env = {"SAGA_DATADIR": str(tmp_path / "data"), "SAGA_DEFINITIONS": "nope:X"}
     for args in (["--help"], ["worker", "--help"], ["start", "--help"], ["dead-letters", "-h"]):

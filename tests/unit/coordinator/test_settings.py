@@ -89,3 +89,20 @@ async def test_app_class_gives_the_consumer_its_fetch_wait_and_min_bytes() -> No
         assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (10, 4096)
     finally:
         await consumer.stop()
+
+
+@pytest.mark.parametrize("acks", ["0", "1"])
+def test_a_producer_that_does_not_wait_for_every_replica_is_refused(
+    monkeypatch: pytest.MonkeyPatch, acks: str
+) -> None:
+    """Faust's env PRODUCER_ACKS sets the acks of the producer that writes saga records:
+    with 1 a leader lost before replicating drops a record whose effects went out, with 0
+    nothing is acknowledged (was: accepted, the durable order of effects void)."""
+    from coordinator import SagaRegistry
+    from coordinator._app import Coordinator
+
+    monkeypatch.setenv("PRODUCER_ACKS", acks)
+    with pytest.raises(ValueError, match=rf"PRODUCER_ACKS={acks} .*Unset it"):
+        Coordinator(CoordinatorSettings(), SagaRegistry())
+    monkeypatch.setenv("PRODUCER_ACKS", "all")
+    assert Coordinator(CoordinatorSettings(), SagaRegistry()).app.conf.producer_acks == -1

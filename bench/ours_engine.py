@@ -36,6 +36,7 @@ from bench.sysinfo import local_http
 from coordinator import CoordinatorSettings, SagaClient
 from coordinator._client import ensure_topics
 from coordinator._topics import changelog_topic
+from infra.kafka import BrokerConfig
 from infra.processes import ROOT, ProcessGroup, free_port
 
 if TYPE_CHECKING:  # confluent-kafka is needed only for client=rdkafka
@@ -230,6 +231,12 @@ class OursEngine:
             self.ctx.logs.mkdir(parents=True, exist_ok=True)
             for log in self.tmp.glob("*.log"):
                 shutil.copy(log, self.ctx.logs / log.name)
+            broker = BrokerConfig()  # the project's broker logs its collections (wall clock)
+            if (
+                self.ctx.kafka_bootstrap == broker.bootstrap
+                and (broker.run_dir / "gc.log").exists()
+            ):
+                shutil.copy(broker.run_dir / "gc.log", self.ctx.logs / "broker-gc.log")
         shutil.rmtree(self.tmp, ignore_errors=True)
         if self.admin_url:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:

@@ -223,17 +223,7 @@ def up(
         _format(cfg, java, classpath, props, log4j)
     stdout = (cfg.run_dir / "stdout.log").open("ab")
     proc = subprocess.Popen(
-        [
-            java,
-            f"-Xmx{cfg.heap}",
-            f"-Xms{cfg.heap}",
-            "-XX:+UseG1GC",
-            f"-Dlog4j.configuration=file:{log4j}",
-            "-cp",
-            classpath,
-            "kafka.Kafka",
-            str(props),
-        ],
+        broker_command(cfg, java, classpath, props, log4j),
         stdout=stdout,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -245,6 +235,32 @@ def up(
         down(cfg)
         raise
     return cfg.bootstrap, True
+
+
+def broker_command(
+    cfg: BrokerConfig, java: str, classpath: str, props: Path, log4j: Path
+) -> list[str]:
+    """The broker's command line.
+
+    Each collection of the broker is logged (``gc.log`` in its run directory), so a
+    latency spike can be checked against the broker's pauses. Kafka's own G1 options
+    (``kafka-run-class.sh``: ``-XX:MaxGCPauseMillis=20``, ``InitiatingHeapOccupancyPercent
+    =35``), measured against these (session 9, simple at 560 sagas/s, 3 alternating pairs
+    of 40 s windows): pauses of 10-30 ms instead of 7-75 ms, three times as many, and a p99
+    no better (179-294 ms against 114-221 ms), so the JVM's defaults stay.
+    """
+    return [
+        java,
+        f"-Xmx{cfg.heap}",
+        f"-Xms{cfg.heap}",
+        "-XX:+UseG1GC",
+        f"-Xlog:gc:file={cfg.run_dir / 'gc.log'}:time,uptime:filecount=2,filesize=10m",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(props),
+    ]
 
 
 def _format(cfg: BrokerConfig, java: str, classpath: str, props: Path, log4j: Path) -> None:

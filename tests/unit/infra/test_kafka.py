@@ -23,3 +23,13 @@ def test_server_properties_make_one_broker_work() -> None:
         "listeners=PLAINTEXT://127.0.0.1:",
     ):
         assert line in props
+
+
+def test_the_broker_logs_its_collections_in_its_run_directory() -> None:
+    cfg = kafka.BrokerConfig()
+    run = cfg.run_dir
+    cmd = kafka.broker_command(cfg, "java", "lib/*", run / "server.properties", run / "l.p")
+    gc_log = [a for a in cmd if a.startswith("-Xlog:gc")]
+    assert gc_log == [f"-Xlog:gc:file={run / 'gc.log'}:time,uptime:filecount=2,filesize=10m"]
+    assert cmd.index(gc_log[0]) < cmd.index("kafka.Kafka")
+    assert cmd[-2:] == ["kafka.Kafka", str(run / "server.properties")]

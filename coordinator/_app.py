@@ -47,7 +47,7 @@ from coordinator._delivery import (
     deliver,
     is_too_large,
 )
-from coordinator._errors import CoordinatorUnavailable
+from coordinator._errors import CoordinatorUnavailable, SagaError
 from coordinator._executor import StepExecutor
 from coordinator._expiry import Expirer
 from coordinator._faust_app import HookedApp, app_class
@@ -74,7 +74,7 @@ log = logging.getLogger("coordinator")
 MARK_TIMEOUT = 5.0
 
 
-class FaustSettingsError(ValueError):
+class FaustSettingsError(SagaError, ValueError):
     """A Faust setting (set through Faust's own env) breaks a rule of the coordinator."""
 
 

@@ -75,6 +75,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest, SyncGroupRequest
 
 from coordinator._delivery import Abandoned, Backoff
+from coordinator._errors import SagaError
 
 log = logging.getLogger("coordinator.lease")
 
@@ -92,7 +93,7 @@ _LOST = frozenset({UnknownMemberIdError.errno, IllegalGenerationError.errno})
 _NONE = (-math.inf, -1, -math.inf)
 
 
-class LeaseSettingsError(ValueError):
+class LeaseSettingsError(SagaError, ValueError):
     """The timeouts leave no membership lease a healthy worker keeps (names the fix)."""
 
 

@@ -19,7 +19,15 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from coordinator import CoordinatorSettings, Saga, SagaRegistry, Service, Step, StepContext
+from coordinator import (
+    CoordinatorSettings,
+    Saga,
+    SagaError,
+    SagaRegistry,
+    Service,
+    Step,
+    StepContext,
+)
 from coordinator._app import Coordinator
 from coordinator._delivery import Abandoned
 from coordinator._lanes import Lanes
@@ -257,7 +265,7 @@ def test_a_faust_heartbeat_interval_that_leaves_no_lease_between_heartbeats_is_r
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BROKER_HEARTBEAT_INTERVAL", "9")  # the lease is 9 s
-    with pytest.raises(ValueError, match="unset them") as refused:
+    with pytest.raises(SagaError, match="unset them") as refused:
         Coordinator(CoordinatorSettings(), SagaRegistry())
     assert "less than two heartbeat intervals (2 x 9s)" in str(refused.value)
 
@@ -267,7 +275,8 @@ def test_a_static_group_member_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
     a process joining with the same id is handed its assignment at once, without a
     rebalance or a session timeout, while this one's lease still runs (was: accepted)."""
     monkeypatch.setenv("CONSUMER_GROUP_INSTANCE_ID", "worker-1")
-    with pytest.raises(ValueError, match=r"CONSUMER_GROUP_INSTANCE_ID='worker-1'.*Unset it"):
+    # a SagaError: the package's root exception catches every refusal of a worker's settings
+    with pytest.raises(SagaError, match=r"CONSUMER_GROUP_INSTANCE_ID='worker-1'.*Unset it"):
         Coordinator(CoordinatorSettings(), SagaRegistry())
 
 

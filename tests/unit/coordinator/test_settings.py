@@ -98,11 +98,11 @@ def test_a_producer_that_does_not_wait_for_every_replica_is_refused(
     """Faust's env PRODUCER_ACKS sets the acks of the producer that writes saga records:
     with 1 a leader lost before replicating drops a record whose effects went out, with 0
     nothing is acknowledged (was: accepted, the durable order of effects void)."""
-    from coordinator import SagaRegistry
+    from coordinator import SagaError, SagaRegistry
     from coordinator._app import Coordinator
 
     monkeypatch.setenv("PRODUCER_ACKS", acks)
-    with pytest.raises(ValueError, match=rf"PRODUCER_ACKS={acks} .*Unset it"):
+    with pytest.raises(SagaError, match=rf"PRODUCER_ACKS={acks} .*Unset it"):
         Coordinator(CoordinatorSettings(), SagaRegistry())
     monkeypatch.setenv("PRODUCER_ACKS", "all")
     assert Coordinator(CoordinatorSettings(), SagaRegistry()).app.conf.producer_acks == -1

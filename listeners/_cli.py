@@ -39,6 +39,7 @@ from coordinator._cli_parser import Exit
 from listeners._db import (
     create_db_engine,
     is_transient,
+    lacks_schema,
     schema_fix,
     session_factory,
     ships_with_package,
@@ -158,11 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return Exit.UNAVAILABLE
-        fix = schema_fix(exc)  # a setting to mend (the migrations), not a bug
-        print(
-            f"error: listener database failed: {first}{'; ' + fix if fix else ''}", file=sys.stderr
-        )
-        return Exit.USAGE if fix else Exit.FAILED
+        # Each command names the commands that fix a table or column the database lacks
+        # (SchemaLagsModelError); one reaching here is still a schema, not a bug.
+        gap = "; the database lacks a table or column a listener uses" if lacks_schema(exc) else ""
+        print(f"error: listener database failed: {first}{gap}", file=sys.stderr)
+        return Exit.USAGE if gap else Exit.FAILED
     return Exit.OK
 
 
@@ -177,10 +178,11 @@ def _run(settings: ListenerSettings, args: argparse.Namespace) -> None:
     elif command == "orders":
         command, args.listener, args.where = "list", "orders", [f"status={args.status}"]
     if command == "migrate":
-        for listener in load_listeners(args.listeners, settings):
-            url = _url(settings, args, listener)
-            upgrade(url, [listener])
-            print(f"listener {listener.name!r}: database {_shown(url)} is at head")
+        named = load_listeners(args.listeners, settings)
+        for url, group in _by_database(settings, args, named):
+            upgrade(url, group)  # a fix names every listener the database holds
+            for listener in group:
+                print(f"listener {listener.name!r}: database {_shown(url)} is at head")
     elif command == "revision":
         listener = load_listener(args.listener, settings)
         path = revision(
@@ -219,6 +221,16 @@ def _run(settings: ListenerSettings, args: argparse.Namespace) -> None:
             )
         )
         print(report.summary())
+
+
+def _by_database(
+    settings: ListenerSettings, args: argparse.Namespace, listeners: Sequence[Listener[Any]]
+) -> list[tuple[str, list[Listener[Any]]]]:
+    """``listeners`` grouped by their database (in order)."""
+    grouped: dict[str, list[Listener[Any]]] = {}
+    for listener in listeners:
+        grouped.setdefault(_url(settings, args, listener), []).append(listener)
+    return list(grouped.items())
 
 
 def _pair(item: str) -> tuple[str, str]:
@@ -268,8 +280,8 @@ def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: li
     except ListenerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return Exit.USAGE
-    for listener in listeners:
-        engine = create_db_engine(settings.database_url_of(listener.name))
+    for url, group in _by_database(settings, args, listeners):
+        engine = create_db_engine(url)
         try:
             # The database may not be up yet: wait for it rather than crash at start.
             for attempt in Retrying(
@@ -279,7 +291,7 @@ def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: li
                 before_sleep=lambda state: log.warning("waiting for the listener database..."),
             ):
                 with attempt:
-                    require_head(engine, [listener])
+                    require_head(engine, group)  # naming each one not at head
         except ListenerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return Exit.USAGE

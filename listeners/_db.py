@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchTableError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from tenacity import (
@@ -25,7 +31,11 @@ from tenacity import (
 
 __all__ = [
     "create_db_engine",
+    "hide_password",
     "is_transient",
+    "lacks_schema",
+    "migrate_command",
+    "migration_fix",
     "retry_in_place",
     "schema_fix",
     "session_factory",
@@ -99,10 +109,25 @@ _MISSING_SQLSTATES = frozenset({"42P01", "42703"})
 _MISSING_SQLITE = ("no such table", "no such column", "has no column named")
 
 
+def lacks_schema(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table or column is not in the database (not an outage).
+
+    PostgreSQL's undefined_table / undefined_column, SQLite's "no such table/column", and
+    a table that reflection (Alembic's batch mode) does not find.
+    """
+    if isinstance(exc, NoSuchTableError):
+        return True
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in _MISSING_SQLSTATES or (
+        isinstance(orig, sqlite3.OperationalError)
+        and any(words in str(orig) for words in _MISSING_SQLITE)
+    )
+
+
 def schema_fix(
     exc: BaseException,
-    listener: str = "LISTENER",
-    database_url: str = "URL",
+    listener: str,
+    database_url: str,
     *,
     rebuild: Sequence[str] = (),
 ) -> str:
@@ -117,32 +142,80 @@ def schema_fix(
     database instead, replaying the listeners named in ``rebuild`` (every one whose tables
     it holds, as far as known: the swap replaces the whole database).
     """
-    orig = getattr(exc, "orig", None)
-    if getattr(orig, "sqlstate", None) in _MISSING_SQLSTATES or (
-        isinstance(orig, sqlite3.OperationalError)
-        and any(words in str(orig) for words in _MISSING_SQLITE)
-    ):
-        command = ["python", "-m", "listeners"]
-        at = ["--database-url", database_url]
-        if _password_hidden(database_url):
-            at_note = " (*** stands for the database's password, not shown: put it back)"
-        else:
-            at_note = ""
-        if rebuild:
-            return (
-                "the database lacks a table or column of the listener's model, which its "
-                "own migrations (shipped with the package) create: the database was changed "
-                "outside them (write no revision into the package: every other database of "
-                "it would run it); rebuild it from the lifecycle topic, naming every listener "
-                "whose tables it holds (the swap replaces the whole database): "
-                f"`{shlex.join([*command, 'replay', *rebuild, *at])}`{at_note}"
-            )
-        revision = [*command, "revision", listener, "-m", "what the model gained", *at]
+    if not lacks_schema(exc):
+        return ""
+    if rebuild:
         return (
-            "the database lacks a table or column of the listener's model: write the "
-            f"revision that adds it (`{shlex.join(revision)}`), then run "
-            f"`{shlex.join([*command, 'migrate', listener, *at])}`{at_note}"
+            "the database lacks a table or column of the listener's model, which its "
+            "own migrations (shipped with the package) create: the database was changed "
+            "outside them (write no revision into the package: every other database of "
+            "it would run it); " + _rebuild(rebuild, database_url)
         )
+    command = ["python", "-m", "listeners"]
+    at = ["--database-url", database_url]
+    revision = [*command, "revision", listener, "-m", "what the model gained", *at]
+    return (
+        "the database lacks a table or column of the listener's model: write the "
+        f"revision that adds it (`{shlex.join(revision)}`), then run "
+        f"`{shlex.join([*command, 'migrate', listener, *at])}`{_password_note(database_url)}"
+    )
+
+
+def migration_fix(
+    database_url: str,
+    *,
+    rebuild: Sequence[str],
+    fresh: bool,
+    revisions: Path,
+    replaying: bool = False,
+) -> str:
+    """What to do when a revision of a listener found a table or column missing.
+
+    ``fresh``: the database held none of the listener's revisions, so its revisions
+    themselves use what no earlier one creates (every fresh database fails the same way):
+    they are to be fixed in ``revisions``, then the same command run again (``migrate``,
+    or the ``replay`` when ``replaying``, of the listeners in ``rebuild`` at
+    ``database_url``). Otherwise the database was changed outside the revisions: a new
+    revision cannot help (``migrate`` runs the failing one first, and ``revision``
+    refuses a database not at head); it is rebuilt (``replay`` of ``rebuild``).
+    """
+    if fresh:
+        again = (
+            _rebuild(rebuild, database_url)
+            if replaying
+            else f"run {migrate_command(rebuild, database_url)}"
+        )
+        return (
+            f"the listener's revisions ({revisions}) use a table or column that no earlier "
+            f"revision of it creates (a fresh database fails the same way): fix them, then {again}"
+        )
+    return (
+        "the database lacks a table or column that the listener's earlier revisions "
+        "create: it was changed outside its migrations (a new revision cannot help: "
+        "migrate runs the failing one first); " + _rebuild(rebuild, database_url)
+    )
+
+
+def _rebuild(listeners: Sequence[str], database_url: str) -> str:
+    """The ``replay`` that rebuilds the database at ``database_url`` for ``listeners``."""
+    replay = ["python", "-m", "listeners", "replay", *listeners, "--database-url", database_url]
+    return (
+        "rebuild it from the lifecycle topic, naming every listener whose tables it holds "
+        f"(the swap replaces the whole database): `{shlex.join(replay)}`"
+        + _password_note(database_url)
+    )
+
+
+def migrate_command(listeners: Sequence[str], database_url: str) -> str:
+    """The quoted ``migrate`` of ``listeners`` at ``database_url``, and the password note."""
+    migrate = ["python", "-m", "listeners", "migrate", *listeners, "--database-url", database_url]
+    return f"`{shlex.join(migrate)}`{_password_note(database_url)}"
+
+
+def _password_note(database_url: str) -> str:
+    """What a quoted ``database_url`` whose password is hidden (``***``) needs said."""
+    if _password_hidden(database_url):
+        return " (*** stands for the database's password, not shown: put it back)"
     return ""
 
 
@@ -157,6 +230,11 @@ def _password_hidden(database_url: str) -> bool:
 def ships_with_package(migrations: Path) -> bool:
     """Whether a listener's ``migrations`` directory is part of this package (a built-in)."""
     return Path(__file__).resolve().parent in migrations.resolve().parents
+
+
+def hide_password(database_url: str) -> str:
+    """``database_url`` as shown to people: its password hidden (``***``)."""
+    return sa.make_url(database_url).render_as_string(hide_password=True)
 
 
 def shown_url(sessions: sessionmaker[Session]) -> str:

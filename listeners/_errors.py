@@ -6,8 +6,8 @@ Every exception derives from one root, so callers can catch the package as a who
     ├── ListenerConfigError        a listener or its settings are inconsistent
     ├── SchemaNotAtHeadError       the listener database is not migrated to the newest
     │                              revision (run ``python -m listeners migrate``)
-    ├── SchemaLagsModelError       the listener database, at head, lacks a table or column
-    │                              of the model (write the revision, then migrate)
+    ├── SchemaLagsModelError       the listener database lacks a table or column its model
+    │                              or its revisions use (the message quotes the commands)
     ├── EntityNotFoundError        a business-state query named an unknown key
     │   └── OrderNotFoundError     ... of the order-status listener
     ├── InvalidQueryError          a business-state query has a bad argument
@@ -44,7 +44,12 @@ class SchemaNotAtHeadError(ListenerError):
 
 
 class SchemaLagsModelError(ListenerError):
-    """The listener database lacks a table or column of the model: its migrations lag it."""
+    """The listener database lacks a table or column of the model or its revisions.
+
+    The model's: its migrations lag it (write the revision, then migrate; a built-in's
+    database is rebuilt). The revisions': the database was changed outside them, or they
+    are wrong (fix them); either way it is rebuilt. The message quotes the commands.
+    """
 
 
 class EntityNotFoundError(ListenerError, LookupError):

@@ -9,6 +9,7 @@ database URL always comes from the caller, never from a config file.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,18 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
+from listeners._db import (
+    create_db_engine,
+    hide_password,
+    lacks_schema,
+    migrate_command,
+    migration_fix,
+)
 from listeners._declarative import Listener
-from listeners._errors import ListenerConfigError, SchemaNotAtHeadError
+from listeners._errors import ListenerConfigError, SchemaLagsModelError, SchemaNotAtHeadError
+from listeners._registry import cli_name
 
 __all__ = [
     "MIGRATE_COMMAND",
@@ -60,7 +70,9 @@ def _script(listener: Listener[Any]) -> ScriptDirectory:
     if not listener.migrations.is_dir():
         raise ListenerConfigError(
             f"listener {listener.name!r} has no migrations directory {listener.migrations}; "
-            f"create it and run `python -m listeners revision LISTENER -m 'first schema'`"
+            "create it and run "
+            f"`{shlex.join(['python', '-m', 'listeners', 'revision', cli_name(listener)])} "
+            "-m 'first schema' --database-url URL` (URL: a database the listener may use)"
         )
     return ScriptDirectory.from_config(alembic_config(listener, "sqlite://"))
 
@@ -69,11 +81,51 @@ def upgrade(
     database_url: str,
     listeners: Sequence[Listener[Any]] | None = None,
     revision: str = "heads",
+    *,
+    rebuilt: str | None = None,
 ) -> None:
-    """Upgrade each listener's tables at ``database_url`` (default: the order listener)."""
-    for listener in listeners if listeners is not None else _default():
+    """Upgrade each listener's tables at ``database_url`` (default: the order listener).
+
+    ``listeners`` are those whose tables the database holds, as far as known. ``rebuilt``:
+    the database a replay is building ``database_url`` to replace (default: itself).
+
+    Raises:
+        SchemaLagsModelError: a revision found a table or column missing, naming the
+            commands that fix it: the database is rebuilt (``replay`` of ``listeners``),
+            after the revisions are fixed if a fresh database fails the same way.
+    """
+    listeners = list(listeners) if listeners is not None else _default()
+    for listener in listeners:
         _script(listener)
-        command.upgrade(alembic_config(listener, database_url), revision)
+        fresh = _holds_none(database_url, listener)
+        try:
+            command.upgrade(alembic_config(listener, database_url), revision)
+        except SQLAlchemyError as exc:
+            if not lacks_schema(exc):
+                raise
+            shown = hide_password(database_url)
+            fix = migration_fix(
+                hide_password(rebuilt or database_url),
+                rebuild=[cli_name(item) for item in listeners],
+                fresh=fresh,
+                revisions=listener.migrations,
+                replaying=rebuilt is not None,
+            )
+            first = str(exc).splitlines()[0]
+            if isinstance(exc, NoSuchTableError):  # reflected (batch mode): only its name
+                first = f"table {first} does not exist"
+            raise SchemaLagsModelError(
+                f"listener {listener.name!r}: migrating database {shown} failed: {first}; {fix}"
+            ) from exc
+
+
+def _holds_none(database_url: str, listener: Listener[Any]) -> bool:
+    """Whether the database at ``database_url`` holds no revision of ``listener``."""
+    engine = create_db_engine(database_url)
+    try:
+        return not current_revisions(engine, listener)
+    finally:
+        engine.dispose()
 
 
 def head_revisions(listener: Listener[Any] | None = None) -> frozenset[str]:
@@ -95,18 +147,23 @@ def require_head(engine: sa.Engine, listeners: Sequence[Listener[Any]] | None = 
     """Raise unless every listener's tables at ``engine`` are migrated to head.
 
     Raises:
-        SchemaNotAtHeadError: naming the listener and the command that migrates it.
+        SchemaNotAtHeadError: naming each listener not at head and the exact ``migrate``
+            of them all (as ``python -m listeners`` names them, the URL's password hidden).
     """
-    for listener in listeners if listeners is not None else _default():
-        heads = head_revisions(listener)
-        current = current_revisions(engine, listener)
-        if current != heads:
-            shown = engine.url.render_as_string(hide_password=True)
-            raise SchemaNotAtHeadError(
-                f"listener {listener.name!r}: database {shown} is at revision "
-                f"{sorted(current) or 'none (empty)'}, not at head {sorted(heads)}; run "
-                f"`{MIGRATE_COMMAND}` with the same listeners and database URL first"
-            )
+    behind = [
+        (listener, current)
+        for listener in (listeners if listeners is not None else _default())
+        if (current := current_revisions(engine, listener)) != head_revisions(listener)
+    ]
+    if behind:
+        shown = engine.url.render_as_string(hide_password=True)
+        at = "; ".join(
+            f"listener {listener.name!r}: database {shown} is at revision "
+            f"{sorted(current) or 'none (empty)'}, not at head {sorted(head_revisions(listener))}"
+            for listener, current in behind
+        )
+        command = migrate_command([cli_name(listener) for listener, _ in behind], shown)
+        raise SchemaNotAtHeadError(f"{at}; run {command} first")
 
 
 def schema_diff(engine: sa.Engine, listener: Listener[Any]) -> list[Any]:
@@ -138,11 +195,22 @@ def revision(
 
     The database at ``database_url`` must be at head: autogenerate compares against it.
     Returns the path of the new file.
+
+    Raises:
+        SchemaNotAtHeadError: autogenerating against a database not at head, naming the
+            ``migrate`` that brings it there (was: Alembic's "Target database is not up
+            to date", a traceback).
     """
     listener.migrations.mkdir(parents=True, exist_ok=True)
     init = listener.migrations / "__init__.py"
     if not init.exists():  # a package, so the revisions ship in the wheel
         init.write_text(f'"""Alembic revisions of the {listener.name} listener."""\n')
+    if autogenerate:  # Alembic compares the model with the database: at head only
+        engine = create_db_engine(database_url)
+        try:
+            require_head(engine, [listener])
+        finally:
+            engine.dispose()
     config = alembic_config(listener, database_url)
     config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     written = command.revision(

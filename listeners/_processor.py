@@ -36,7 +36,7 @@ from listeners._decoding import (
 )
 from listeners._events import Event
 from listeners._framework import BatchResult, apply_batch
-from listeners._registry import BUILTIN
+from listeners._registry import cli_name
 
 __all__ = ["BatchProcessor", "DeadLetterSink", "ProcessorStats", "Target", "commit_batch"]
 
@@ -272,12 +272,7 @@ def _schema_fix(exc: BaseException, target: Target) -> str:
         ]
     spec, rebuild = "LISTENER", []
     if len(concerned) == 1:
-        spec = _spec(concerned[0])
+        spec = cli_name(concerned[0])
         if ships_with_package(concerned[0].migrations):  # rebuilt with those sharing it
-            rebuild = [_spec(listener) for listener in target.listeners]
+            rebuild = [cli_name(listener) for listener in target.listeners]
     return schema_fix(exc, spec, shown_url(target.sessions), rebuild=rebuild)
-
-
-def _spec(listener: Listener[Any]) -> str:
-    """``listener`` as ``python -m listeners`` names it (``LISTENER``: built in code)."""
-    return listener.spec or (listener.name if listener.name in BUILTIN else "LISTENER")

@@ -10,10 +10,19 @@ from listeners._declarative import Listener
 from listeners._errors import ListenerConfigError
 from listeners._settings import ListenerSettings
 
-__all__ = ["BUILTIN", "load_listener", "load_listeners"]
+__all__ = ["BUILTIN", "cli_name", "load_listener", "load_listeners"]
 
 #: Built-in listeners by short name.
 BUILTIN = {"orders": "listeners.orders._listener:order_listener"}
+
+
+def cli_name(listener: Listener[Any]) -> str:
+    """``listener`` as ``python -m listeners`` names it.
+
+    The spec it was loaded by, or a built-in's name (``LISTENER`` for one built in code:
+    the CLI has no name for it).
+    """
+    return listener.spec or (listener.name if listener.name in BUILTIN else "LISTENER")
 
 
 def load_listener(spec: str, settings: ListenerSettings | None = None) -> Listener[Any]:

@@ -151,7 +151,7 @@ async def replay(
             )
         report.built, report.live = _shown(target), _shown(live)
         try:
-            await _build(consumer, tps, settings, listeners, target, report, swap=swap)
+            await _build(consumer, tps, settings, listeners, target, report, swap=swap, live=live)
         except BaseException:
             if into is None:
                 drop_database(target)  # ours and unfinished; the live one is untouched
@@ -173,8 +173,9 @@ async def _build(
     report: ReplayReport,
     *,
     swap: bool,
+    live: str,
 ) -> None:
-    upgrade(target, listeners)
+    upgrade(target, listeners, rebuilt=live)
     engine = create_db_engine(target)
     try:
         processor = _processor(settings, listeners, engine, report)

@@ -5,11 +5,18 @@ whose reason names the table or column and the fix (was, on SQLite: sqlite3 rais
 "no such column" as ``OperationalError``, taken for an outage and retried for ever, the
 listener stalled). SQLite's outages (a locked database, a file it cannot open) are still
 retried in place, and the batch is applied once they end.
+
+Every command that finds its database's schema out of date (a worker or a query on a
+database behind, `revision` against one, `migrate` of a database changed outside its
+revisions, `migrate` or `replay` of revisions that fail on a fresh database) quotes
+the exact commands that fix it: the listeners as the CLI names them, the database's
+URL (its password hidden, and said to be), each taken as it is by the CLI's parser.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -22,11 +29,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from coordinator.events import DeadLetter
 from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine, session_factory
+from listeners._cli import main
 from listeners._decoding import RawRecord
 from listeners._events import Event
+from listeners._migrations import require_head, upgrade
 from listeners._processor import BatchProcessor
+from listeners._registry import load_listener
+from tests.integration.listener_kit import create_topic
 from tests.integration.test_listener_bulk_values import _event
-from tests.unit.listeners.test_processor import _names_the_commands
+from tests.unit.listeners.test_processor import _names_the_commands, quoted_commands
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +168,188 @@ async def test_a_sqlite_file_that_cannot_be_opened_is_retried_until_it_can(
     engine.dispose()
     assert result.applied == 2 and letters == []
     assert processor.stats.db_retries >= 2 and processor.stats.isolated_batches == 0
+
+
+_LISTENERS = ["python", "-m", "listeners"]
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    """``python -m listeners ARGS`` in this process: (exit code, its error output)."""
+    monkeypatch.delenv("LISTENER_DATABASE_URL", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # none of these reaches one
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def _shown(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _hidden_said(err: str, url: str) -> bool:
+    """Whether ``err`` says *** is the password exactly when ``url`` has one."""
+    said = "(*** stands for the database's password, not shown: put it back)" in err
+    return said == (":***@" in _shown(url))
+
+
+def _runnable(command: list[str], url: str) -> list[str]:
+    """``command`` with the password put back (as the message says to)."""
+    return [url if arg == _shown(url) else arg for arg in command]
+
+
+def test_a_worker_on_a_database_behind_names_the_exact_migrate_of_its_listeners(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: run `python -m listeners migrate` "with the same listeners and database URL"."""
+    monkeypatch.setenv("LISTENER_DATABASE_URLS", f'{{"orders": "{url}", "trips": "{url}"}}')
+    code, err = _cli(monkeypatch, capsys, "worker", "orders", "examples.trips:trips")
+    assert code == 2, err
+    migrate = [*_LISTENERS, "migrate", "orders", "examples.trips:trips"]
+    assert quoted_commands(err) == [[*migrate, "--database-url", _shown(url)]], err
+    assert _hidden_said(err, url), err
+    code, _ = _cli(monkeypatch, capsys, *_runnable(quoted_commands(err)[0], url)[3:])
+    assert code == 0
+    engine = create_db_engine(url)
+    try:  # what the worker checks before it starts
+        require_head(engine, [load_listener("orders"), load_listener("examples.trips:trips")])
+    finally:
+        engine.dispose()
+
+
+def test_revision_against_a_database_behind_names_the_exact_migrate(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: Alembic's "Target database is not up to date." as a traceback, exit 1."""
+    trips = "examples.trips:trips"
+    code, err = _cli(monkeypatch, capsys, "revision", trips, "-m", "x", "--database-url", url)
+    assert code == 2, err
+    migrate = [*_LISTENERS, "migrate", trips, "--database-url", _shown(url)]
+    assert quoted_commands(err) == [migrate], err
+    assert _hidden_said(err, url), err
+
+
+def test_migrate_of_a_database_changed_outside_its_revisions_names_the_replay(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Orders at its first revision, its table dropped by hand: its next revision fails.
+
+    The fix rebuilds the database with every listener of it (was: `revision LISTENER`
+    and `migrate LISTENER --database-url URL`, placeholders, and a revision, which
+    cannot help: migrate runs the failing one first; on a reflected table, exit 1 with
+    "listener database failed: orders" and no fix at all).
+    """
+    orders, trips = load_listener("orders"), load_listener("examples.trips:trips")
+    upgrade(url, [orders], "0001_orders")
+    upgrade(url, [trips])
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE orders"))
+    engine.dispose()
+    code, err = _cli(
+        monkeypatch, capsys, "migrate", "orders", "examples.trips:trips", "--database-url", url
+    )
+    assert code == 2, err
+    assert "table orders does not exist" in err and "listeners revision" not in err, err
+    replay = [*_LISTENERS, "replay", "orders", "examples.trips:trips"]
+    assert quoted_commands(err) == [[*replay, "--database-url", _shown(url)]], err
+    assert _hidden_said(err, url), err
+
+
+_BROKEN = {
+    "__init__.py": """
+from pathlib import Path
+
+from listeners import Listener
+from tests.integration.test_listener_schema_errors import _Flight
+
+cabs = Listener(
+    "cabs", model=_Flight, saga_types={"cab"}, migrations=Path(__file__).parent / "migrations"
+)
+""",
+    "migrations/__init__.py": "",
+    "migrations/0001_cabs.py": """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001_cabs"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:  # a table no revision creates
+    op.add_column("cabs", sa.Column("plate", sa.String(10)))
+""",
+}
+
+
+def _broken_listener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """A listener whose only revision alters a table no revision creates: its spec and
+    migrations directory."""
+    package = f"cabs_{uuid.uuid4().hex[:8]}"
+    for name, text in _BROKEN.items():
+        (tmp_path / package / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / package / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return f"{package}:cabs", (tmp_path / package / "migrations").resolve()
+
+
+def test_migrate_of_revisions_that_fail_on_a_fresh_database_names_them_and_migrate(
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Was: `revision LISTENER ...`, `migrate LISTENER --database-url URL`."""
+    spec, revisions = _broken_listener(tmp_path, monkeypatch)
+    code, err = _cli(monkeypatch, capsys, "migrate", "orders", spec, "--database-url", url)
+    assert code == 2, err
+    assert f"the listener's revisions ({revisions}) use a table or column" in err, err
+    migrate = [*_LISTENERS, "migrate", "orders", spec, "--database-url", _shown(url)]
+    assert quoted_commands(err) == [migrate], err
+    assert _hidden_said(err, url), err
+
+
+def test_a_replay_whose_revisions_fail_names_them_and_the_replay_of_the_live_database(
+    url: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The revisions fail on the fresh database the replay builds; the fix quotes the
+    replay of the live one (was: `revision LISTENER ...`, `migrate LISTENER --database-url
+    URL`), and the fresh database is gone."""
+    spec, revisions = _broken_listener(tmp_path, monkeypatch)
+    monkeypatch.setenv("LISTENER_TOPIC_PREFIX", topic_prefix)
+    monkeypatch.setenv("LISTENER_APP_ID", f"{topic_prefix}-listeners")
+    asyncio.run(create_topic(kafka_bootstrap, f"{topic_prefix}.lifecycle", {}))
+    args = ["replay", "orders", spec, "--database-url", url, "--no-swap"]
+    monkeypatch.delenv("LISTENER_DATABASE_URL", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"the listener's revisions ({revisions}) use a table or column" in err, err
+    replay = [*_LISTENERS, "replay", "orders", spec, "--database-url", _shown(url)]
+    assert quoted_commands(err) == [replay], err
+    assert _hidden_said(err, url), err
+    assert _replay_builds(url) == []  # the fresh one was dropped
+
+
+def _replay_builds(url: str) -> list[str]:
+    """Databases a replay of ``url`` built and left (``listeners._databases`` names)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        live = Path(str(parsed.database))
+        return sorted(p.name for p in live.parent.glob(f"{live.stem}.replay-*"))
+    engine = create_db_engine(parsed.set(database="postgres").render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            names = conn.execute(
+                sa.text("SELECT datname FROM pg_database WHERE datname LIKE :like"),
+                {"like": f"{(parsed.database or '')[:24]}_replay_%"},
+            )
+            return sorted(names.scalars())
+    finally:
+        engine.dispose()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from listeners._cli import main
-from tests.unit.listeners.test_processor import _names_the_commands
+from tests.unit.listeners.test_processor import _names_the_commands, quoted_commands
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -72,13 +72,21 @@ def test_unknown_listener_is_one_error_line(
 def test_worker_refuses_a_schema_behind_and_names_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("LISTENER_DATABASE_URLS", '{"trips": "sqlite:///trips.db"}')
-    assert _main(tmp_path, monkeypatch, "worker", "examples.trips:trips", "-l", "info") == 2
+    """The fix is the exact `migrate` of every listener behind, with their database (was:
+    `python -m listeners migrate` "with the same listeners and database URL")."""
+    shared = "sqlite:///trips.db"
+    monkeypatch.setenv("LISTENER_DATABASE_URLS", f'{{"trips": "{shared}", "orders": "{shared}"}}')
+    code = _main(tmp_path, monkeypatch, "worker", "orders", "examples.trips:trips", "-l", "info")
+    assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: listener 'trips': database sqlite:///trips.db is at revision")
-    assert "run `python -m listeners migrate`" in err
-    assert _main(tmp_path, monkeypatch, "migrate", "examples.trips:trips") == 0
-    assert "listener 'trips': database sqlite:///trips.db is at head" in capsys.readouterr().out
+    assert err.startswith("error: listener 'orders': database sqlite:///trips.db is at revision")
+    assert "listener 'trips': database sqlite:///trips.db is at revision" in err
+    migrate = ["python", "-m", "listeners", "migrate", "orders", "examples.trips:trips"]
+    assert quoted_commands(err) == [[*migrate, "--database-url", shared]]
+    assert _main(tmp_path, monkeypatch, *quoted_commands(err)[0][3:]) == 0  # runs as quoted
+    out = capsys.readouterr().out
+    assert "listener 'trips': database sqlite:///trips.db is at head" in out
+    assert "listener 'orders': database sqlite:///trips.db is at head" in out
 
 
 def _get_migrated_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alter: str = "") -> int:
@@ -133,7 +141,8 @@ def test_a_query_on_an_unmigrated_database_names_migrate(
     assert _main(tmp_path, monkeypatch, "order-status", "42", "--database-url", url) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: listener 'orders': database sqlite:///empty.db is at revision")
-    assert "run `python -m listeners migrate`" in err
+    migrate = ["python", "-m", "listeners", "migrate", "orders", "--database-url", url]
+    assert quoted_commands(err) == [migrate]
 
 
 def test_a_query_on_a_table_lacking_a_model_column_names_it_and_the_fix(
@@ -177,3 +186,26 @@ def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
         check=False,
     )
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_revision_of_a_listener_without_revisions_writes_its_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No migrations directory yet: `revision` makes it and writes the first schema (the
+    check that the database is at head comes once the directory exists)."""
+    package = tmp_path / "firsts"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n\nfrom listeners import Listener\n"
+        "from tests.unit.listeners.test_processor import _Shadow\n\n"
+        'firsts = Listener("firsts", model=_Shadow, saga_types={"order_fulfillment"}, '
+        'migrations=Path(__file__).parent / "migrations")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = "sqlite:///firsts.db"
+    code = _main(
+        tmp_path, monkeypatch, "revision", "firsts:firsts", "-m", "first", "--database-url", url
+    )
+    assert code == 0, capsys.readouterr().err
+    assert [p.name for p in (package / "migrations").glob("*_first.py")]
+    assert _main(tmp_path, monkeypatch, "migrate", "firsts:firsts", "--database-url", url) == 0

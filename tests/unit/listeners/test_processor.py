@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import sqlite3
 from datetime import timedelta
@@ -170,6 +171,18 @@ def _commands(spec: str, url: str) -> tuple[list[str], list[str]]:
         ["python", "-m", "listeners", "revision", spec, "-m", "what the model gained", *at],
         ["python", "-m", "listeners", "migrate", spec, *at],
     )
+
+
+def quoted_commands(message: str) -> list[list[str]]:
+    """The commands ``message`` quotes (between backticks), as argument lists.
+
+    Each must be one the CLI takes as it is (it is parsed with the CLI's own parser).
+    """
+    commands = [shlex.split(quoted) for quoted in re.findall(r"`([^`]+)`", message)]
+    for command in commands:
+        assert command[:3] == ["python", "-m", "listeners"], command
+        _parser().parse_args(command[3:])
+    return commands
 
 
 def _names_the_commands(

@@ -8,18 +8,25 @@ All are private to faust-streaming. Renamed or re-shaped by a release, an overri
 silently never called (the stall is back, the lease sees no heartbeat: every lane waits
 for ever) or fails at the first rebalance. These tests fail first, naming what moved, as
 tests/unit/coordinator/test_lease_aiokafka.py does for aiokafka.
+
+``drain`` (Faust's drain loop with direct lanes) and the coordinator's lanes
+(coordinator/_app.py) also read attributes that only a constructed consumer has
+(``_read_offset``, ``suspend_flow``, ...): those are pinned on a real consumer, built
+(not started) by the app class the coordinator uses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import faust
 import pytest
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 
 from coordinator._faust_app import FetchThread, HookedApp, app_class
 
@@ -148,4 +155,112 @@ def test_faust_builds_a_worker_s_consumer_through_the_method_the_lease_hooks() -
         f"{moved(driver.AIOKafkaConsumerThread, '_create_consumer')} no longer builds a "
         "worker's consumer with _create_worker_consumer: the membership lease would never "
         "be hooked (every lane waits for ever) and the long-poll stays 1.5 s"
+    )
+
+
+def _coroutine(params: str) -> Callable[[Any], bool]:
+    """A coroutine function (bound) taking ``params``."""
+    return lambda value: inspect.iscoroutinefunction(value) and parameters(value) == params
+
+
+def _callable(params: str) -> Callable[[Any], bool]:
+    return lambda value: callable(value) and parameters(value) == params
+
+
+def _event(value: Any) -> bool:
+    """An asyncio.Event-like: ``is_set()`` and an awaitable ``wait()``."""
+    return callable(getattr(value, "is_set", None)) and inspect.iscoroutinefunction(
+        getattr(value, "wait", None)
+    )
+
+
+def _read_offsets(value: Any) -> bool:
+    """A mapping keyed by TP whose unseen partitions read None (Faust's defaultdict)."""
+    if not isinstance(value, MutableMapping):
+        return False
+    tp = TP("pin.topic", 0)
+    fresh = value[tp] is None
+    value[tp] = 7
+    kept = value[TP("pin.topic", 0)] == 7
+    del value[tp]
+    return fresh and kept
+
+
+#: consumer attribute (dotted: reached through it) -> (what it must be, who reads it)
+CONSUMER_READS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "_read_offset": (_read_offsets, "a mapping TP -> last offset read, None when unread"),
+    "_add_gap": (_coroutine("(tp, offset_from, offset_to)"), "a coroutine (tp, from, to)"),
+    "suspend_flow": (_event, "an asyncio.Event-like with is_set() and async wait()"),
+    "wait_first": (_coroutine("(*coros, timeout=None)"), "a coroutine (*coros, timeout=None)"),
+    "callback": (_callable("(message)"), "a callable (message): hands a record to Faust"),
+    "_commit_every": (lambda v: v is None or isinstance(v, int), "int or None"),
+    "_n_acked": (lambda v: isinstance(v, int), "int, the acks since the last commit"),
+    "commit": (inspect.iscoroutinefunction, "a coroutine"),
+    "_stopped": (_event, "an Event-like: the consumer stopped"),
+    "should_stop": (lambda v: isinstance(v, bool), "bool"),
+    "getmany": (
+        lambda v: inspect.isasyncgenfunction(v) and parameters(v) == "(timeout)",
+        "an async generator (timeout) of (TP, message)",
+    ),
+    "pause_partitions": (_callable("(tps)"), "a callable (tps)"),
+    "consumer_stopped_errors": (
+        lambda v: isinstance(v, tuple) and all(issubclass(e, BaseException) for e in v),
+        "a tuple of exception classes",
+    ),
+    "transport.app.should_stop": (lambda v: isinstance(v, bool), "bool"),
+    "app.monitor.stream_inbound_time": (
+        lambda v: isinstance(v, MutableMapping),
+        "a mapping TP -> monotonic time (Faust's idle check)",
+    ),
+    "app._fetcher._stopped": (_event, "an Event-like: the fetcher stopped"),
+    "unacked": (lambda v: callable(getattr(v, "discard", None)), "a set-like with discard()"),
+    "seek": (_coroutine("(partition, offset)"), "a coroutine (partition, offset)"),
+    "assignment": (_callable("()"), "a callable () -> set of TP"),
+    "_thread._ensure_consumer": (_callable("()"), "the thread's aiokafka consumer, built"),
+    "_thread.call_thread": (inspect.iscoroutinefunction, "a coroutine running on the thread"),
+}
+
+
+@pytest.fixture
+def consumer() -> Iterator[Any]:
+    """The consumer the coordinator's app builds, constructed and never started."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = app_class(10)("pin-consumer", broker="kafka://127.0.0.1:1", store="memory://")
+        yield app.consumer
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def unlike_what_we_read(consumer: Any) -> list[str]:
+    """The attributes of CONSUMER_READS that ``consumer`` lacks or has in another shape."""
+    wrong = []
+    for path, (fits, shape) in CONSUMER_READS.items():
+        value: Any = consumer
+        try:
+            for name in path.split("."):
+                value = getattr(value, name)
+        except AttributeError:
+            wrong.append(f"consumer.{path} is gone (must be {shape})")
+            continue
+        try:
+            ok = fits(value)
+        except Exception as exc:  # a shape that cannot even be tried
+            ok, shape = False, f"{shape}; trying it raised {exc!r}"
+        if not ok:
+            wrong.append(f"consumer.{path} is {value!r}, not {shape}")
+    return wrong
+
+
+def test_a_constructed_consumer_has_what_drain_and_the_lanes_read(consumer: Any) -> None:
+    assert type(consumer).__mro__[1] is driver.Consumer  # ours, on Faust's aiokafka one
+    wrong = unlike_what_we_read(consumer)
+    assert not wrong, (
+        f"faust-streaming {faust.__version__} (read on {READ_ON}): "
+        + "; ".join(wrong)
+        + ". coordinator/_faust_app.py drain/_faust_path copy Faust's "
+        "Consumer._drain_messages and coordinator/_app.py's lanes use these: re-read "
+        "faust/transport/consumer.py, adapt them, then update CONSUMER_READS"
     )

@@ -38,6 +38,7 @@ from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential
 from coordinator._cli_parser import Exit
 from listeners._db import (
     create_db_engine,
+    hide_password,
     is_transient,
     lacks_schema,
     schema_fix,
@@ -309,7 +310,7 @@ def _worker(settings: ListenerSettings, args: argparse.Namespace, faust_args: li
 
 
 def _shown(url: str) -> str:
-    return create_db_engine(url).url.render_as_string(hide_password=True)
+    return hide_password(create_db_engine(url).url)
 
 
 def _render(listener: Listener[Any], entity: EntityView) -> str:

@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from listeners._declarative import Listener
 from listeners._errors import ReplayError
 
-__all__ = ["drop_database", "fresh_database", "is_fresh", "swap_databases"]
+__all__ = ["drop_database", "fresh_database", "held_listeners", "is_fresh", "swap_databases"]
+
+_VERSION_TABLE = "alembic_version_"
 
 
 def _stamp() -> str:
@@ -93,6 +95,26 @@ def is_fresh(target: str, listeners: Sequence[Listener[Any]]) -> bool:
         for name in (listener.table.name, listener.timeline.name, listener.version_table)
     }
     return not present & ours
+
+
+def held_listeners(database: str) -> set[str]:
+    """Names of the listeners whose version table (``alembic_version_{name}``) ``database`` holds.
+
+    The database's own record of whose tables it holds (a replay's swap moves them all).
+    """
+    url = sa.make_url(database)
+    if url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or not Path(url.database).exists()
+    ):
+        return set()  # nothing is held yet (a new engine of memory: nothing ever)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        present = sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    return {
+        name.removeprefix(_VERSION_TABLE) for name in present if name.startswith(_VERSION_TABLE)
+    }
 
 
 def swap_databases(*, live: str, fresh: str) -> str:

@@ -168,6 +168,8 @@ def migration_fix(
     fresh: bool,
     revisions: Path,
     replaying: bool = False,
+    unnamed: Sequence[str] = (),
+    swap: bool = True,
 ) -> str:
     """What to do when a revision of a listener found a table or column missing.
 
@@ -178,10 +180,13 @@ def migration_fix(
     ``database_url``). Otherwise the database was changed outside the revisions: a new
     revision cannot help (``migrate`` runs the failing one first, and ``revision``
     refuses a database not at head); it is rebuilt (``replay`` of ``rebuild``).
+    ``unnamed``: listeners the database also holds that have no CLI name here (their
+    module:attribute is to be added to the replay). ``swap=False``: the replay quoted
+    keeps ``--no-swap`` (the failed one was asked not to swap).
     """
     if fresh:
         again = (
-            _rebuild(rebuild, database_url)
+            _rebuild(rebuild, database_url, unnamed, swap=swap)
             if replaying
             else f"run {migrate_command(rebuild, database_url)}"
         )
@@ -192,17 +197,32 @@ def migration_fix(
     return (
         "the database lacks a table or column that the listener's earlier revisions "
         "create: it was changed outside its migrations (a new revision cannot help: "
-        "migrate runs the failing one first); " + _rebuild(rebuild, database_url)
+        "migrate runs the failing one first); "
+        + _rebuild(rebuild, database_url, unnamed, swap=swap)
     )
 
 
-def _rebuild(listeners: Sequence[str], database_url: str) -> str:
-    """The ``replay`` that rebuilds the database at ``database_url`` for ``listeners``."""
+def _rebuild(
+    listeners: Sequence[str], database_url: str, unnamed: Sequence[str] = (), *, swap: bool = True
+) -> str:
+    """The ``replay`` that rebuilds the database at ``database_url`` for ``listeners``.
+
+    ``unnamed``: listeners it also holds whose CLI name is unknown (said to be added).
+    ``swap=False``: with ``--no-swap``.
+    """
     replay = ["python", "-m", "listeners", "replay", *listeners, "--database-url", database_url]
+    replay += [] if swap else ["--no-swap"]
+    also = (
+        f"; the database also holds listener(s) {sorted(unnamed)}: add each one's "
+        "module:attribute to that replay (replay refuses to swap without them)"
+        if unnamed
+        else ""
+    )
     return (
         "rebuild it from the lifecycle topic, naming every listener whose tables it holds "
         f"(the swap replaces the whole database): `{shlex.join(replay)}`"
         + _password_note(database_url)
+        + also
     )
 
 
@@ -222,7 +242,8 @@ def _password_note(database_url: str) -> str:
 def _password_hidden(database_url: str) -> bool:
     """Whether ``database_url`` was rendered with its password hidden (``***``)."""
     try:
-        return sa.make_url(database_url).password == "***"
+        url = sa.make_url(database_url)
+        return "***" in (url.password, url.query.get("password"))
     except ArgumentError:  # a placeholder ("URL")
         return False
 
@@ -232,16 +253,22 @@ def ships_with_package(migrations: Path) -> bool:
     return Path(__file__).resolve().parent in migrations.resolve().parents
 
 
-def hide_password(database_url: str) -> str:
-    """``database_url`` as shown to people: its password hidden (``***``)."""
-    return sa.make_url(database_url).render_as_string(hide_password=True)
+def hide_password(database_url: str | sa.URL) -> str:
+    """``database_url`` as shown to people: its password hidden (``***``).
+
+    Also one given as a query parameter (``?password=...``, which the driver takes too).
+    """
+    url = sa.make_url(database_url)
+    if "password" in url.query:
+        url = url.update_query_dict({"password": "***"})
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def shown_url(sessions: sessionmaker[Session]) -> str:
     """The URL of the database ``sessions`` are bound to, its password hidden."""
     bind = sessions.kw.get("bind")
     url = getattr(bind, "url", None)
-    return url.render_as_string(hide_password=True) if url is not None else "URL"
+    return hide_password(url) if url is not None else "URL"
 
 
 async def retry_in_place(

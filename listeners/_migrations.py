@@ -21,6 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
+from listeners._databases import held_listeners
 from listeners._db import (
     create_db_engine,
     hide_password,
@@ -30,7 +31,7 @@ from listeners._db import (
 )
 from listeners._declarative import Listener
 from listeners._errors import ListenerConfigError, SchemaLagsModelError, SchemaNotAtHeadError
-from listeners._registry import cli_name
+from listeners._registry import BUILTIN, cli_name
 
 __all__ = [
     "MIGRATE_COMMAND",
@@ -83,33 +84,43 @@ def upgrade(
     revision: str = "heads",
     *,
     rebuilt: str | None = None,
+    swap: bool = True,
 ) -> None:
     """Upgrade each listener's tables at ``database_url`` (default: the order listener).
 
     ``listeners`` are those whose tables the database holds, as far as known. ``rebuilt``:
-    the database a replay is building ``database_url`` to replace (default: itself).
+    the database a replay is building ``database_url`` to replace (default: itself);
+    ``swap``: whether that replay swaps (its quoted rerun keeps ``--no-swap``).
 
     Raises:
+        SchemaNotAtHeadError: the database is at a revision a listener's migrations lack
+            (was: Alembic's "Can't locate revision", a traceback).
         SchemaLagsModelError: a revision found a table or column missing, naming the
             commands that fix it: the database is rebuilt (``replay`` of ``listeners``),
             after the revisions are fixed if a fresh database fails the same way.
     """
     listeners = list(listeners) if listeners is not None else _default()
     for listener in listeners:
-        _script(listener)
-        fresh = _holds_none(database_url, listener)
+        current = _current(database_url, listener)
+        if foreign := _foreign(listener, current, hide_password(database_url)):
+            raise SchemaNotAtHeadError(foreign)
+        fresh = not current
         try:
             command.upgrade(alembic_config(listener, database_url), revision)
         except SQLAlchemyError as exc:
             if not lacks_schema(exc):
                 raise
             shown = hide_password(database_url)
+            named = [cli_name(item) for item in listeners]
+            held = held_listeners(rebuilt or database_url) - {item.name for item in listeners}
             fix = migration_fix(
                 hide_password(rebuilt or database_url),
-                rebuild=[cli_name(item) for item in listeners],
+                rebuild=[*named, *sorted(held & BUILTIN.keys())],
                 fresh=fresh,
                 revisions=listener.migrations,
                 replaying=rebuilt is not None,
+                unnamed=sorted(held - BUILTIN.keys()),
+                swap=swap,
             )
             first = str(exc).splitlines()[0]
             if isinstance(exc, NoSuchTableError):  # reflected (batch mode): only its name
@@ -119,13 +130,26 @@ def upgrade(
             ) from exc
 
 
-def _holds_none(database_url: str, listener: Listener[Any]) -> bool:
-    """Whether the database at ``database_url`` holds no revision of ``listener``."""
+def _current(database_url: str, listener: Listener[Any]) -> frozenset[str]:
+    """The revisions of ``listener`` the database at ``database_url`` is at."""
     engine = create_db_engine(database_url)
     try:
-        return not current_revisions(engine, listener)
+        return current_revisions(engine, listener)
     finally:
         engine.dispose()
+
+
+def _foreign(listener: Listener[Any], current: frozenset[str], shown: str) -> str:
+    """Why ``migrate`` cannot help a database at revisions ``listener`` lacks ("": none)."""
+    unknown = current - {script.revision for script in _script(listener).walk_revisions()}
+    if not unknown:
+        return ""
+    return (
+        f"listener {listener.name!r}: database {shown} is at revision {sorted(unknown)}, "
+        f"which its migrations ({listener.migrations}) do not have: a newer release of the "
+        f"listener migrated it (run that release), or its version table "
+        f"{listener.version_table} was changed by hand; migrate cannot move it"
+    )
 
 
 def head_revisions(listener: Listener[Any] | None = None) -> frozenset[str]:
@@ -148,15 +172,18 @@ def require_head(engine: sa.Engine, listeners: Sequence[Listener[Any]] | None = 
 
     Raises:
         SchemaNotAtHeadError: naming each listener not at head and the exact ``migrate``
-            of them all (as ``python -m listeners`` names them, the URL's password hidden).
+            of them all (as ``python -m listeners`` names them, the URL's password hidden);
+            or, at a revision its migrations lack (migrate cannot help), saying so.
     """
     behind = [
         (listener, current)
         for listener in (listeners if listeners is not None else _default())
         if (current := current_revisions(engine, listener)) != head_revisions(listener)
     ]
+    shown = hide_password(engine.url)
+    if foreign := "; ".join(filter(None, (_foreign(item, now, shown) for item, now in behind))):
+        raise SchemaNotAtHeadError(foreign)
     if behind:
-        shown = engine.url.render_as_string(hide_password=True)
         at = "; ".join(
             f"listener {listener.name!r}: database {shown} is at revision "
             f"{sorted(current) or 'none (empty)'}, not at head {sorted(head_revisions(listener))}"

@@ -29,8 +29,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from coordinator.events import DeadLetter
-from listeners._databases import drop_database, fresh_database, is_fresh, swap_databases
-from listeners._db import create_db_engine, session_factory
+from listeners._databases import (
+    drop_database,
+    fresh_database,
+    held_listeners,
+    is_fresh,
+    swap_databases,
+)
+from listeners._db import create_db_engine, hide_password, session_factory
 from listeners._declarative import Listener
 from listeners._decoding import RawRecord
 from listeners._errors import ReplayError
@@ -125,6 +131,8 @@ async def replay(
             "replay one database's listeners at a time"
         )
     live = urls.pop()
+    if swap:
+        _require_all_named(live, listeners)
     report = ReplayReport()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -164,6 +172,22 @@ async def replay(
     return report
 
 
+def _require_all_named(live: str, listeners: Sequence[Listener[Any]]) -> None:
+    """Refuse a swap that would leave a listener the replay does not name in the old database.
+
+    The swap replaces the whole database: the tables of a listener sharing it that is
+    not replayed would stay behind, and its workers would find the live one empty.
+    """
+    unnamed = held_listeners(live) - {listener.name for listener in listeners}
+    if unnamed:
+        raise ReplayError(
+            f"database {_shown(live)} also holds the tables of listener(s) {sorted(unnamed)} "
+            "(their alembic_version_* tables), which this replay does not name: the swap "
+            "replaces the whole database, so they would be left in the old one; name every "
+            "listener whose tables it holds (module:attribute, or a built-in name)"
+        )
+
+
 async def _build(
     consumer: AIOKafkaConsumer,
     tps: list[TopicPartition],
@@ -175,7 +199,7 @@ async def _build(
     swap: bool,
     live: str,
 ) -> None:
-    upgrade(target, listeners, rebuilt=live)
+    upgrade(target, listeners, rebuilt=live, swap=swap)
     engine = create_db_engine(target)
     try:
         processor = _processor(settings, listeners, engine, report)
@@ -299,4 +323,4 @@ async def _partitions(bootstrap: str, topic: str) -> list[int]:
 
 
 def _shown(url: str) -> str:
-    return create_db_engine(url).url.render_as_string(hide_password=True)
+    return hide_password(create_db_engine(url).url)

@@ -31,10 +31,13 @@ from coordinator.events import DeadLetter
 from listeners import NAMING_CONVENTION, Listener, SagaRow, create_db_engine, session_factory
 from listeners._cli import main
 from listeners._decoding import RawRecord
+from listeners._errors import ReplayError, SchemaLagsModelError
 from listeners._events import Event
 from listeners._migrations import require_head, upgrade
 from listeners._processor import BatchProcessor
 from listeners._registry import load_listener
+from listeners._replay import replay
+from listeners._settings import ListenerSettings
 from tests.integration.listener_kit import create_topic
 from tests.integration.test_listener_bulk_values import _event
 from tests.unit.listeners.test_processor import _names_the_commands, quoted_commands
@@ -331,8 +334,8 @@ def test_a_replay_whose_revisions_fail_names_them_and_the_replay_of_the_live_dat
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"the listener's revisions ({revisions}) use a table or column" in err, err
-    replay = [*_LISTENERS, "replay", "orders", spec, "--database-url", _shown(url)]
-    assert quoted_commands(err) == [replay], err
+    replay = [*_LISTENERS, "replay", "orders", spec, "--database-url", _shown(url), "--no-swap"]
+    assert quoted_commands(err) == [replay], err  # was: without --no-swap (it would swap)
     assert _hidden_said(err, url), err
     assert _replay_builds(url) == []  # the fresh one was dropped
 
@@ -353,3 +356,104 @@ def _replay_builds(url: str) -> list[str]:
             return sorted(names.scalars())
     finally:
         engine.dispose()
+
+
+def test_a_replay_that_does_not_swap_is_quoted_without_a_swap(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay asked not to swap, whose fresh database's revisions fail, quotes its rerun
+    with ``--no-swap`` (was: without, so the quoted rerun swapped the live database)."""
+    spec, _ = _broken_listener(tmp_path, monkeypatch)
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(SchemaLagsModelError) as failed:
+        upgrade(fresh, [load_listener(spec)], rebuilt=url, swap=False)
+    replay = [*_LISTENERS, "replay", spec, "--database-url", _shown(url), "--no-swap"]
+    assert quoted_commands(str(failed.value)) == [replay], failed.value
+
+
+def _shared_with_trips_orders_dropped(url: str) -> None:
+    """Orders at its first revision and trips at head in ``url``; orders' table dropped."""
+    upgrade(url, [load_listener("orders")], "0001_orders")
+    upgrade(url, [load_listener("examples.trips:trips")])
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE orders"))
+    engine.dispose()
+
+
+def test_migrate_of_one_listener_names_the_others_its_database_holds(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate orders` alone, on a database trips shares: the quoted replay of orders
+    alone would swap trips' tables out of the live database; the message names trips
+    (was: only the replay of orders, said to name "every listener whose tables it holds")."""
+    _shared_with_trips_orders_dropped(url)
+    code, err = _cli(monkeypatch, capsys, "migrate", "orders", "--database-url", url)
+    assert code == 2, err
+    assert "the database also holds listener(s) ['trips']: add each one's" in err, err
+
+
+def test_the_quoted_replay_adds_a_built_in_the_database_holds(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay of a listener sharing its database with orders, whose revisions fail:
+    the quoted rerun names orders too (a built-in has a CLI name; was: left out, and
+    its swap would have left orders' tables in the old database)."""
+    spec, _ = _broken_listener(tmp_path, monkeypatch)
+    upgrade(url, [load_listener("orders")])
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(SchemaLagsModelError) as failed:
+        upgrade(fresh, [load_listener(spec)], rebuilt=url)
+    replay = [*_LISTENERS, "replay", spec, "orders", "--database-url", _shown(url)]
+    assert quoted_commands(str(failed.value)) == [replay], failed.value
+
+
+def test_a_replay_that_would_swap_out_a_listener_it_does_not_name_refuses(url: str) -> None:
+    """The swap replaces the whole database: a replay of orders alone on a database
+    trips shares would leave trips' tables in the old one (was: swapped; trips' workers
+    then found the live database empty). Refused before the broker is reached."""
+    upgrade(url, [load_listener("orders"), load_listener("examples.trips:trips")])
+    settings = ListenerSettings(kafka_bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(ReplayError, match=r"also holds the tables of listener\(s\) \['trips'\]"):
+        asyncio.run(replay(settings, listeners=[load_listener("orders")], database_url=url))
+
+
+def test_a_database_at_a_revision_its_migrations_lack_says_migrate_cannot_help(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newer release migrated it (or its version table was edited): get/revision quoted
+    `migrate`, which then crashed with Alembic's "Can't locate revision", exit 1."""
+    orders = load_listener("orders")
+    upgrade(url, [orders])
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {orders.version_table} SET version_num = '0009_newer'"))
+    engine.dispose()
+    for args in (
+        ["get", "orders", "o-1"],
+        ["migrate", "orders"],
+        ["revision", "orders", "-m", "x"],
+    ):
+        code, err = _cli(monkeypatch, capsys, *args, "--database-url", url)
+        assert code == 2, (args, err)
+        assert "is at revision ['0009_newer'], which its migrations" in err, (args, err)
+        assert "migrate cannot move it" in err and quoted_commands(err) == [], (args, err)
+
+
+def test_a_password_given_as_a_query_parameter_is_never_printed(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``?password=...`` reaches the driver as well: it was printed in the clear, in the
+    URL and in the quoted `migrate`."""
+    parsed = sa.make_url(pg_url)
+    assert parsed.password, "the test needs a database with a password"
+    secret = str(parsed.password)
+    url = parsed.set(password=None).update_query_dict({"password": secret})
+    shown = url.render_as_string(hide_password=False)
+    code, err = _cli(monkeypatch, capsys, "get", "orders", "o-1", "--database-url", shown)
+    assert code == 2, err
+    assert f"password={secret}" not in err and "password=***" in err, err
+    assert "(*** stands for the database's password, not shown: put it back)" in err, err
+    migrate = quoted_commands(err)[0]
+    code, _ = _cli(monkeypatch, capsys, *[a.replace("***", secret) for a in migrate[3:]])
+    assert code == 0

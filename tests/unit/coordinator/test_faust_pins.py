@@ -213,6 +213,10 @@ CONSUMER_READS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a mapping TP -> monotonic time (Faust's idle check)",
     ),
     "app._fetcher._stopped": (_event, "an Event-like: the fetcher stopped"),
+    "app.topics.acks_enabled_for": (
+        _callable("(topic)"),
+        "a callable (topic) -> bool: whether _faust_path records a gap (_add_gap)",
+    ),
     "unacked": (lambda v: callable(getattr(v, "discard", None)), "a set-like with discard()"),
     "seek": (_coroutine("(partition, offset)"), "a coroutine (partition, offset)"),
     "assignment": (_callable("()"), "a callable () -> set of TP"),
@@ -244,6 +248,9 @@ def unlike_what_we_read(consumer: Any) -> list[str]:
                 value = getattr(value, name)
         except AttributeError:
             wrong.append(f"consumer.{path} is gone (must be {shape})")
+            continue
+        if getattr(value, "__isabstractmethod__", False):  # Faust's stub: the body is gone
+            wrong.append(f"consumer.{path} is only declared (abstract), not {shape}")
             continue
         try:
             ok = fits(value)

@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential
 
 from coordinator._cli_parser import Exit
+from listeners._databases import held_listeners
 from listeners._db import (
     create_db_engine,
     hide_password,
@@ -54,7 +55,7 @@ from listeners._errors import (
 )
 from listeners._migrations import require_head, revision, upgrade
 from listeners._queries import EntityView, get_entity, list_entities
-from listeners._registry import load_listener, load_listeners
+from listeners._registry import BUILTIN, load_listener, load_listeners
 from listeners._replay import replay
 from listeners._settings import ListenerSettings
 
@@ -263,7 +264,14 @@ def _query(url: str, listener: Listener[Any], run: Any, *, spec: str) -> Any:
             return run(session)
     except SQLAlchemyError as exc:
         shipped = ships_with_package(listener.migrations)
-        fix = schema_fix(exc, spec, _shown(url), rebuild=[spec] if shipped else [])
+        held = held_listeners(url) - {listener.name} if shipped else set()
+        fix = schema_fix(
+            exc,
+            spec,
+            _shown(url),
+            rebuild=[spec, *sorted(held & BUILTIN.keys())] if shipped else [],
+            unnamed=sorted(held - BUILTIN.keys()),
+        )
         if not fix:
             raise
         first = str(exc).splitlines()[0]

@@ -130,6 +130,7 @@ def schema_fix(
     database_url: str,
     *,
     rebuild: Sequence[str] = (),
+    unnamed: Sequence[str] = (),
 ) -> str:
     """What to do when ``exc`` says a table or column of a model is not in the database.
 
@@ -140,7 +141,8 @@ def schema_fix(
     create its whole model and the database was changed outside them; a revision written
     into the package would run against every other database of it. The fix rebuilds the
     database instead, replaying the listeners named in ``rebuild`` (every one whose tables
-    it holds, as far as known: the swap replaces the whole database).
+    it holds, as far as known: the swap replaces the whole database); ``unnamed``: others
+    it holds that have no CLI name here (said to be added).
     """
     if not lacks_schema(exc):
         return ""
@@ -149,7 +151,7 @@ def schema_fix(
             "the database lacks a table or column of the listener's model, which its "
             "own migrations (shipped with the package) create: the database was changed "
             "outside them (write no revision into the package: every other database of "
-            "it would run it); " + _rebuild(rebuild, database_url)
+            "it would run it); " + _rebuild(rebuild, database_url, unnamed)
         )
     command = ["python", "-m", "listeners"]
     at = ["--database-url", database_url]

@@ -457,3 +457,18 @@ def test_a_password_given_as_a_query_parameter_is_never_printed(
     migrate = quoted_commands(err)[0]
     code, _ = _cli(monkeypatch, capsys, *[a.replace("***", secret) for a in migrate[3:]])
     assert code == 0
+
+
+def test_a_query_names_the_other_listeners_its_database_holds(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`get orders` on a database trips shares, orders' column dropped by hand: the quoted
+    replay of orders alone would be refused (it would swap trips out); trips is named."""
+    upgrade(url, [load_listener("orders"), load_listener("examples.trips:trips")])
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN current_step"))
+    engine.dispose()
+    code, err = _cli(monkeypatch, capsys, "get", "orders", "o-1", "--database-url", url)
+    assert code == 2, err
+    assert "the database also holds listener(s) ['trips']: add each one's" in err, err

@@ -101,6 +101,7 @@ def upgrade(
     """
     listeners = list(listeners) if listeners is not None else _default()
     for listener in listeners:
+        _script(listener)  # a listener without migrations: said before any database is asked
         current = _current(database_url, listener)
         if foreign := _foreign(listener, current, hide_password(database_url)):
             raise SchemaNotAtHeadError(foreign)
